@@ -1,0 +1,350 @@
+"""Corpora through `datasets`: Hub ids, local files and folders, streaming; splits; BPTT batches.
+
+How rows become one character stream: the text column of every row, in order, joined with a
+single newline between rows ("\\n".join(rows)). A plain-text file is read as one row (the whole
+file, newlines kept), so a .txt corpus is exactly the file's characters; a folder of .txt files is
+one row per file.
+
+Validation: the dataset's own validation split when it has one (`validation`, `valid`, `val`,
+`dev`); otherwise the last `val_fraction` of the joined training text (nanoGPT's split), so the
+model never trains on it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import torch
+
+from .vocab import CharVocab
+
+DEFAULT_DATASET = "karpathy/tiny_shakespeare"
+# On datasets >= 4 this repository's loading script no longer runs; its Parquet conversion does.
+DEFAULT_REVISIONS = {"karpathy/tiny_shakespeare": "refs/convert/parquet"}
+VALIDATION_SPLITS = ("validation", "valid", "val", "dev")
+BUILDERS = {".txt": "text", ".text": "text", ".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+
+class DataError(ValueError):
+    """A corpus that cannot be loaded; the message says what to do instead."""
+
+
+@dataclass
+class Corpus:
+    """A training and a validation text, and where they came from."""
+
+    train: str
+    val: str
+    source: str
+    revision: str | None = None
+    val_from: str = "fraction"  # "split" when the dataset had a validation split
+
+    def vocab(self) -> CharVocab:
+        return CharVocab.from_text((self.train, self.val))
+
+
+# -- locating and loading -----------------------------------------------------------------------
+
+
+def default_revision(dataset: str, revision: str | None) -> str | None:
+    return revision if revision else DEFAULT_REVISIONS.get(dataset)
+
+
+def _local_data_files(path: str) -> tuple[str, list[str]]:
+    """The `datasets` builder and the files for a local file or a folder of files."""
+    if os.path.isfile(path):
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in BUILDERS:
+            raise DataError(f"{path} is a {ext or 'extensionless'} file; use a .txt, .parquet, .jsonl, .csv file or a folder of them.")
+        return BUILDERS[ext], [path]
+    files = sorted(
+        os.path.join(root, name)
+        for root, _, names in os.walk(path)
+        for name in names
+        if os.path.splitext(name)[1].lower() in BUILDERS and not name.startswith(".")
+    )
+    if not files:
+        raise DataError(f"{path} holds no .txt, .parquet, .jsonl or .csv files and is not a save_to_disk folder.")
+    builders = {BUILDERS[os.path.splitext(f)[1].lower()] for f in files}
+    if len(builders) > 1:
+        raise DataError(f"{path} mixes file types ({', '.join(sorted(builders))}); put one type of file in the folder.")
+    return builders.pop(), files
+
+
+def _is_saved_dataset(path: str) -> bool:
+    names = set(os.listdir(path))
+    return "dataset_dict.json" in names or ("state.json" in names and "dataset_info.json" in names)
+
+
+def _hub_endpoint() -> tuple[str, int]:
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub answers a TCP connection within `timeout` seconds (never when offline)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    if os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    try:
+        with socket.create_connection(_hub_endpoint(), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_dataset_dict(dataset: str, revision: str | None = None, streaming: bool = False):
+    """A `datasets.DatasetDict` (or IterableDatasetDict) for a Hub id, local file or folder."""
+    import datasets
+
+    if os.path.exists(dataset):
+        if os.path.isdir(dataset) and _is_saved_dataset(dataset):
+            loaded = datasets.load_from_disk(dataset)
+            if isinstance(loaded, datasets.Dataset):
+                loaded = datasets.DatasetDict({"train": loaded})
+            if streaming:
+                loaded = datasets.IterableDatasetDict({k: v.to_iterable_dataset() for k, v in loaded.items()})
+            return loaded
+        builder, files = _local_data_files(dataset)
+        kwargs = {"sample_by": "document"} if builder == "text" else {}
+        try:
+            return datasets.load_dataset(builder, data_files={"train": files}, streaming=streaming, **kwargs)
+        except Exception as err:
+            raise DataError(f"Could not read {dataset} as {builder} data ({type(err).__name__}: {err}); check the file's format.") from None
+    if dataset.startswith((".", "/", "~")) or dataset.count("/") > 1 or os.sep in dataset.replace("/", "", 1):
+        raise DataError(f"{dataset} does not exist; give an existing file or folder, or a Hub dataset id like user/name.")
+    revision = default_revision(dataset, revision)
+    start = time.monotonic()
+    offline = not hub_reachable()
+    try:
+        if offline:
+            # Only a local cache can help; make `datasets` fail at once instead of retrying.
+            datasets.config.HF_HUB_OFFLINE = True
+        return datasets.load_dataset(dataset, revision=revision, streaming=streaming)
+    except Exception as err:
+        if offline:
+            raise DataError(
+                f"Could not reach the Hugging Face Hub to load the dataset '{dataset}' and it is not in the local cache; "
+                "connect to the internet or pass a local path, e.g. --dataset path/to/corpus.txt."
+            ) from None
+        waited = time.monotonic() - start
+        raise DataError(
+            f"Could not load the dataset '{dataset}'" + (f" at revision {revision}" if revision else "")
+            + f" ({type(err).__name__} after {waited:.0f}s: {str(err).splitlines()[0] if str(err) else ''}); "
+            "check the id and revision, or pass a local path with --dataset."
+        ) from None
+
+
+def _text_column(features_or_names, text_column: str | None, source: str) -> str:
+    names = list(features_or_names)
+    if text_column:
+        if text_column not in names:
+            raise DataError(f"{source} has no column '{text_column}'; its columns are {names}. Pass one with --text-column.")
+        return text_column
+    if "text" in names:
+        return "text"
+    if len(names) == 1:
+        return names[0]
+    raise DataError(f"{source} has several columns {names} and none is called 'text'; choose one with --text-column.")
+
+
+def _split_names(dd, train_split: str | None, val_split: str | None):
+    names = list(dd.keys())
+    train = train_split or ("train" if "train" in names else names[0])
+    if train not in names:
+        raise DataError(f"The dataset has no split '{train}'; its splits are {names}.")
+    if val_split:
+        if val_split not in names:
+            raise DataError(f"The dataset has no split '{val_split}'; its splits are {names}.")
+        return train, val_split
+    val = next((n for n in VALIDATION_SPLITS if n in names and n != train), None)
+    return train, val
+
+
+def _join_rows(ds, column: str) -> str:
+    return "\n".join(t for t in ds[column] if t is not None)
+
+
+def load_corpus(
+    dataset: str = DEFAULT_DATASET,
+    revision: str | None = None,
+    text_column: str | None = None,
+    val_fraction: float = 0.1,
+    train_split: str | None = None,
+    val_split: str | None = None,
+) -> Corpus:
+    """Load a whole corpus into memory as a training and a validation string."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DataError(f"--val-fraction must be between 0 and 1 (exclusive); got {val_fraction}.")
+    dd = load_dataset_dict(dataset, revision)
+    train_name, val_name = _split_names(dd, train_split, val_split)
+    column = _text_column(dd[train_name].column_names, text_column, dataset)
+    train = _join_rows(dd[train_name], column)
+    rev = default_revision(dataset, revision) if not os.path.exists(dataset) else None
+    if val_name is not None:
+        val = _join_rows(dd[val_name], column)
+        corpus = Corpus(train=train, val=val, source=dataset, revision=rev, val_from=f"split:{val_name}")
+    else:
+        cut = int(len(train) * (1.0 - val_fraction))
+        corpus = Corpus(train=train[:cut], val=train[cut:], source=dataset, revision=rev, val_from=f"last {val_fraction:g}")
+    if len(corpus.train) < 2 or len(corpus.val) < 2:
+        raise DataError(f"{dataset} is too small to split into training and validation text; give a longer corpus.")
+    return corpus
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+class StreamingCorpus:
+    """A corpus larger than memory: the rows of an IterableDataset read as one character stream.
+
+    A first pass counts the characters (and collects the vocabulary unless one is given); with
+    no validation split the last `val_fraction` of the characters is held out by position.
+    """
+
+    def __init__(self, dataset, revision=None, text_column=None, val_fraction=0.1, train_split=None, val_split=None,
+                 vocab: CharVocab | None = None):
+        self.source = dataset
+        self.revision = default_revision(dataset, revision) if not os.path.exists(dataset) else None
+        dd = load_dataset_dict(dataset, revision, streaming=True)
+        train_name, val_name = _split_names(dd, train_split, val_split)
+        self._train = dd[train_name]
+        self._val = dd[val_name] if val_name else None
+        names = self._train.column_names or list(next(iter(self._train)).keys())
+        self.column = _text_column(names, text_column, dataset)
+        chars: set[str] = set()
+        total = 0
+        for piece in self._pieces(self._train):
+            total += len(piece)
+            if vocab is None:
+                chars.update(piece)
+        val_total = 0
+        if self._val is not None:
+            for piece in self._pieces(self._val):
+                val_total += len(piece)
+                if vocab is None:
+                    chars.update(piece)
+            self.train_range, self.val_range = (0, total), (0, val_total)
+            self.val_from = f"split:{val_name}"
+        else:
+            cut = int(total * (1.0 - val_fraction))
+            self.train_range, self.val_range = (0, cut), (cut, total)
+            self.val_from = f"last {val_fraction:g}"
+        self._vocab = vocab or CharVocab(sorted(chars))
+
+    def vocab(self) -> CharVocab:
+        return self._vocab
+
+    def _pieces(self, ds):
+        first = True
+        for row in ds:
+            text = row.get(self.column)
+            if text is None:
+                continue
+            if not first:
+                yield "\n"
+            first = False
+            yield text
+
+    def chars(self, split: str, start: int, end: int, chunk: int = 1 << 16):
+        """Yield the characters [start, end) of a split's stream, in chunks of text."""
+        if split == "train":
+            ds, (lo, hi) = self._train, self.train_range
+        else:
+            ds, (lo, hi) = (self._val, self.val_range) if self._val is not None else (self._train, self.val_range)
+        start, end = lo + start, min(hi, lo + end)
+        pos = 0
+        for piece in self._pieces(ds):
+            nxt = pos + len(piece)
+            if nxt > start and pos < end:
+                yield piece[max(0, start - pos): min(len(piece), end - pos)]
+            pos = nxt
+            if pos >= end:
+                return
+
+    def length(self, split: str) -> int:
+        lo, hi = self.train_range if split == "train" else self.val_range
+        return hi - lo
+
+
+# -- batches for truncated BPTT ----------------------------------------------------------------
+
+
+def encode(vocab: CharVocab, text: str) -> torch.Tensor:
+    """The whole text as a 1-D LongTensor of ids (characters outside the vocabulary skipped)."""
+    return torch.tensor(vocab.encode(text), dtype=torch.long)
+
+
+def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Cut a 1-D id stream into `batch_size` contiguous streams: (batch, length).
+
+    Row b continues where it left off from one batch to the next, so the LSTM state carried
+    across batches is the state of the text that precedes it (word_language_model's batchify,
+    d2l's sequential partitioning).
+    """
+    length = ids.numel() // batch_size
+    if length < 2:
+        raise DataError(f"The text ({ids.numel()} characters) is too short for --batch-size {batch_size}; lower it.")
+    return ids[: length * batch_size].view(batch_size, length)
+
+
+def num_batches(streams: torch.Tensor, seq_len: int) -> int:
+    return (streams.shape[1] - 1 + seq_len - 1) // seq_len
+
+
+def get_batch(streams: torch.Tensor, index: int, seq_len: int):
+    """Inputs and targets of batch `index`: (batch, <=seq_len) each, targets shifted by one."""
+    i = index * seq_len
+    n = min(seq_len, streams.shape[1] - 1 - i)
+    return streams[:, i : i + n], streams[:, i + 1 : i + 1 + n]
+
+
+class StreamBatches:
+    """Contiguous BPTT batches from a StreamingCorpus without holding the corpus in memory.
+
+    Each of the `batch_size` rows reads its own contiguous share of the stream through its own
+    iterator, so memory holds one chunk per row.
+    """
+
+    def __init__(self, corpus: StreamingCorpus, split: str, batch_size: int, seq_len: int, rank: int = 0, world: int = 1):
+        self.corpus, self.split, self.seq_len = corpus, split, seq_len
+        total = corpus.length(split)
+        rows = batch_size * world
+        self.row_len = total // rows
+        if self.row_len < 2:
+            raise DataError(f"The {split} text is too short for --batch-size {batch_size}; lower it.")
+        self.starts = [(rank * batch_size + b) * self.row_len for b in range(batch_size)]
+        self.vocab = corpus.vocab()
+
+    def __len__(self) -> int:
+        return (self.row_len - 1 + self.seq_len - 1) // self.seq_len
+
+    def iterate(self, start_batch: int = 0):
+        """Yield (index, inputs, targets) from batch `start_batch` on."""
+        offset = start_batch * self.seq_len
+        readers = [self._row_reader(s + offset, s + self.row_len) for s in self.starts]
+        buffers = [""] * len(readers)
+        for index in range(start_batch, len(self)):
+            need = min(self.seq_len + 1, self.row_len - index * self.seq_len)
+            rows = []
+            for b, reader in enumerate(readers):
+                while len(buffers[b]) < need:
+                    piece = next(reader, None)
+                    if piece is None:
+                        break
+                    buffers[b] += piece
+                rows.append(self.vocab.encode(buffers[b][:need]))
+                buffers[b] = buffers[b][need - 1:]
+            n = min(len(r) for r in rows)
+            if n < 2:
+                return
+            t = torch.tensor([r[:n] for r in rows], dtype=torch.long)
+            yield index, t[:, :-1], t[:, 1:]
+
+    def _row_reader(self, start, end):
+        return iter(self.corpus.chars(self.split, start, end))

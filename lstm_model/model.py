@@ -1,0 +1,252 @@
+"""CharLSTM: character embedding -> nn.LSTM -> Linear, saved as config.json + model.safetensors.
+
+The embedding is the tutorial's one-hot input factored through a learned table (see DESIGN.md):
+a one-hot vector times W_x* only selects a row, so this is the same model family without ever
+building a dense one-hot tensor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import warnings
+
+import torch
+from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
+from torch import nn
+
+from .vocab import CharVocab, VocabError
+
+REPO_URL = "https://github.com/lstm-memory-chat/lstm-memory-chat"
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+# Limits checked before any memory is allocated: a config beyond these is refused.
+LIMITS = {"vocab": 100_000, "embed_dim": 8192, "hidden_size": 8192, "num_layers": 16}
+MAX_PARAMETERS = 500_000_000
+
+
+@contextlib.contextmanager
+def no_onednn():
+    """A context with oneDNN off: on CPU it makes a one-step nn.LSTM call ~8x slower, so step-wise
+    inference runs without it (training keeps it: there it is 1.3x faster)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
+        with torch.backends.mkldnn.flags(enabled=False, allow_tf32=torch.backends.mkldnn.allow_tf32):
+            yield
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says why and what to do."""
+
+
+def check_config(config: dict) -> None:
+    """Refuse a config with absurd or malformed values before anything is allocated."""
+    if not isinstance(config, dict):
+        raise CheckpointError("config.json must hold a JSON object; re-save the model with save_pretrained().")
+    vocab = config.get("vocab")
+    if not isinstance(vocab, list) or not vocab:
+        raise CheckpointError("config.json has no 'vocab' list of characters; this is not a CharLSTM checkpoint.")
+    if len(vocab) > LIMITS["vocab"]:
+        raise CheckpointError(f"config.json lists {len(vocab)} characters, over the limit of {LIMITS['vocab']}.")
+    try:
+        CharVocab(vocab)
+    except VocabError as err:
+        raise CheckpointError(f"config.json has a bad vocabulary: {err}") from None
+    for key in ("embed_dim", "hidden_size", "num_layers"):
+        value = config.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= LIMITS[key]:
+            raise CheckpointError(f"config.json has {key}={value!r}; it must be an integer from 1 to {LIMITS[key]}.")
+    dropout = config.get("dropout", 0.0)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+        raise CheckpointError(f"config.json has dropout={dropout!r}; it must be a number in [0, 1).")
+    for key in ("turn_separator", "stop_sequence"):
+        if not isinstance(config.get(key, ""), str):
+            raise CheckpointError(f"config.json has a non-string {key}; it must be a string.")
+    n = parameter_count(len(vocab), config.get("embed_dim", 64), config.get("hidden_size", 512), config.get("num_layers", 2))
+    if n > MAX_PARAMETERS:
+        raise CheckpointError(f"config.json describes a model of {n:,} parameters, over the limit of {MAX_PARAMETERS:,}.")
+
+
+def parameter_count(vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int) -> int:
+    lstm = 0
+    for layer in range(num_layers):
+        inputs = embed_dim if layer == 0 else hidden_size
+        lstm += 4 * hidden_size * (inputs + hidden_size + 2)
+    return vocab_size * embed_dim + lstm + hidden_size * vocab_size + vocab_size
+
+
+class CharLSTM(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="lstm-memory-chat",
+    repo_url=REPO_URL,
+    tags=["lstm", "char-level", "text-generation", "lstm-memory-chat"],
+    pipeline_tag="text-generation",
+    license="mit",
+):
+    """A character-level LSTM language model.
+
+    Arguments are plain JSON values so that `save_pretrained` writes them to config.json:
+    `vocab` (list of characters), `embed_dim`, `hidden_size`, `num_layers`, `dropout`, and the
+    chat metadata: `turn_separator` (appended to each user message) and `stop_sequence` (ends a
+    reply). `forget_bias` is the initial bias of the forget gate (only used at initialisation).
+    """
+
+    def __init__(
+        self,
+        vocab: list[str],
+        embed_dim: int = 64,
+        hidden_size: int = 512,
+        num_layers: int = 2,
+        dropout: float = 0.2,
+        turn_separator: str = "\n\n",
+        stop_sequence: str = "\n\n",
+        forget_bias: float = 1.0,
+    ):
+        super().__init__()
+        self.vocab = CharVocab(vocab)
+        self.embed_dim = embed_dim
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.dropout_p = dropout
+        self.turn_separator = turn_separator
+        self.stop_sequence = stop_sequence
+        self.embedding = nn.Embedding(len(self.vocab), embed_dim)
+        self.lstm = nn.LSTM(
+            embed_dim, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, batch_first=True
+        )
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden_size, len(self.vocab))
+        self._init_weights(forget_bias)
+
+    def _init_weights(self, forget_bias: float) -> None:
+        nn.init.normal_(self.embedding.weight, std=1.0 / math.sqrt(self.embed_dim))
+        h = self.hidden_size
+        for layer in range(self.num_layers):
+            # PyTorch packs the gates as input, forget, cell, output; both biases are added.
+            getattr(self.lstm, f"bias_ih_l{layer}").data[h : 2 * h].fill_(forget_bias / 2)
+            getattr(self.lstm, f"bias_hh_l{layer}").data[h : 2 * h].fill_(forget_bias / 2)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def config(self) -> dict:
+        return {
+            "vocab": list(self.vocab.chars),
+            "embed_dim": self.embed_dim,
+            "hidden_size": self.hidden_size,
+            "num_layers": self.num_layers,
+            "dropout": self.dropout_p,
+            "turn_separator": self.turn_separator,
+            "stop_sequence": self.stop_sequence,
+        }
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def begin_state(self, batch_size: int = 1, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The zero (h, c) pair, each (num_layers, batch, hidden)."""
+        if device is None:
+            device = self.head.weight.device
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+
+    def forward(self, ids: torch.Tensor, state=None):
+        """ids (batch, time) -> logits (batch, time, vocab), and the new (h, c)."""
+        if state is None:
+            state = self.begin_state(ids.shape[0], ids.device)
+        x = self.drop(self.embedding(ids))
+        out, state = self.lstm(x, state)
+        return self.head(self.drop(out)), state
+
+    def logits_from_state(self, state) -> torch.Tensor:
+        """The next-character logits that a state predicts: head(H of the top layer), (batch, vocab)."""
+        return self.head(state[0][-1])
+
+    # -- Hub loading: safetensors + JSON only, validated before allocation -----------------------
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision,
+        cache_dir,
+        force_download: bool,
+        local_files_only: bool,
+        token,
+        map_location: str = "cpu",
+        strict: bool = True,
+        **model_kwargs,
+    ):
+        check_config(model_kwargs)
+        if os.path.isdir(model_id):
+            model_file = os.path.join(model_id, WEIGHTS_NAME)
+            if not os.path.isfile(model_file):
+                pickles = [f for f in os.listdir(model_id) if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
+                if pickles:
+                    raise CheckpointError(
+                        f"{model_id} holds only pickle weights ({pickles[0]}), which could run code when loaded; "
+                        "convert them to model.safetensors with a trusted copy of the code."
+                    )
+                raise CheckpointError(f"{model_id} has no {WEIGHTS_NAME}; save the model with save_pretrained().")
+        else:
+            model_file = hf_hub_download(
+                repo_id=model_id,
+                filename=WEIGHTS_NAME,
+                revision=revision,
+                cache_dir=cache_dir,
+                force_download=force_download,
+                token=token,
+                local_files_only=local_files_only,
+            )
+        known = {"vocab", "embed_dim", "hidden_size", "num_layers", "dropout", "turn_separator", "stop_sequence", "forget_bias"}
+        model = cls(**{k: v for k, v in model_kwargs.items() if k in known})
+        load_weights(model, model_file, map_location)
+        model.eval()
+        return model
+
+
+def load_weights(model: CharLSTM, model_file: str, map_location="cpu") -> None:
+    """Load a safetensors file into `model`, refusing anything that does not match exactly."""
+    from safetensors import safe_open
+
+    expected = {name: p for name, p in model.state_dict().items()}
+    try:
+        handle = safe_open(model_file, framework="pt", device=str(map_location))
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{model_file} is not a readable safetensors file ({err}); re-save or re-download it.") from None
+    with handle as f:
+        names = set(f.keys())
+        missing = sorted(set(expected) - names)
+        extra = sorted(names - set(expected))
+        if missing:
+            raise CheckpointError(f"{model_file} lacks the tensors {missing[:3]}; it does not match config.json.")
+        if extra:
+            raise CheckpointError(f"{model_file} has unexpected tensors {extra[:3]}; it does not match config.json.")
+        loaded = {}
+        for name, target in expected.items():
+            sl = f.get_slice(name)
+            shape = tuple(sl.get_shape())
+            if shape != tuple(target.shape):
+                raise CheckpointError(
+                    f"{model_file}: tensor {name} has shape {shape}, but config.json implies {tuple(target.shape)}."
+                )
+            dtype = sl.get_dtype()
+            if dtype not in ("F32", "F16", "BF16", "F64"):
+                raise CheckpointError(f"{model_file}: tensor {name} has dtype {dtype}; weights must be floating point.")
+            tensor = f.get_tensor(name)
+            if not torch.isfinite(tensor).all():
+                raise CheckpointError(f"{model_file}: tensor {name} contains NaN or infinite values; the model is broken.")
+            loaded[name] = tensor.to(target.dtype)
+    model.load_state_dict(loaded, strict=True)
+
+
+def read_config(folder: str) -> dict:
+    with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
+        return json.load(f)

@@ -1,0 +1,253 @@
+"""ChatSession: the LSTM state carried across chat turns, a snapshot per turn, and the memory
+measurements the app shows.
+
+A turn (DESIGN.md, "The chat protocol"): the user's message plus the model's turn separator is
+fed through the LSTM from the current state; the model then writes a reply from that state until
+its stop sequence or the length cap. The state after the reply starts the next turn. With
+`memory=False` every turn starts from `begin_state`.
+
+Per turn the session measures:
+- `h_norm`, `c_norm`: the L2 norm of H and C per layer after the turn. The fresh state is zero,
+  so this is the distance from a fresh state.
+- `h_change`, `c_change`: how far this turn moved H and C (L2 norm of after - before, per layer).
+- `loss_carried_bpc` / `loss_fresh_bpc`: bits per character of the user's message predicted from
+  the carried state and from a fresh state, and `memory_benefit_bpc` = fresh - carried: the bits
+  per character the memory saves on this message (what a reset would cost; negative when the
+  carried memory misleads the model).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from .model import no_onednn
+from torch import nn
+
+from .generate import Sampling, SamplingError, Stream
+
+LN2 = math.log(2)
+MAX_MESSAGE_CHARS = 20_000  # longer messages are cut to this many characters, with a notice
+MAX_SNAPSHOTS = 64  # turns that keep their state snapshots (undo/retry reach this far back)
+MAX_TURNS = 500  # turns kept in the transcript
+
+
+def snapshot(state) -> tuple[torch.Tensor, torch.Tensor]:
+    """A detached copy of (h, c): a few KB (2 * layers * hidden floats)."""
+    return state[0].detach().clone(), state[1].detach().clone()
+
+
+@dataclass
+class Turn:
+    """One exchange: what the user typed, what the LSTM read and wrote, and the states around it."""
+
+    user: str
+    fed: str  # the characters actually fed: the message (within the vocabulary and the cap) + separator
+    reply: str = ""
+    skipped: list[str] = field(default_factory=list)
+    truncated: int = 0  # characters cut from an over-long message
+    state_before: tuple | None = None
+    state_after_user: tuple | None = None
+    state_after: tuple | None = None
+    measures: dict = field(default_factory=dict)
+    attempt: int = 0
+    done: bool = False
+    stopped_by: str | None = None
+
+    def report(self, index: int) -> dict:
+        return {"turn": index, "user": self.user, "reply": self.reply, "skipped": list(self.skipped),
+                "truncated_chars": self.truncated, "done": self.done, "stopped_by": self.stopped_by, **self.measures}
+
+
+class ChatSession:
+    """A conversation with a CharLSTM that keeps its (h, c) from turn to turn.
+
+    `send(message)` returns an iterator of reply pieces (streaming); the turn is recorded as the
+    reply is read. `undo()`, `retry()`, `reset()`; `state`, `turns`, `memory_report()`.
+    Sampling settings (max_new_chars, temperature, top_k, top_p, greedy, seed, stop) are keyword
+    arguments; `stop` defaults to the model's stop sequence. With a `seed`, the whole
+    conversation is reproducible.
+    """
+
+    def __init__(self, model, memory: bool = True, **sampling):
+        self.model = model
+        self.memory = memory
+        sampling.setdefault("stop", model.stop_sequence or None)
+        self.settings = dict(sampling)
+        Sampling(**self.settings).check(model.vocab_size)  # fail early on bad settings
+        self.turns: list[Turn] = []
+        self._state = model.begin_state(1)
+        self._notices: list[str] = []
+        self._dropped_turns = 0
+
+    # -- state --------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (h, c) the next turn starts from (a fresh state when memory is off)."""
+        return self._state if self.memory else self.model.begin_state(1)
+
+    def notices(self) -> list[str]:
+        """Messages for the person about the last turn (skipped characters, a cut message); read once."""
+        out, self._notices = self._notices, []
+        return out
+
+    def update_settings(self, **sampling) -> None:
+        merged = dict(self.settings, **sampling)
+        Sampling(**merged).check(self.model.vocab_size)
+        self.settings = merged
+
+    # -- turns --------------------------------------------------------------------------------
+
+    def send(self, message: str, **sampling):
+        """Feed `message` + the turn separator, then stream the reply (an iterator of pieces)."""
+        if sampling:
+            self.update_settings(**sampling)
+        if not isinstance(message, str):
+            raise SamplingError("The message must be text.")
+        truncated = max(0, len(message) - MAX_MESSAGE_CHARS)
+        if truncated:
+            self._notices.append(f"Your message was {len(message):,} characters; only the first "
+                                 f"{MAX_MESSAGE_CHARS:,} were read (the cap per message).")
+        encoded = self.model.vocab.encode_report(message[:MAX_MESSAGE_CHARS])
+        if encoded.skipped:
+            shown = ", ".join(repr(c) for c in encoded.skipped[:10]) + (" ..." if len(encoded.skipped) > 10 else "")
+            self._notices.append(f"The model has never seen {len(encoded.skipped)} of your characters ({shown}); "
+                                 "they were skipped.")
+        separator = self.model.vocab.encode_report(self.model.turn_separator)
+        turn = Turn(user=message, fed=encoded.text + separator.text, skipped=encoded.skipped, truncated=truncated)
+        turn.state_before = snapshot(self.state)
+        turn.state_after_user, turn.measures = self._ingest(turn.state_before, encoded.ids, encoded.ids + separator.ids)
+        self.turns.append(turn)
+        self._trim()
+        return self._reply(turn)
+
+    def retry(self):
+        """Resample the last reply from the state after the user's message; None if there is no turn."""
+        if not self.turns or self.turns[-1].state_after_user is None:
+            return None
+        turn = self.turns[-1]
+        turn.attempt += 1
+        turn.reply, turn.done, turn.state_after = "", False, None
+        self._state = turn.state_before
+        return self._reply(turn)
+
+    def undo(self) -> bool:
+        """Forget the last turn and restore the exact state from before it. False if nothing to undo."""
+        if not self.turns or self.turns[-1].state_before is None:
+            return False
+        turn = self.turns.pop()
+        self._state = turn.state_before
+        return True
+
+    def reset(self) -> None:
+        """A fresh conversation: empty transcript and a fresh state."""
+        self.turns.clear()
+        self._notices.clear()
+        self._dropped_turns = 0
+        self._state = self.model.begin_state(1)
+
+    def _reply(self, turn: Turn):
+        index = len(self.turns) - 1
+        seed = self.settings.get("seed")
+        settings = dict(self.settings)
+        if seed is not None:  # reproducible, yet each turn and each retry draws differently
+            settings["seed"] = int(seed) + 1000 * (self._dropped_turns + index) + turn.attempt
+        s = Stream(self.model, "", turn.state_after_user, **settings)
+        return self._run(turn, s)
+
+    def _run(self, turn: Turn, s: Stream):
+        emitted = []
+        try:
+            for piece in s:
+                emitted.append(piece)
+                turn.reply = "".join(emitted)
+                yield piece
+            turn.done = True
+        finally:
+            turn.reply = s.text if turn.done else "".join(emitted)
+            turn.stopped_by = s.stopped_by or "interrupted"
+            turn.state_after = snapshot(s.state)
+            self._state = turn.state_after
+            self._measure_after(turn)
+
+    # -- measurements -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def _ingest(self, start, message_ids: list[int], fed_ids: list[int]):
+        """Feed the turn's text from `start`; measure the message's loss carried vs fresh."""
+        model = self.model
+        carried_state, carried_loss = self._feed(start, message_ids, fed_ids)
+        if self.memory and any(float(t.abs().max()) > 0 for t in start):
+            _, fresh_loss = self._feed(model.begin_state(1), message_ids, fed_ids)
+        else:
+            fresh_loss = carried_loss
+        measures = {"chars_fed": len(fed_ids), "message_chars": len(message_ids)}
+        if carried_loss is not None:
+            measures.update(loss_carried_bpc=carried_loss / LN2, loss_fresh_bpc=fresh_loss / LN2,
+                            memory_benefit_bpc=(fresh_loss - carried_loss) / LN2)
+        else:
+            measures.update(loss_carried_bpc=None, loss_fresh_bpc=None, memory_benefit_bpc=None)
+        return snapshot(carried_state), measures
+
+    @torch.no_grad()
+    def _feed(self, state, message_ids, fed_ids):
+        model = self.model
+        if not fed_ids:
+            return state, None
+        ids = torch.tensor([fed_ids], dtype=torch.long, device=model.head.weight.device)
+        first = model.logits_from_state(state)  # predicts the first character: (1, vocab)
+        with no_onednn():
+            logits, new_state = model(ids, state)
+        loss = None
+        if message_ids:
+            n = len(message_ids)
+            predictions = torch.cat([first, logits[0, : n - 1]], dim=0)
+            loss = float(nn.functional.cross_entropy(predictions, ids[0, :n]))
+        return new_state, loss
+
+    def _measure_after(self, turn: Turn) -> None:
+        before, after = turn.state_before, turn.state_after
+        turn.measures.update(
+            h_norm=[float(x) for x in after[0][:, 0].norm(dim=-1)],
+            c_norm=[float(x) for x in after[1][:, 0].norm(dim=-1)],
+            h_change=[float(x) for x in (after[0] - before[0])[:, 0].norm(dim=-1)],
+            c_change=[float(x) for x in (after[1] - before[1])[:, 0].norm(dim=-1)],
+            reply_chars=len(turn.reply),
+        )
+
+    def _trim(self) -> None:
+        """Bound memory: old turns drop their snapshots, very old turns leave the transcript."""
+        for turn in self.turns[:-MAX_SNAPSHOTS]:
+            turn.state_before = turn.state_after_user = turn.state_after = None
+        if len(self.turns) > MAX_TURNS:
+            drop = len(self.turns) - MAX_TURNS
+            del self.turns[:drop]
+            self._dropped_turns += drop
+
+    # -- reports ------------------------------------------------------------------------------
+
+    def memory_report(self) -> dict:
+        """Plain data (JSON-serialisable): the settings and one entry per turn."""
+        return {
+            "memory": self.memory,
+            "num_layers": self.model.num_layers,
+            "hidden_size": self.model.hidden_size,
+            "turns": [t.report(self._dropped_turns + i) for i, t in enumerate(self.turns)],
+        }
+
+    def transcript(self) -> str:
+        """What the LSTM has read and written in this conversation (since the last reset)."""
+        return "".join(t.fed + t.reply + (self.model.stop_sequence if t.stopped_by == "stop" else "") for t in self.turns)
+
+    def trace_turn(self, index: int = -1):
+        """An exact gate trace (gates.trace) of one turn's text (message, separator, reply) from
+        the state the turn started from."""
+        from .gates import trace
+
+        turn = self.turns[index]
+        if turn.state_before is None:
+            raise IndexError("That turn is too old: its state snapshot was dropped.")
+        return trace(self.model, turn.fed + turn.reply, turn.state_before)
