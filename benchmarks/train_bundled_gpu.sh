@@ -17,14 +17,14 @@ TS=.device_data/tinyshakespeare.txt
 TM=.device_data/timemachine.txt
 COMMON="--device ${DEVICE:-cuda} --eval-every 300 --eval-batches 10 --quiet --warmup-steps 100"
 declare -A RUNS=(
-  [s512_d35]="--dataset $TS --hidden-size 512 --dropout 0.35 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 60"
-  [s512_d50]="--dataset $TS --hidden-size 512 --dropout 0.5 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 80"
-  [s600_d45]="--dataset $TS --hidden-size 600 --dropout 0.45 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 70"
-  [s600_d55]="--dataset $TS --hidden-size 600 --dropout 0.55 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 90"
-  [l3_448_d40]="--dataset $TS --hidden-size 448 --num-layers 3 --dropout 0.4 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 70"
-  [s600_d45_b64]="--dataset $TS --hidden-size 600 --dropout 0.45 --batch-size 64 --seq-len 256 --lr 2e-3 --epochs 50"
-  [s600_d45_wd]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.45 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 70"
-  [tm_384]="--dataset $TM --hidden-size 384 --dropout 0.5 --batch-size 32 --seq-len 256 --lr 2e-3 --epochs 60"
+  [s600_e128_d45_wd]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.45 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 70"
+  [s600_e128_d55_wd]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.55 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 80"
+  [s600_e128_d50_wd_lr2]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.5 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 2e-3 --epochs 80"
+  [s512_e128_d40_wd]="--dataset $TS --hidden-size 512 --embed-dim 128 --dropout 0.4 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 70"
+  [l3_448_e128_d40_wd]="--dataset $TS --hidden-size 448 --num-layers 3 --embed-dim 128 --dropout 0.4 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 70"
+  [s600_e128_d45_wd_t128]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.45 --weight-decay 0.1 --batch-size 128 --seq-len 128 --lr 3e-3 --epochs 50"
+  [s600_e128_d45_wd_b64]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.45 --weight-decay 0.1 --batch-size 64 --seq-len 256 --lr 2e-3 --epochs 40"
+  [tm_384]="--dataset $TM --hidden-size 384 --embed-dim 64 --dropout 0.5 --weight-decay 0.1 --batch-size 32 --seq-len 256 --lr 2e-3 --epochs 60"
 )
 for name in "${!RUNS[@]}"; do
   rm -rf "runs/sweep/$name"
@@ -41,7 +41,7 @@ wait
 {
   for name in "${!RUNS[@]}"; do
     echo "== $name: ${RUNS[$name]} ($(cat runs/sweep/$name.seconds 2>/dev/null) s)"
-    grep -E "^step|Validation over|cut at|error" "runs/sweep/$name.log" | tail -4
+    grep -E "^step|Validation over|cut at|rror" "runs/sweep/$name.log" | tail -5; grep -A12 Traceback "runs/sweep/$name.log" | head -14
     cat "runs/sweep/$name/final_metrics.json" 2>/dev/null; echo
   done
 } > "$OUT/summary.txt"

@@ -9,6 +9,7 @@ atomically, so `--resume` continues exactly where the run stopped.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -342,6 +343,9 @@ def load_training_state(path: str, model, optimizer, scheduler, device):
 
 def save_model_folder(out: str, model: CharLSTM) -> None:
     """config.json + model.safetensors, each replaced atomically."""
+    if model.head.weight.device.type != "cpu":
+        # cuDNN flattens the LSTM weights into one buffer; safetensors refuses such shared storage.
+        model = copy.deepcopy(model).to("cpu")
     with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp:
         model.save_pretrained(tmp)
         for name in ("config.json", "model.safetensors"):
