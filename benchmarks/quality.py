@@ -1,0 +1,56 @@
+"""Validation loss of a model over the whole held-out text, the state carried through.
+
+    python benchmarks/quality.py --model assets/shakespeare --text ../shared/data/tinyshakespeare.txt --val-fraction 0.1
+
+The held-out text is the last --val-fraction of the file (nanoGPT's split; the training CLI holds
+out the same characters), read once at batch 1 from a fresh state: every character is scored.
+Prints nats and bits per character, then a few samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lstm_model import load_model  # noqa: E402
+from lstm_model.data import encode, load_corpus  # noqa: E402
+from lstm_model.generate import generate  # noqa: E402
+from lstm_model.train import evaluate_text  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="folder or Hub repo id (default: the bundled model)")
+    p.add_argument("--text", required=True, help="the corpus file (or a dataset id / folder the training CLI accepts)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--samples", type=int, default=3)
+    p.add_argument("--sample-chars", type=int, default=300)
+    p.add_argument("--temperature", type=float, default=0.8)
+    args = p.parse_args(argv)
+
+    model = load_model(args.model)
+    corpus = load_corpus(args.text, val_fraction=args.val_fraction)
+    unknown = model.vocab.unknown(corpus.val)
+    ids = encode(model.vocab, corpus.val)
+    start = time.perf_counter()
+    loss = evaluate_text(model, ids)
+    seconds = time.perf_counter() - start
+    print(f"model: {args.model or 'bundled default'} ({model.num_parameters():,} parameters)")
+    print(f"held-out text: {corpus.val_from} of {args.text}: {ids.numel():,} characters"
+          + (f" ({len(unknown)} characters outside the vocabulary skipped: {unknown!r})" if unknown else ""))
+    print(f"validation loss: {loss:.4f} nats/char = {loss / math.log(2):.4f} bits/char ({seconds:.1f} s)")
+    prompts = ["\n", "ROMEO:\n", "The "] if args.samples else []
+    for i in range(args.samples):
+        prompt = prompts[i % len(prompts)]
+        text, _ = generate(model, prompt, max_new_chars=args.sample_chars, temperature=args.temperature, seed=i)
+        print(f"\n--- sample {i + 1} (prompt {prompt!r}, temperature {args.temperature}, seed {i}) ---\n{prompt}{text}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
