@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 QUANTITIES = ("cell", "hidden", "forget", "input", "output", "candidate")
 
@@ -66,17 +67,18 @@ def trace(model, text: str, state=None) -> Trace:
     for layer in range(model.num_layers):
         w_ih = getattr(lstm, f"weight_ih_l{layer}")
         w_hh = getattr(lstm, f"weight_hh_l{layer}")
-        bias = getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}")
-        x_part = x @ w_ih.T + bias  # X_t W_x* + b_* for every t at once: (T, 4H)
+        b_hh = getattr(lstm, f"bias_hh_l{layer}")
+        # X_t W_x* + b for every t at once: (T, 4H); then H_{t-1} W_h* + b step by step, added
+        # in nn.LSTM's order so that the float32 results agree.
+        x_part = nn.functional.linear(x, w_ih, getattr(lstm, f"bias_ih_l{layer}"))
         h, c = h0[layer, 0], c0[layer, 0]
-        w_hh_t = w_hh.T
         for t in range(steps):
-            z = x_part[t] + h @ w_hh_t
+            z = nn.functional.linear(h, w_hh, b_hh) + x_part[t]
             i = torch.sigmoid(z[:hidden_size])
             f = torch.sigmoid(z[hidden_size : 2 * hidden_size])
             g = torch.tanh(z[2 * hidden_size : 3 * hidden_size])
             o = torch.sigmoid(z[3 * hidden_size :])
-            c = f * c + i * g
+            c = (f * c).add_(i * g)
             h = o * torch.tanh(c)
             out["input"][layer, t], out["forget"][layer, t], out["candidate"][layer, t] = i, f, g
             out["output"][layer, t], out["cell"][layer, t], out["hidden"][layer, t] = o, c, h

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from .data import hub_reachable
 from .model import CONFIG_NAME, WEIGHTS_NAME, CharLSTM, CheckpointError, check_config
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -98,8 +99,10 @@ def load_model(source: str | os.PathLike | None = None, device: str = "cpu") -> 
         raise ModelLoadError(f"{path} is a file; give the folder that holds config.json and {WEIGHTS_NAME}.")
     else:
         validate_repo_id(path)
+    # Offline, only the local cache can help: ask for it alone instead of retrying the network.
+    local_only = not os.path.isdir(path) and not hub_reachable()
     try:
-        model = CharLSTM.from_pretrained(path, revision=revision, map_location=device)
+        model = CharLSTM.from_pretrained(path, revision=revision, map_location=device, local_files_only=local_only)
     except (CheckpointError, ModelLoadError) as err:
         raise ModelLoadError(str(err)) from None
     except Exception as err:
@@ -118,19 +121,19 @@ def _hub_error_sentence(repo_id: str, revision: str | None, err: Exception) -> s
     )
 
     where = f"'{repo_id}'" + (f" at revision '{revision}'" if revision else "")
+    if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError)):
+        return (
+            f"Could not reach the Hugging Face Hub to download {where}, and it is not in the local cache; "
+            "connect to the internet or give a local folder."
+        )
     if isinstance(err, GatedRepoError):
         return f"The model repo {where} is gated; accept its terms on the Hub and log in with `hf auth login`."
     if isinstance(err, RepositoryNotFoundError):
         return f"The model repo {where} was not found on the Hub (or is private); check the id or log in with `hf auth login`."
     if isinstance(err, RevisionNotFoundError):
         return f"The model repo '{repo_id}' has no revision '{revision}'; check the branch, tag or commit."
-    if isinstance(err, EntryNotFoundError):
+    if isinstance(err, EntryNotFoundError):  # after LocalEntryNotFoundError, its subclass
         return f"The model repo {where} has no {WEIGHTS_NAME}; only safetensors CharLSTM checkpoints can be loaded."
-    if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError)):
-        return (
-            f"Could not reach the Hugging Face Hub to download {where}, and it is not in the local cache; "
-            "connect to the internet or give a local folder."
-        )
     return f"Could not load the model {where} ({type(err).__name__}: {err}); check the id or give a local folder."
 
 

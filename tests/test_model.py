@@ -1,0 +1,100 @@
+import json
+import os
+
+import pytest
+import torch
+
+from lstm_model import CharLSTM, load_model
+from lstm_model.hub import ModelLoadError
+
+
+def test_shapes_and_begin_state(small_model):
+    h, c = small_model.begin_state(3)
+    assert h.shape == c.shape == (2, 3, 16)
+    assert not h.any() and not c.any()
+    ids = torch.randint(0, small_model.vocab_size, (3, 11))
+    logits, (h2, c2) = small_model(ids)
+    assert logits.shape == (3, 11, small_model.vocab_size)
+    assert h2.shape == (2, 3, 16)
+    # Feeding in two pieces with the carried state equals one call.
+    logits_a, state = small_model(ids[:, :5])
+    logits_b, _ = small_model(ids[:, 5:], state)
+    torch.testing.assert_close(torch.cat([logits_a, logits_b], 1), logits)
+
+
+def test_save_and_load_round_trip_gives_identical_logits(small_model, tmp_path):
+    small_model.save_pretrained(tmp_path)
+    assert {"config.json", "model.safetensors"} <= set(os.listdir(tmp_path))
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["vocab"] == small_model.vocab.chars and config["hidden_size"] == 16
+    ids = torch.randint(0, small_model.vocab_size, (2, 30))
+    for loaded in (CharLSTM.from_pretrained(tmp_path), load_model(tmp_path)):
+        assert torch.equal(loaded(ids)[0], small_model(ids)[0])
+        assert loaded.turn_separator == small_model.turn_separator
+        assert loaded.vocab == small_model.vocab
+
+
+def test_bundled_default_model_loads():
+    model = load_model()
+    assert model.num_layers == 2 and model.vocab_size > 30
+    assert model.stop_sequence == "\n\n"
+
+
+def test_pickle_weights_are_refused_without_unpickling(small_model, tmp_path):
+    small_model.save_pretrained(tmp_path)
+    os.remove(tmp_path / "model.safetensors")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not even a pickle")
+    with pytest.raises(ModelLoadError, match="pickle"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hidden_size": 10**9}, "hidden_size"),
+    ({"vocab": ["a", "a"]}, "more than once"),
+    ({"num_layers": 0}, "num_layers"),
+    ({"dropout": 2}, "dropout"),
+])
+def test_absurd_configs_are_refused_before_allocation(small_model, tmp_path, change, message):
+    small_model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config.update(change)
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(tmp_path)
+
+
+def test_mismatched_and_nan_weights_are_refused(small_model, tmp_path):
+    from safetensors.torch import save_file
+
+    small_model.save_pretrained(tmp_path)
+    state = {k: v.clone() for k, v in small_model.state_dict().items()}
+    state["head.weight"] = torch.zeros(3, 3)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="shape"):
+        load_model(tmp_path)
+    state = {k: v.clone() for k, v in small_model.state_dict().items()}
+    state["head.bias"][0] = float("nan")
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="NaN"):
+        load_model(tmp_path)
+    state = {k: v.clone() for k, v in small_model.state_dict().items()}
+    state["extra"] = torch.zeros(1)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="unexpected"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("source", ["not a repo id", "a/b/c/d", "user/na me"])
+def test_invalid_sources_are_clear(source):
+    with pytest.raises(ModelLoadError):
+        load_model(source)
+
+
+def test_unreachable_hub_is_one_clear_sentence():
+    import time
+
+    start = time.monotonic()
+    with pytest.raises(ModelLoadError, match="Hugging Face Hub|not found") as info:
+        load_model("someone/some-char-lstm@main")
+    assert time.monotonic() - start < 10
+    assert "\n" not in str(info.value)

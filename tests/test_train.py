@@ -1,0 +1,141 @@
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lstm_model import CharLSTM, load_model
+from lstm_model.train import STATE_NAME, TrainingStopped, resolve_config, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["--hidden-size", "24", "--embed-dim", "8", "--batch-size", "8", "--seq-len", "32", "--eval-every", "4",
+         "--eval-batches", "2", "--quiet", "--sample-chars", "20", "--warmup-steps", "3", "--dropout", "0.1"]
+
+
+def test_small_model_learns_the_synthetic_play(trained_dir):
+    out, run = trained_dir
+    # A uniform guess over the play's ~30 characters costs ln(30) = 3.4 nats; the play's
+    # structure (names, a small word list, blank lines) is learnable well below 1.2.
+    assert run.metrics["val_loss"] < 1.2, run.metrics
+    assert run.metrics["val_loss_full"] < 1.2
+    assert run.losses[0] > 3.0
+    for name in ("config.json", "model.safetensors", "README.md", "metrics.jsonl", "loss_curve.png", STATE_NAME):
+        assert os.path.isfile(os.path.join(out, name)), name
+    card = open(os.path.join(out, "README.md")).read()
+    assert "val_loss_full" in card and "## Sample" in card and "library_name: lstm-memory-chat" in card
+
+
+def test_resume_continues_the_same_loss_sequence(play_file, tmp_path):
+    full = train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "full"), "--max-steps", "14"]))
+
+    stop_at = 6
+
+    class Interrupt(Exception):
+        pass
+
+    # Interrupt a run like Ctrl-C after `stop_at` steps: it saves and returns.
+    import lstm_model.train as train_module
+
+    original = train_module._log
+    calls = {"n": 0}
+
+    def log_then_interrupt(path, record):
+        original(path, record)
+        if "loss" in record:
+            calls["n"] += 1
+            if calls["n"] == stop_at:
+                raise KeyboardInterrupt
+
+    train_module._log = log_then_interrupt
+    try:
+        first = train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "part"), "--max-steps", "14"]))
+    finally:
+        train_module._log = original
+    assert first.stopped == "interrupted" and first.step == stop_at
+    second = train(resolve_config(["--out", str(tmp_path / "part"), "--resume", "--quiet"]))
+    assert second.step == 14
+    assert first.losses + second.losses == full.losses
+    a, b = load_model(tmp_path / "full"), load_model(tmp_path / "part")
+    for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(p, q), name
+    # The metrics log reads like one run.
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "part" / "metrics.jsonl") if "loss" in json.loads(line)]
+    assert steps == list(range(1, 15))
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_checkpoint(play_file, tmp_path):
+    out = tmp_path / "nan"
+    train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(out), "--max-steps", "4"]))
+    before = open(out / "model.safetensors", "rb").read()
+    with torch.no_grad():
+        import lstm_model.train as train_module
+
+        original = train_module.nn.functional.cross_entropy
+
+        def poisoned(*args, **kwargs):
+            return original(*args, **kwargs) * float("nan")
+
+        train_module.nn.functional.cross_entropy = poisoned
+    try:
+        with pytest.raises(TrainingStopped, match="nan.*last good checkpoint"):
+            train(resolve_config(["--out", str(out), "--resume", "--max-steps", "8", "--quiet"]))
+    finally:
+        train_module.nn.functional.cross_entropy = original
+    assert open(out / "model.safetensors", "rb").read() == before
+    assert load_model(out) is not None
+
+
+def test_config_file_with_cli_overrides(play_file, tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"dataset": play_file, "hidden_size": 20, "max_steps": 3, "embed_dim": 4}))
+    config = resolve_config(["--config", str(cfg), "--hidden-size", "12", "--out", str(tmp_path / "o")])
+    assert config.hidden_size == 12 and config.max_steps == 3 and config.embed_dim == 4
+    run = train(dataclass_replace(config, quiet=True, eval_every=3, eval_batches=1, sample_chars=5))
+    saved = json.load(open(tmp_path / "o" / "train_config.json"))
+    assert saved["hidden_size"] == 12 and run.step == 3
+
+
+def dataclass_replace(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def test_unwritable_output_and_bad_settings_are_clear(play_file, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(TrainingStopped, match="writable --out"):
+        train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(blocker / "sub"), "--max-steps", "1"]))
+    with pytest.raises(TrainingStopped, match="--dropout"):
+        resolve_config(["--dropout", "1.5"])
+
+
+def test_cli_end_to_end_and_failed_push_keeps_the_checkpoint(play_file, tmp_path):
+    out = tmp_path / "cli"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "lstm_model.train", "--dataset", play_file, "--out", str(out), "--max-steps", "5",
+         *SMALL, "--push-to-hub", "someone/char-lstm-test"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Could not push" in result.stderr and "local checkpoint is kept" in result.stderr
+    assert "Traceback" not in result.stderr
+    model = CharLSTM.from_pretrained(str(out))
+    assert model.hidden_size == 24
+    text = subprocess.run(
+        [sys.executable, "-m", "lstm_model.generate", "--model", str(out), "--prompt", "ANNA:", "--length", "40", "--seed", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert text.returncode == 0 and text.stdout.startswith("ANNA:") and len(text.stdout) >= 40
+
+
+def test_existing_run_needs_resume(play_file, tmp_path):
+    out = tmp_path / "again"
+    train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(out), "--max-steps", "2"]))
+    with pytest.raises(TrainingStopped, match="--resume"):
+        train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(out), "--max-steps", "2"]))
+    assert math.isfinite(json.load(open(out / "final_metrics.json"))["val_loss_full"])
