@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .model import no_onednn
 from torch import nn
 
 from .generate import Sampling, SamplingError, Stream
@@ -199,8 +198,7 @@ class ChatSession:
             return state, None
         ids = torch.tensor([fed_ids], dtype=torch.long, device=model.head.weight.device)
         first = model.logits_from_state(state)  # predicts the first character: (1, vocab)
-        with no_onednn():
-            logits, new_state = model(ids, state)
+        logits, new_state = model(ids, state)
         loss = None
         if message_ids:
             n = len(message_ids)

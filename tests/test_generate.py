@@ -1,0 +1,96 @@
+import warnings
+
+import pytest
+import torch
+
+from lstm_model.generate import SamplingError, Stepper, generate, stream
+
+
+def test_same_seed_same_text_and_stream_equals_generate(trained_model):
+    a, state_a = generate(trained_model, "ANNA:\n", max_new_chars=120, temperature=0.9, seed=7)
+    b, state_b = generate(trained_model, "ANNA:\n", max_new_chars=120, temperature=0.9, seed=7)
+    c, _ = generate(trained_model, "ANNA:\n", max_new_chars=120, temperature=0.9, seed=8)
+    assert a == b and a != c and len(a) == 120
+    assert torch.equal(state_a[0], state_b[0])
+    s = stream(trained_model, "ANNA:\n", max_new_chars=120, temperature=0.9, seed=7)
+    pieces = list(s)
+    assert len(pieces) > 10 and "".join(pieces) == a == s.text
+    assert torch.equal(s.state[1], state_a[1])
+
+
+def test_prompt_goes_through_the_lstm_in_one_call(trained_model):
+    calls = []
+    handle = trained_model.lstm.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[1]))
+    try:
+        generate(trained_model, "ANNA:\nThe sea is calm.\n", max_new_chars=30, seed=1)
+    finally:
+        handle.remove()
+    assert calls == [len("ANNA:\nThe sea is calm.\n")]
+
+
+def test_state_after_generation_is_the_state_of_everything_read(trained_model):
+    """The returned state equals feeding prompt + sampled text (+ the stop) through nn.LSTM."""
+    text, state = generate(trained_model, "BEN:\n", max_new_chars=200, seed=3, stop="\n\n")
+    fed = "BEN:\n" + text + "\n\n"
+    ids = torch.tensor([trained_model.vocab.encode(fed)])
+    with torch.no_grad():
+        _, (h, c) = trained_model.lstm(trained_model.embedding(ids))
+    torch.testing.assert_close(state[0], h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state[1], c, atol=1e-5, rtol=1e-5)
+
+
+def test_stop_sequence_ends_the_reply_and_is_not_included(trained_model):
+    text, _ = generate(trained_model, "ANNA:\n", max_new_chars=400, seed=2, stop="\n\n")
+    assert "\n\n" not in text and 0 < len(text) < 400
+    s = stream(trained_model, "ANNA:\n", max_new_chars=400, seed=2, stop="\n\n")
+    assert "".join(s) == text and s.stopped_by == "stop"
+    # A held-back partial match ("\n") is released when it turns out not to be the stop.
+    assert "\n" in text
+
+
+def test_greedy_top_k_top_p(trained_model):
+    g1, _ = generate(trained_model, "CLEO:\n", max_new_chars=60, greedy=True, seed=1)
+    g2, _ = generate(trained_model, "CLEO:\n", max_new_chars=60, greedy=True, seed=2)
+    assert g1 == g2
+    k1, _ = generate(trained_model, "CLEO:\n", max_new_chars=60, top_k=1, seed=5)
+    assert k1 == g1  # top-k 1 is greedy
+    p, _ = generate(trained_model, "CLEO:\n", max_new_chars=60, top_p=1e-6, seed=5)
+    assert p == g1  # a tiny nucleus keeps only the most likely character
+
+
+def test_unknown_prompt_characters_are_reported_not_fatal(trained_model):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text, _ = generate(trained_model, "ANNA: 😀 héllo\x00", max_new_chars=20, seed=1)
+    assert len(text) == 20
+    assert any("😀" in str(w.message) for w in caught)
+    s = stream(trained_model, "ANNA: 😀 héllo\x00", max_new_chars=5)
+    list(s)
+    assert s.skipped == ["😀", "é", "\x00"]
+
+
+@pytest.mark.parametrize("settings", [
+    {"temperature": 0}, {"temperature": -1}, {"top_k": 0}, {"top_p": 0}, {"top_p": 1.5},
+    {"max_new_chars": -1}, {"max_new_chars": 10**9}, {"temperature": "hot"}, {"temperature": float("nan")},
+])
+def test_bad_settings_are_clear(trained_model, settings):
+    with pytest.raises(SamplingError):
+        generate(trained_model, "A", **settings)
+
+
+def test_top_k_above_vocabulary_is_clamped(trained_model):
+    text, _ = generate(trained_model, "A", max_new_chars=10, top_k=10**6, seed=1)
+    assert len(text) == 10
+
+
+def test_stepper_equals_nn_lstm(trained_model):
+    ids = torch.tensor(trained_model.vocab.encode("ANNA:\nThe moon is bright.\n\nBEN:\n"))
+    stepper = Stepper.for_model(trained_model)
+    state = trained_model.begin_state(1)
+    for t in range(len(ids)):
+        logits, state = stepper.step(ids[t : t + 1], state)
+    with torch.no_grad():
+        out, (h, c) = trained_model.lstm(trained_model.embedding(ids[None]))
+        expected = trained_model.head(out[0, -1])
+    torch.testing.assert_close(logits[0], expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(state[1], c, atol=1e-5, rtol=1e-5)

@@ -1,0 +1,112 @@
+import json
+
+import torch
+
+from lstm_model.session import MAX_MESSAGE_CHARS, ChatSession
+
+
+def run(reply):
+    return "".join(reply)
+
+
+def test_memory_carries_across_turns_and_undo_restores_exact_tensors(trained_model):
+    session = ChatSession(trained_model, seed=1, max_new_chars=80)
+    fresh = session.state
+    assert not fresh[0].any()
+    run(session.send("ANNA:\nThe sea is calm."))
+    after_one = tuple(t.clone() for t in session.state)
+    assert after_one[1].abs().sum() > 0
+    run(session.send("BEN:\nSing to me of home."))
+    assert len(session.turns) == 2
+    assert not torch.equal(session.state[1], after_one[1])
+    assert session.undo()
+    assert torch.equal(session.state[0], after_one[0]) and torch.equal(session.state[1], after_one[1])
+    assert len(session.turns) == 1
+    assert session.undo() and torch.equal(session.state[1], fresh[1])
+    assert not session.undo()
+
+
+def test_retry_resamples_from_the_state_after_the_message(trained_model):
+    session = ChatSession(trained_model, seed=4, max_new_chars=60, temperature=1.2)
+    first = run(session.send("CLEO:\nThe moon is bright."))
+    after_user = session.turns[-1].state_after_user
+    replies = {first}
+    for _ in range(3):
+        replies.add(run(session.retry()))
+        assert torch.equal(session.turns[-1].state_after_user[1], after_user[1])
+    assert len(replies) > 1 and len(session.turns) == 1
+    # The reply's state is the state after the message, fed the reply (and the stop).
+    turn = session.turns[-1]
+    fed = turn.reply + ("\n\n" if turn.stopped_by == "stop" else "")
+    ids = torch.tensor([trained_model.vocab.encode(fed)])
+    with torch.no_grad():
+        _, (h, c) = trained_model.lstm(trained_model.embedding(ids), turn.state_after_user)
+    torch.testing.assert_close(session.state[1], c, atol=1e-5, rtol=1e-5)
+
+
+def test_seeded_conversations_are_reproducible(trained_model):
+    a = ChatSession(trained_model, seed=9, max_new_chars=50)
+    b = ChatSession(trained_model, seed=9, max_new_chars=50)
+    for message in ["ANNA:\nHi.", "BEN:\nThe sea."]:
+        assert run(a.send(message)) == run(b.send(message))
+
+
+def test_memory_off_starts_every_turn_fresh(trained_model):
+    session = ChatSession(trained_model, memory=False, seed=1, max_new_chars=40)
+    run(session.send("ANNA:\nThe sea is calm."))
+    assert not session.state[0].any()
+    run(session.send("BEN:\nSo sing."))
+    assert not session.turns[-1].state_before[1].any()
+    assert session.turns[-1].measures["memory_benefit_bpc"] == 0.0
+
+
+def test_reset_clears_transcript_and_state(trained_model):
+    session = ChatSession(trained_model, seed=1, max_new_chars=40)
+    run(session.send("ANNA:\nHome."))
+    session.reset()
+    assert session.turns == [] and not session.state[1].any() and session.memory_report()["turns"] == []
+
+
+def test_memory_report_is_plain_data_with_the_measurements(trained_model):
+    session = ChatSession(trained_model, seed=1, max_new_chars=60)
+    run(session.send("ANNA:\nThe sea is calm and the moon is bright."))
+    run(session.send("the sea is calm and the moon is bright"))
+    report = json.loads(json.dumps(session.memory_report()))
+    assert [t["turn"] for t in report["turns"]] == [0, 1]
+    t0, t1 = report["turns"]
+    for t in (t0, t1):
+        assert len(t["h_norm"]) == len(t["c_norm"]) == 2 and all(x > 0 for x in t["c_norm"])
+        assert len(t["c_change"]) == 2
+        assert abs(t["memory_benefit_bpc"] - (t["loss_fresh_bpc"] - t["loss_carried_bpc"])) < 1e-9
+    assert t0["memory_benefit_bpc"] == 0.0  # the first turn starts from a fresh state either way
+    # Mid-conversation, the memory helps predict a text that continues it.
+    assert t1["memory_benefit_bpc"] > 0
+
+
+def test_unknown_characters_and_long_messages_are_reported(trained_model):
+    session = ChatSession(trained_model, seed=1, max_new_chars=10)
+    run(session.send("ANNA: 😀<script>alert(1)</script>"))
+    notices = session.notices()
+    assert any("😀" in n and "skipped" in n for n in notices)
+    assert session.turns[-1].skipped[0] == "😀"
+    run(session.send("a" * (MAX_MESSAGE_CHARS + 5)))
+    assert any("cap" in n for n in session.notices())
+    assert session.turns[-1].truncated == 5
+    run(session.send(""))  # an empty message is a turn too: the separator alone
+    assert session.turns[-1].measures["message_chars"] == 0
+
+
+def test_trace_turn_replays_the_turn_exactly(trained_model):
+    session = ChatSession(trained_model, seed=1, max_new_chars=60)
+    run(session.send("ANNA:\nThe sea."))
+    run(session.send("BEN:\nThe moon."))
+    tr = session.trace_turn(-1)
+    turn = session.turns[-1]
+    assert tr.text == turn.fed + turn.reply
+    torch.testing.assert_close(tr.state[1][:, 0], _feed(trained_model, tr.text, turn.state_before)[1][:, 0])
+
+
+def _feed(model, text, state):
+    ids = torch.tensor([model.vocab.encode(text)])
+    with torch.no_grad():
+        return model.lstm(model.embedding(ids), state)[1]
