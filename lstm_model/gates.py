@@ -89,6 +89,15 @@ def trace(model, text: str, state=None) -> Trace:
     return Trace(text=encoded.text, state=final, skipped=encoded.skipped, **out)
 
 
+def join_traces(traces: list[Trace]) -> Trace:
+    """Traces of consecutive texts joined along the characters (the final state is the last one's)."""
+    if len(traces) == 1:
+        return traces[0]
+    joined = {name: torch.cat([t.get(name) for t in traces], dim=1) for name in QUANTITIES}
+    skipped = list(dict.fromkeys(c for t in traces for c in t.skipped))
+    return Trace(text="".join(t.text for t in traces), state=traces[-1].state, skipped=skipped, **joined)
+
+
 # -- helpers for the memory views ---------------------------------------------------------------
 
 

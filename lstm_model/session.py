@@ -240,6 +240,15 @@ class ChatSession:
         """What the LSTM has read and written in this conversation (since the last reset)."""
         return "".join(t.fed + t.reply + (self.model.stop_sequence if t.stopped_by == "stop" else "") for t in self.turns)
 
+    def turn_text(self, turn: Turn) -> str:
+        """Everything the LSTM read in a turn: message, separator, reply and the stop that ended it."""
+        return turn.fed + turn.reply + (self.settings_stop(turn) if turn.stopped_by == "stop" else "")
+
+    def settings_stop(self, turn: Turn) -> str:
+        stops = self.settings.get("stop") or []
+        stops = [stops] if isinstance(stops, str) else stops
+        return next((s for s in stops if s), "")
+
     def trace_turn(self, index: int = -1):
         """An exact gate trace (gates.trace) of one turn's text (message, separator, reply) from
         the state the turn started from."""
@@ -249,3 +258,31 @@ class ChatSession:
         if turn.state_before is None:
             raise IndexError("That turn is too old: its state snapshot was dropped.")
         return trace(self.model, turn.fed + turn.reply, turn.state_before)
+
+    def trace_recent(self, max_chars: int = 1500, turns: int | None = None):
+        """Exact gate traces of the last turns (at most `turns`, at most `max_chars` characters),
+        each from the state it started from, joined along the characters. None if no turn."""
+        from .gates import join_traces, trace
+
+        chosen, total = [], 0
+        candidates = self.turns if turns is None else self.turns[-turns:]
+        for turn in reversed(candidates):
+            if turn.state_before is None or total >= max_chars:
+                break
+            chosen.append(turn)
+            total += len(self.turn_text(turn))
+        if not chosen:
+            return None
+        pieces = []
+        for i, turn in enumerate(reversed(chosen)):
+            text, state = self.turn_text(turn), turn.state_before
+            if i == 0 and total > max_chars:  # start inside the oldest turn: read its head in one call
+                cut = total - max_chars
+                head = self.model.vocab.encode(text[:cut])
+                if head:
+                    with torch.no_grad():
+                        ids = torch.tensor([head], dtype=torch.long, device=self.model.head.weight.device)
+                        _, state = self.model.lstm(self.model.embedding(ids), state)
+                text = text[cut:]
+            pieces.append(trace(self.model, text, state))
+        return join_traces(pieces)

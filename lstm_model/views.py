@@ -1,0 +1,159 @@
+"""The memory views: figures and coloured text computed from a ChatSession's exact traces.
+
+Matplotlib only (the app shows the figures with gr.Plot); no gradio import here.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from .gates import QUANTITIES, Trace  # noqa: E402
+
+GATE_QUANTITIES = ("forget", "input", "output")
+LABELS = {
+    "cell": "cell state C (long-term memory)",
+    "hidden": "hidden state H (short-term memory)",
+    "forget": "forget gate F (how much of C is kept)",
+    "input": "input gate I (how much of C' is written)",
+    "output": "output gate O (how much of C is exposed)",
+    "candidate": "candidate memory C'",
+}
+
+EXPLANATION = """
+**How to read the memory panel.** At every character the LSTM computes three gates from the
+character and its short-term memory H: the **forget gate F** (0 = erase, 1 = keep the long-term
+memory C), the **input gate I** (how much of the new candidate C' to write) and the **output gate
+O** (how much of C to expose). Then `C = F ⊙ C + I ⊙ C'` and `H = O ⊙ tanh(C)`.
+
+- **Timeline**: the size of H and C after each turn (per layer; a fresh memory is 0) and the
+  *memory benefit*: how many bits per character the carried memory saved when the model read
+  your message, compared with a fresh memory. That is what a reset costs.
+- **Heatmap**: the units whose memory changed most during the last turn, character by character; switch
+  to F, I or O to see the gates that moved it. Below it, the mean forget gate per layer is a
+  retention meter: near 1 the memory is held, dips mark where it is being rewritten.
+- **Unit inspector**: one unit's activation coloured over the conversation (blue positive, red
+  negative), as in Karpathy's and LSTMVis's pictures. "Find units" ranks units by how well they
+  follow a pattern such as "inside quotes" or "position in the line".
+
+Everything is computed with the LSTM equations on the text the model actually read, from the
+model's own weights (not approximated).
+"""
+
+
+def _empty(message: str, size=(6.4, 3.2)):
+    fig, ax = plt.subplots(figsize=size)
+    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, color="#666", wrap=True)
+    ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def timeline_figure(report: dict):
+    """State norms per layer and the memory benefit, one point per turn."""
+    turns = [t for t in report.get("turns", []) if "c_norm" in t]
+    if not turns:
+        return _empty("Send a message: the memory timeline starts with the first turn.")
+    x = [t["turn"] + 1 for t in turns]
+    layers = len(turns[0]["c_norm"])
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    colors = plt.cm.tab10.colors
+    for layer in range(layers):
+        top.plot(x, [t["c_norm"][layer] for t in turns], "o-", color=colors[layer % 10], label=f"|C| layer {layer + 1}")
+        top.plot(x, [t["h_norm"][layer] for t in turns], "s--", color=colors[layer % 10], alpha=0.6,
+                 label=f"|H| layer {layer + 1}")
+    top.set_ylabel("distance from\na fresh state")
+    top.legend(fontsize=7, ncol=2, loc="upper left")
+    top.grid(alpha=0.3)
+    top.set_title("Memory after each turn" + ("" if report.get("memory", True) else " (memory off)"), fontsize=10)
+    benefit = [t.get("memory_benefit_bpc") or 0.0 for t in turns]
+    bottom.bar(x, benefit, color=["#2a9d8f" if b >= 0 else "#e76f51" for b in benefit])
+    bottom.axhline(0, color="#444", lw=0.8)
+    bottom.set_ylabel("memory benefit\n(bits/char)")
+    bottom.set_xlabel("turn")
+    bottom.grid(alpha=0.3, axis="y")
+    bottom.set_xticks(x)
+    fig.tight_layout()
+    return fig
+
+
+def _char_label(ch: str) -> str:
+    return {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(ch, ch)
+
+
+HEATMAP_CHARS = 160  # a longer turn shows its last characters: beyond this, a cell is too thin to read
+
+
+def heatmap_figure(tr: Trace | None, quantity: str = "cell", layer: int = -1, units: int = 20):
+    """A (units x characters) heatmap of the last turn, plus the forget gate as a retention meter."""
+    if tr is None or len(tr.text) == 0:
+        return _empty("The heatmap shows the last turn, character by character.")
+    cut = max(0, len(tr.text) - HEATMAP_CHARS)
+    if cut:
+        tr = Trace(text=tr.text[cut:], state=tr.state, skipped=tr.skipped,
+                   **{name: tr.get(name)[:, cut:] for name in QUANTITIES})
+    if quantity not in QUANTITIES:
+        quantity = "cell"
+    # The units whose exposed memory tanh(C) varied most over the turn: large, slowly drifting
+    # cell values would otherwise fill the picture with flat stripes.
+    exposed = torch.tanh(tr.cell[layer].float())
+    chosen = torch.topk(exposed.std(dim=0), min(units, exposed.shape[1])).indices.tolist()
+    values = tr.get(quantity)[layer][:, chosen].T.float().cpu()  # (units, chars)
+    n = len(tr.text)
+    fig, (ax, meter) = plt.subplots(2, 1, figsize=(9.0, 5.2), sharex=True, gridspec_kw={"height_ratios": [4, 1]})
+    if quantity in GATE_QUANTITIES:
+        image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+        scale_note = ""
+    else:  # each unit scaled by its own largest magnitude, so that its changes show
+        scale = values.abs().max(dim=1, keepdim=True).values.clamp_min(1e-6)
+        values = values / scale
+        image = ax.imshow(values, aspect="auto", cmap="RdBu", vmin=-1, vmax=1, interpolation="nearest")
+        scale_note = " (each row / its max |value|)"
+    layer_name = tr.cell.shape[0] if layer == -1 else layer + 1
+    ax.set_title(f"{LABELS[quantity]}{scale_note}, layer {layer_name}: the {len(chosen)} units whose memory "
+                 "changed most", fontsize=9)
+    ax.set_yticks(range(len(chosen)))
+    ax.set_yticklabels([str(u) for u in chosen], fontsize=6)
+    ax.set_ylabel("unit")
+    fig.colorbar(image, ax=[ax, meter], fraction=0.025, pad=0.01)
+    forget = tr.forget.float().cpu().mean(dim=2)  # (layers, chars)
+    for i in range(forget.shape[0]):
+        meter.plot(range(n), forget[i], lw=1, label=f"layer {i + 1}")
+    meter.set_ylim(0, 1)
+    meter.set_ylabel("mean F", fontsize=8)
+    meter.legend(fontsize=6, loc="lower left", ncol=forget.shape[0])
+    step = max(1, n // 80)
+    meter.set_xticks(range(0, n, step))
+    meter.set_xticklabels([_char_label(tr.text[i]) for i in range(0, n, step)], fontsize=7, family="monospace")
+    meter.set_xlabel("characters of the last turn (your message, the separator, the reply)"
+                     + (f", its last {n}" if cut else ""), fontsize=8)
+    return fig
+
+
+def unit_highlights(tr: Trace | None, unit: int, layer: int = -1, quantity: str = "cell") -> list[tuple[str, float]]:
+    """(character, score in [-1, 1]) pairs: one unit's activation over the text, scaled by its
+    largest magnitude there, for gr.HighlightedText."""
+    if tr is None or len(tr.text) == 0:
+        return []
+    values = tr.get(quantity)[layer][:, unit].float().cpu()
+    scale = float(values.abs().max()) or 1.0
+    scores = (values / scale).clamp(-1, 1).tolist()
+    return [(ch, round(score, 3)) for ch, score in zip(tr.text, scores)]
+
+
+def unit_summary(tr: Trace, unit: int, layer: int = -1) -> str:
+    cell = tr.cell[layer][:, unit]
+    forget = tr.forget[layer][:, unit]
+    return (f"Unit {unit}, layer {tr.cell.shape[0] if layer == -1 else layer + 1}: C ranges "
+            f"{float(cell.min()):+.2f} .. {float(cell.max()):+.2f}; mean forget gate {float(forget.mean()):.2f} "
+            f"(retention), over {len(tr.text)} characters.")
+
+
+def close(fig) -> None:
+    plt.close(fig)
+
+
+__all__ = ["EXPLANATION", "timeline_figure", "heatmap_figure", "unit_highlights", "unit_summary"]

@@ -1,0 +1,99 @@
+"""The app through its API (gradio_client), launched for real on a local port."""
+
+import socket
+import threading
+
+import pytest
+
+import app as app_module
+
+SHORT = {"param_5": 60}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    demo = app_module.build_app()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def client(url):
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def test_named_endpoints_and_defaults(server):
+    c = client(server)
+    endpoints = c.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/chat", "/undo", "/retry", "/reset", "/memory"} <= set(endpoints)
+    reply = c.predict("ROMEO:\nWhat light through yonder window breaks?", api_name="/chat")
+    assert isinstance(reply, str) and reply.strip()
+
+
+def test_chat_streams_and_memory_follows_the_turns(server):
+    c = client(server)
+    job = c.submit("JULIET:\nO Romeo, Romeo!", 0.8, 40, 1.0, 200, 3, "\\n\\n", True, api_name="/chat")
+    pieces = list(job)
+    final = job.result()
+    assert len(pieces) > 3 and final == pieces[-1] and final.startswith(pieces[0])
+    report = c.predict(api_name="/memory")
+    assert len(report["turns"]) == 1
+    turn = report["turns"][0]
+    assert turn["user"] == "JULIET:\nO Romeo, Romeo!" and turn["reply"] == final
+    assert len(turn["c_norm"]) == 2 and turn["c_norm"][0] > 0
+    c.predict("ROMEO:\nShall I hear more?", api_name="/chat")
+    second = c.predict(api_name="/memory")["turns"][1]
+    assert second["memory_benefit_bpc"] is not None and second["loss_fresh_bpc"] > 0
+    assert "Undid" in c.predict(api_name="/undo")
+    assert len(c.predict(api_name="/memory")["turns"]) == 1
+    retried = c.predict(api_name="/retry")
+    assert c.predict(api_name="/memory")["turns"][0]["reply"] == retried
+    assert "Fresh" in c.predict(api_name="/reset")
+    assert c.predict(api_name="/memory")["turns"] == []
+
+
+def test_two_clients_at_once_see_only_their_own_turns(server):
+    a, b = client(server), client(server)
+    results = {}
+
+    def talk(name, c, line):
+        for _ in range(2):
+            c.predict(line, api_name="/chat")
+        results[name] = c.predict(api_name="/memory")
+
+    threads = [threading.Thread(target=talk, args=("a", a, "ANNA-ALPHA:\nzzz first client")),
+               threading.Thread(target=talk, args=("b", b, "BEN-BRAVO:\nqqq second client"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    users_a = {t["user"] for t in results["a"]["turns"]}
+    users_b = {t["user"] for t in results["b"]["turns"]}
+    assert users_a == {"ANNA-ALPHA:\nzzz first client"} and len(results["a"]["turns"]) == 2
+    assert users_b == {"BEN-BRAVO:\nqqq second client"} and len(results["b"]["turns"]) == 2
+
+
+def test_hostile_input_and_bad_settings_do_not_break_the_chat(server):
+    c = client(server)
+    nasty = "<script>alert(1)</script> **bold** [x](http://e.vil) \u202e\u0301 😀\x00 " + "a" * 30_000
+    reply = c.predict(nasty, 1.0, 0, 1.0, 40, 1, "", True, api_name="/chat")
+    assert isinstance(reply, str)
+    turn = c.predict(api_name="/memory")["turns"][-1]
+    assert turn["truncated_chars"] > 0 and "😀" in turn["skipped"]
+    # Out-of-range settings through the API get one clear message, and the session goes on.
+    from gradio_client.exceptions import AppError
+
+    for bad in ([5.0, 40, 1.0, 40], [0.8, 40, 1.0, 10**9], [0.8, -5, 1.0, 40]):
+        with pytest.raises(AppError, match="(greater|less) than (maximum|minimum)"):
+            c.predict("ROMEO:", *bad, 1, "", True, api_name="/chat")
+    assert isinstance(c.predict("", api_name="/chat"), str)
+    assert len(c.predict(api_name="/memory")["turns"]) == 2
