@@ -15,14 +15,18 @@ from functools import lru_cache
 
 import gradio as gr
 
-from lstm_model import load_model
+from lstm_model import load_model, views
+from lstm_model.batching import Decoder
 from lstm_model.gates import PATTERNS, units_following
 from lstm_model.generate import SamplingError
 from lstm_model.hub import ModelLoadError, bundled_models
-from lstm_model.session import MAX_MESSAGE_CHARS, ChatSession
-from lstm_model import views
+from lstm_model.session import ChatSession
 
-CHAT_CONCURRENCY = int(os.environ.get("CHAT_CONCURRENCY", "4"))  # replies generated at once (2 CPU cores)
+# Replies streamed at once. Their LSTM steps are batched by one decoder thread per model
+# (lstm_model/batching.py), so concurrent replies share each weight read instead of competing for
+# the 2 CPU cores; beyond 16, a batched step costs more than it saves in waiting.
+CHAT_CONCURRENCY = int(os.environ.get("CHAT_CONCURRENCY", "16"))
+BATCHING = os.environ.get("BATCHING", "1") != "0"  # BATCHING=0: every reply steps alone
 SESSION_TTL_S = 2 * 3600  # an idle browser session's memory is freed after this long
 RECENT_CHARS = 1500  # characters of the conversation shown in the unit inspector
 DEFAULTS = dict(temperature=0.8, top_k=40, top_p=1.0, max_chars=500, seed=-1, memory=True)
@@ -56,12 +60,16 @@ class ChatState:
     def __init__(self, source: str | None):
         self.source = source
         self.model = cached_model(source)
-        self.session = ChatSession(self.model, memory=True)
+        self.session = ChatSession(self.model, memory=True, decoder=decoder_for(self.model))
         self.lock = threading.Lock()
 
     def switch(self, source: str | None, model) -> None:
         self.source, self.model = source, model
-        self.session = ChatSession(model, memory=self.session.memory)
+        self.session = ChatSession(model, memory=self.session.memory, decoder=decoder_for(model))
+
+
+def decoder_for(model):
+    return Decoder.for_model(model) if BATCHING else None
 
 
 def settings_from(temperature, top_k, top_p, max_chars, seed, stop, memory) -> tuple[dict, list[str]]:

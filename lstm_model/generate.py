@@ -89,22 +89,45 @@ def make_generator(seed: int | None) -> torch.Generator:
     return g
 
 
+def sample_rows(logits: torch.Tensor, settings: list[Sampling], uniforms: torch.Tensor) -> list[int]:
+    """One character id per row of (batch, vocab) logits, each row with its own settings.
+
+    Inverse-CDF sampling with one uniform number per row (drawn from that row's own generator),
+    so a row's draw depends only on its own logits, settings and generator: batched or alone,
+    the same seed gives the same text.
+    """
+    logits = logits.float()
+    rows, vocab = logits.shape
+    temperature = torch.tensor([1.0 if st.greedy else st.temperature for st in settings])
+    scaled = logits / temperature[:, None]
+    ks = [min(st.top_k or vocab, vocab) for st in settings]
+    if min(ks) < vocab:
+        top = torch.topk(scaled, max(ks), dim=1).values
+        kth = top.gather(1, torch.tensor(ks)[:, None] - 1)
+        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    probs = torch.softmax(scaled, dim=1)
+    ps = [st.top_p if st.top_p is not None else 1.0 for st in settings]
+    if min(ps) < 1.0:
+        sorted_probs, order = torch.sort(probs, dim=1, descending=True)
+        cumulative = torch.cumsum(sorted_probs, dim=1)
+        drop = cumulative - sorted_probs >= torch.tensor(ps)[:, None]  # keep the smallest prefix reaching top_p
+        probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs.masked_fill(drop, 0.0))
+    cdf = torch.cumsum(probs, dim=1)
+    targets = (uniforms.reshape(rows, 1).float() * cdf[:, -1:]).contiguous()
+    ids = torch.searchsorted(cdf, targets, right=True).clamp_(max=vocab - 1)[:, 0].tolist()
+    for i, st in enumerate(settings):
+        if st.greedy:
+            ids[i] = int(torch.argmax(logits[i]))
+    return ids
+
+
+def draw_uniform(generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(1, generator=generator)
+
+
 def sample_next(logits: torch.Tensor, s: Sampling, generator: torch.Generator) -> int:
-    """One character id from 1-D logits with the given settings."""
-    if s.greedy:
-        return int(torch.argmax(logits))
-    logits = logits.float() / s.temperature
-    if s.top_k is not None and s.top_k < logits.numel():
-        kth = torch.topk(logits, s.top_k).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    if s.top_p is not None and s.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        cumulative = torch.cumsum(sorted_probs, dim=-1)
-        drop = cumulative - sorted_probs >= s.top_p  # keep the smallest prefix reaching top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    """One character id from 1-D logits with the given settings (sample_rows for one row)."""
+    return sample_rows(logits.reshape(1, -1), [s], draw_uniform(generator))[0]
 
 
 class Stepper:
@@ -182,8 +205,9 @@ class Stream:
     `.skipped` lists the prompt characters the vocabulary lacks (they were not fed).
     """
 
-    def __init__(self, model, prompt: str = "", state=None, **settings):
+    def __init__(self, model, prompt: str = "", state=None, decoder=None, **settings):
         self.model = model
+        self.decoder = decoder  # a batching.Decoder: step together with other sessions
         self.settings = Sampling(**settings).check(model.vocab_size)
         encoded = model.vocab.encode_report(prompt or "")
         self.prompt_ids = encoded.ids
@@ -201,6 +225,35 @@ class Stream:
 
     def close(self) -> None:
         self._iter.close()
+
+    def _alone(self, logits, state, generator):
+        """Characters sampled one step at a time in this thread (batch of one)."""
+        s, chars, stepper = self.settings, self.model.vocab.chars, Stepper.for_model(self.model)
+        next_id = torch.zeros(1, dtype=torch.long, device=self.model.head.weight.device)
+        for _ in range(s.max_new_chars):
+            with torch.no_grad():
+                idx = sample_next(logits, s, generator)
+                next_id[0] = idx
+                step_logits, state = stepper.step(next_id, state)
+                logits = step_logits[0]
+            self.state = state
+            yield chars[idx]
+
+    def _batched(self, logits, state, generator):
+        """Characters from the shared decoder, which steps this session with all the others."""
+        request = self.decoder.submit(logits, state, self.settings, generator)
+        try:
+            while True:
+                item = request.outbox.get()
+                if isinstance(item, Exception):
+                    raise item
+                self.state = request.state
+                if item is None:
+                    return
+                yield item
+        finally:
+            request.cancel()
+            self.state = request.state
 
     def _run(self):
         model, s = self.model, self.settings
@@ -221,38 +274,36 @@ class Stream:
         if s.max_new_chars == 0:
             self.stopped_by = "length"
             return
-        chars, stepper = model.vocab.chars, Stepper.for_model(model)
+        source = self._batched(logits, state, generator) if self.decoder else self._alone(logits, state, generator)
         emitted = 0  # characters of self.text already yielded
-        next_id = torch.zeros(1, dtype=torch.long, device=device)
-        for i in range(s.max_new_chars):
-            with torch.no_grad():
-                idx = sample_next(logits, s, generator)
-                next_id[0] = idx
-                step_logits, state = stepper.step(next_id, state)
-                logits = step_logits[0]
-            self.state = state
-            self.text += chars[idx]
-            stop = next((st for st in s.stop if self.text.endswith(st)), None)
-            if stop is not None:
-                self.text = self.text[: -len(stop)]
-                self.stopped_by = "stop"
-                if len(self.text) > emitted:
-                    yield self.text[emitted:]
-                return
-            ready = len(self.text) - _held_back(self.text, s.stop) if s.stop else len(self.text)
-            if ready > emitted:
-                yield self.text[emitted:ready]
-                emitted = ready
+        try:
+            for char in source:
+                self.text += char
+                stop = next((st for st in s.stop if self.text.endswith(st)), None)
+                if stop is not None:
+                    self.text = self.text[: -len(stop)]
+                    self.stopped_by = "stop"
+                    if len(self.text) > emitted:
+                        yield self.text[emitted:]
+                    return
+                ready = len(self.text) - _held_back(self.text, s.stop) if s.stop else len(self.text)
+                if ready > emitted:
+                    yield self.text[emitted:ready]
+                    emitted = ready
+        finally:
+            source.close()
         self.stopped_by = "length"
         if len(self.text) > emitted:
             yield self.text[emitted:]
 
 
 def stream(model, prompt: str = "", state=None, max_new_chars: int = 500, temperature: float = 1.0, top_k=None,
-           top_p=None, greedy: bool = False, seed=None, stop=None) -> Stream:
-    """Like `generate`, but yields the text in pieces as it is sampled; `.state` holds the final state."""
-    return Stream(model, prompt, state, max_new_chars=max_new_chars, temperature=temperature, top_k=top_k,
-                  top_p=top_p, greedy=greedy, seed=seed, stop=stop)
+           top_p=None, greedy: bool = False, seed=None, stop=None, decoder=None) -> Stream:
+    """Like `generate`, but yields the text in pieces as it is sampled; `.state` holds the final state.
+
+    With `decoder` (a batching.Decoder), the steps run batched with other sessions' streams."""
+    return Stream(model, prompt, state, decoder=decoder, max_new_chars=max_new_chars, temperature=temperature,
+                  top_k=top_k, top_p=top_p, greedy=greedy, seed=seed, stop=stop)
 
 
 def generate(model, prompt: str = "", state=None, max_new_chars: int = 500, temperature: float = 1.0, top_k=None,

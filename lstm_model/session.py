@@ -63,6 +63,7 @@ class Turn:
 class ChatSession:
     """A conversation with a CharLSTM that keeps its (h, c) from turn to turn.
 
+    `decoder` (a batching.Decoder) steps this session's replies together with other sessions'.
     `send(message)` returns an iterator of reply pieces (streaming); the turn is recorded as the
     reply is read. `undo()`, `retry()`, `reset()`; `state`, `turns`, `memory_report()`.
     Sampling settings (max_new_chars, temperature, top_k, top_p, greedy, seed, stop) are keyword
@@ -70,9 +71,10 @@ class ChatSession:
     conversation is reproducible.
     """
 
-    def __init__(self, model, memory: bool = True, **sampling):
+    def __init__(self, model, memory: bool = True, decoder=None, **sampling):
         self.model = model
         self.memory = memory
+        self.decoder = decoder  # a batching.Decoder shared by many sessions, or None to step alone
         sampling.setdefault("stop", model.stop_sequence or None)
         self.settings = dict(sampling)
         Sampling(**self.settings).check(model.vocab_size)  # fail early on bad settings
@@ -154,7 +156,7 @@ class ChatSession:
         settings = dict(self.settings)
         if seed is not None:  # reproducible, yet each turn and each retry draws differently
             settings["seed"] = int(seed) + 1000 * (self._dropped_turns + index) + turn.attempt
-        s = Stream(self.model, "", turn.state_after_user, **settings)
+        s = Stream(self.model, "", turn.state_after_user, decoder=self.decoder, **settings)
         return self._run(turn, s)
 
     def _run(self, turn: Turn, s: Stream):

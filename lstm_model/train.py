@@ -97,6 +97,61 @@ class TrainingStopped(RuntimeError):
     """Training cannot go on; the message is for a person."""
 
 
+@dataclass
+class Dist:
+    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def rows(self, batch_size: int) -> slice:
+        """This rank's share of the batch's contiguous streams."""
+        per_rank = batch_size // self.world
+        return slice(self.rank * per_rank, (self.rank + 1) * per_rank)
+
+    def mean(self, value: float) -> float:
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        t = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t) / self.world
+
+    def gather_rows(self, tensor: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        """Concatenate every rank's tensor along `dim` (the batch rows), on every rank."""
+        if self.world == 1:
+            return tensor
+        import torch.distributed as dist
+
+        parts = [torch.empty_like(tensor) for _ in range(self.world)]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=dim)
+
+
+def init_distributed(device_name: str) -> tuple[Dist, str]:
+    """Join the torchrun job when WORLD_SIZE > 1 (gloo on CPU, NCCL on GPUs); returns the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), device_name
+    import torch.distributed as dist
+
+    use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
+    if use_cuda:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local_rank)
+        device_name = f"cuda:{local_rank}"
+    elif device_name == "auto":
+        device_name = "cpu"
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size()), device_name
+
+
 # -- configuration ------------------------------------------------------------------------------
 
 
@@ -203,7 +258,7 @@ def pick_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise TrainingStopped("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto.")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise TrainingStopped("--device mps was asked for but Apple's MPS is not available; use --device cpu or auto.")
@@ -284,7 +339,7 @@ def _fsync_replace(tmp: str, final: str) -> None:
     os.replace(tmp, final)
 
 
-def save_training_state(path: str, model, optimizer, scheduler, meta: dict, carry) -> None:
+def save_training_state(path: str, model, optimizer, scheduler, meta: dict, carry, rng_states=None) -> None:
     """One safetensors file holding everything --resume needs; written to a temp file, then renamed."""
     from safetensors.torch import save_file
 
@@ -294,6 +349,9 @@ def save_training_state(path: str, model, optimizer, scheduler, meta: dict, carr
         for key, value in st.items():
             tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
     tensors["rng.cpu"] = torch.get_rng_state()
+    if rng_states is not None:  # one CPU RNG state per rank of a torchrun job
+        for rank in range(1, rng_states.shape[0]):
+            tensors[f"rng.cpu.rank{rank}"] = rng_states[rank].contiguous()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
@@ -317,7 +375,7 @@ def read_state_metadata(path: str) -> dict:
         return json.loads(f.metadata()["json"])
 
 
-def load_training_state(path: str, model, optimizer, scheduler, device):
+def load_training_state(path: str, model, optimizer, scheduler, device, rank: int = 0):
     from safetensors.torch import load_file
 
     tensors = load_file(path)
@@ -330,7 +388,12 @@ def load_training_state(path: str, model, optimizer, scheduler, device):
             state.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
-    torch.set_rng_state(tensors["rng.cpu"])
+    if rank == 0:
+        torch.set_rng_state(tensors["rng.cpu"])
+    elif f"rng.cpu.rank{rank}" in tensors:
+        torch.set_rng_state(tensors[f"rng.cpu.rank{rank}"])
+    else:  # resumed with more processes than saved: a fresh, distinct stream for the new rank
+        torch.manual_seed(meta["config"]["seed"] + 7919 * rank + meta["step"])
     if torch.cuda.is_available():
         cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
         if cuda_states:
@@ -408,8 +471,8 @@ def plot_losses(out: str) -> None:
 class _Data:
     """Training and validation batches for in-memory or streaming corpora, with a resumable position."""
 
-    def __init__(self, c: TrainConfig, device):
-        self.c, self.device = c, device
+    def __init__(self, c: TrainConfig, device, ddp: Dist | None = None):
+        self.c, self.device, self.ddp = c, device, ddp or Dist()
         vocab = None
         if c.vocab_from:
             try:
@@ -420,7 +483,8 @@ class _Data:
             self.corpus = StreamingCorpus(c.dataset, c.revision, c.text_column, c.val_fraction, c.train_split,
                                           c.val_split, vocab=vocab)
             self.vocab = self.corpus.vocab()
-            self.train = StreamBatches(self.corpus, "train", c.batch_size, c.seq_len)
+            self.train = StreamBatches(self.corpus, "train", c.batch_size // self.ddp.world, c.seq_len,
+                                       rank=self.ddp.rank, world=self.ddp.world)
             val = StreamBatches(self.corpus, "val", min(c.batch_size, 16), c.seq_len)
             xs, ys = [], []
             for _, x, y in val.iterate():
@@ -445,14 +509,15 @@ class _Data:
         if self.batches_per_epoch < 1:
             raise TrainingStopped("The training text is too short for this --batch-size and --seq-len; lower them.")
 
-    def epoch_streams(self, epoch: int) -> torch.Tensor:
-        """The training text as (batch, length) streams; each epoch after the first starts at a
-        random offset (seeded), so BPTT windows fall at new places."""
+    def epoch_streams(self, epoch: int, all_rows: bool = False) -> torch.Tensor:
+        """The training text as (batch, length) streams (this rank's rows unless `all_rows`); each
+        epoch after the first starts at a random offset (seeded), so BPTT windows fall at new places."""
         offset = 0
         if epoch > 0:
             g = torch.Generator().manual_seed(self.c.seed * 1000 + epoch)
             offset = int(torch.randint(0, self.c.seq_len, (1,), generator=g))
-        return batchify(self.train_ids[offset:], self.c.batch_size).to(self.device)
+        streams = batchify(self.train_ids[offset:], self.c.batch_size)
+        return (streams if all_rows else streams[self.ddp.rows(self.c.batch_size)]).to(self.device)
 
     def epoch_batches(self, epoch: int, start: int):
         """Yield (index, x, y) for one epoch from batch `start`."""
@@ -478,7 +543,7 @@ class _Data:
             train = _loss_over(model, train_batches)
         else:
             val = evaluate_streams(model, self.val_streams, c.seq_len, c.eval_batches)
-            train = evaluate_streams(model, self.epoch_streams(0), c.seq_len, c.eval_batches)
+            train = evaluate_streams(model, self.epoch_streams(0, all_rows=True), c.seq_len, c.eval_batches)
         return {"train_loss": train, "val_loss": val, "train_bpc": train / LN2, "val_bpc": val / LN2}
 
 
@@ -499,15 +564,35 @@ def _loss_over(model, batches) -> float:
 
 
 def train(c: TrainConfig, command: str = "") -> Run:
-    """Run (or resume) training as configured; returns when done, interrupted, or stopped."""
-    device = pick_device(c.device)
+    """Run (or resume) training as configured; returns when done, interrupted, or stopped.
+
+    Under `torchrun --nproc_per_node=N`, each rank trains on its share of the --batch-size
+    streams (the global batch) with DistributedDataParallel; rank 0 alone writes logs,
+    checkpoints and the model card, and pushes.
+    """
+    ddp, device_name = init_distributed(c.device)
+    try:
+        return _train(c, command, ddp, pick_device(device_name))
+    finally:
+        if ddp.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(c: TrainConfig, command: str, ddp: Dist, device: torch.device) -> Run:
+    if c.batch_size % ddp.world:
+        raise TrainingStopped(f"--batch-size {c.batch_size} must be divisible by the {ddp.world} processes.")
     try:
         os.makedirs(c.out, exist_ok=True)
-        probe = _atomic_path(os.path.join(c.out, "probe"))
-        os.remove(probe)
+        if ddp.main:
+            probe = _atomic_path(os.path.join(c.out, "probe"))
+            os.remove(probe)
     except OSError as err:
         raise TrainingStopped(f"Cannot write to the output folder {c.out} ({err.strerror or err}); choose a writable --out.") from None
     state_path = os.path.join(c.out, STATE_NAME)
+    if ddp.main:
+        _remove_stale_temporaries(c.out)
     if c.resume and not os.path.isfile(state_path):
         raise TrainingStopped(f"--resume found no {STATE_NAME} in {c.out}; start without --resume or point --out at the run.")
     if not c.resume and os.path.isfile(state_path):
@@ -515,13 +600,15 @@ def train(c: TrainConfig, command: str = "") -> Run:
 
     torch.manual_seed(c.seed)
     try:
-        data = _Data(c, device)
+        data = _Data(c, device, ddp)
     except DataError as err:
         raise TrainingStopped(str(err)) from None
     model = CharLSTM(
         vocab=data.vocab.chars, embed_dim=c.embed_dim, hidden_size=c.hidden_size, num_layers=c.num_layers,
         dropout=c.dropout, turn_separator=c.turn_separator, stop_sequence=c.stop_sequence, forget_bias=c.forget_bias,
     ).to(device)
+    if ddp.world > 1 and not c.resume:  # same initial weights everywhere, distinct dropout masks per rank
+        torch.manual_seed(c.seed * 7919 + ddp.rank)
     total_steps = c.max_steps or max(1, int(c.epochs * data.batches_per_epoch))
     optimizer = make_optimizer(model, c)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -530,35 +617,55 @@ def train(c: TrainConfig, command: str = "") -> Run:
     step, epoch, batch_index, carry, best = 0, 0, 0, None, {}
     metrics_path = os.path.join(c.out, "metrics.jsonl")
     if c.resume:
-        meta, carry = load_training_state(state_path, model, optimizer, scheduler, device)
+        meta, carry = load_training_state(state_path, model, optimizer, scheduler, device, ddp.rank)
         step, epoch, batch_index, best = meta["step"], meta["epoch"], meta["batch_index"], meta.get("metrics", {})
-        _truncate_log(metrics_path, step)
-        print(f"Resuming {c.out} at step {step} (epoch {epoch}, batch {batch_index}).", file=sys.stderr)
-    else:
+        if carry is not None:
+            carry = (carry[0][:, ddp.rows(c.batch_size)], carry[1][:, ddp.rows(c.batch_size)])
+        if ddp.main:
+            _truncate_log(metrics_path, step)
+            print(f"Resuming {c.out} at step {step} (epoch {epoch}, batch {batch_index}).", file=sys.stderr)
+    elif ddp.main:
         open(metrics_path, "w").close()
         with open(os.path.join(c.out, "train_config.json"), "w", encoding="utf-8") as f:
             json.dump(dataclasses.asdict(c), f, indent=2)
+    if ddp.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        if c.resume:  # the checkpoint was read by every rank: make sure all hold rank 0's copy
+            for p in model.parameters():
+                torch.distributed.broadcast(p.data, 0)
+    else:
+        net = model
 
     every = c.checkpoint_every or c.eval_every
     run = Run(out=c.out, step=step, metrics=best)
 
-    def checkpoint(note: str = "") -> None:
+    def checkpoint() -> None:
+        # Collective first (every rank takes part), then rank 0 writes.
+        full_carry = None
+        if carry is not None:
+            full_carry = (ddp.gather_rows(carry[0].contiguous()), ddp.gather_rows(carry[1].contiguous()))
+        rng_states = ddp.gather_rows(torch.get_rng_state()[None], dim=0)
+        if not ddp.main:
+            return
         meta = {"step": step, "epoch": epoch, "batch_index": batch_index, "config": dataclasses.asdict(c),
-                "metrics": run.metrics, "total_steps": total_steps}
+                "metrics": run.metrics, "total_steps": total_steps, "world_size": ddp.world}
         try:
-            save_training_state(state_path, model, optimizer, scheduler, meta, carry)
+            save_training_state(state_path, model, optimizer, scheduler, meta, full_carry, rng_states)
             save_model_folder(c.out, model)
         except OSError as err:
             raise TrainingStopped(f"Could not save the checkpoint in {c.out} ({err.strerror or err}); free disk space "
                                   "or choose another --out, then --resume.") from None
 
-    print(f"Training a {model.num_parameters():,}-parameter CharLSTM on {c.dataset} ({data.train_chars:,} training "
-          f"characters, {len(data.vocab)} in the vocabulary, validation: {data.val_from}) on {device} for "
-          f"{total_steps} steps.", file=sys.stderr)
+    if ddp.main:
+        print(f"Training a {model.num_parameters():,}-parameter CharLSTM on {c.dataset} ({data.train_chars:,} training "
+              f"characters, {len(data.vocab)} in the vocabulary, validation: {data.val_from}) on {device}"
+              + (f" x {ddp.world} processes" if ddp.world > 1 else "") + f" for {total_steps} steps.", file=sys.stderr)
 
     from tqdm import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, disable=c.quiet or None, dynamic_ncols=True, unit="step")
+    bar = tqdm(total=total_steps, initial=step, disable=c.quiet or not ddp.main or None, dynamic_ncols=True, unit="step")
     try:  # a SIGTERM (e.g. from a job scheduler) saves like Ctrl-C; only possible in the main thread
         previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
     except ValueError:
@@ -570,9 +677,9 @@ def train(c: TrainConfig, command: str = "") -> Run:
             for index, x, y in data.epoch_batches(epoch, batch_index):
                 if carry is None or carry[0].shape[1] != x.shape[0]:
                     carry = model.begin_state(x.shape[0])
-                logits, new_state = model(x, carry)
+                logits, new_state = net(x, carry)
                 loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-                value = loss.item()
+                value = ddp.mean(loss.item())
                 if not math.isfinite(value):
                     raise TrainingStopped(
                         f"The loss became {value} at step {step + 1}; training stopped and the last good checkpoint "
@@ -586,18 +693,20 @@ def train(c: TrainConfig, command: str = "") -> Run:
                 step += 1
                 batch_index = index + 1
                 run.losses.append(value)
-                chars_seen += y.numel()
+                chars_seen += y.numel() * ddp.world
                 rate = chars_seen / max(1e-9, time.perf_counter() - t0)
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.3f}", chars_s=f"{rate:,.0f}", refresh=False)
-                _log(metrics_path, {"step": step, "loss": value, "lr": scheduler.get_last_lr()[0]})
+                if ddp.main:
+                    _log(metrics_path, {"step": step, "loss": value, "lr": scheduler.get_last_lr()[0]})
                 if step % c.eval_every == 0 or step == total_steps:
                     est = data.estimate_loss(model)
                     run.metrics = dict(est, step=step)
-                    _log(metrics_path, dict(est, step=step, epoch=epoch, chars_per_s=rate, time=time.time()))
-                    bar.write(f"step {step}: train {est['train_loss']:.4f} nats ({est['train_bpc']:.3f} bpc), "
-                              f"val {est['val_loss']:.4f} nats ({est['val_bpc']:.3f} bpc), {rate:,.0f} chars/s")
-                    plot_losses(c.out)
+                    if ddp.main:
+                        _log(metrics_path, dict(est, step=step, epoch=epoch, chars_per_s=rate, time=time.time()))
+                        bar.write(f"step {step}: train {est['train_loss']:.4f} nats ({est['train_bpc']:.3f} bpc), "
+                                  f"val {est['val_loss']:.4f} nats ({est['val_bpc']:.3f} bpc), {rate:,.0f} chars/s")
+                        plot_losses(c.out)
                 if step % every == 0 or step == total_steps:
                     checkpoint()
                 if step >= total_steps:
@@ -610,15 +719,29 @@ def train(c: TrainConfig, command: str = "") -> Run:
         bar.close()
         checkpoint()
         run.step, run.stopped = step, "interrupted"
-        print(f"\nInterrupted: saved step {step} in {c.out}; continue with --resume.", file=sys.stderr)
+        if ddp.main:
+            print(f"\nInterrupted: saved step {step} in {c.out}; continue with --resume.", file=sys.stderr)
         return run
     finally:
         bar.close()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     run.step = step
-    finish(c, model, data, run, command)
+    if ddp.main:
+        finish(c, model, data, run, command)
     return run
+
+
+def _remove_stale_temporaries(out: str) -> None:
+    """Temporary files of a save that was killed midway (the real files are intact)."""
+    import shutil
+
+    for name in os.listdir(out):
+        path = os.path.join(out, name)
+        if name.startswith(".") and name.endswith(".tmp") and os.path.isfile(path):
+            os.remove(path)
+        elif name.startswith(".save-") and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _raise_interrupt(signum, frame):

@@ -98,3 +98,27 @@ def test_unreachable_hub_is_one_clear_sentence():
         load_model("someone/some-char-lstm@main")
     assert time.monotonic() - start < 10
     assert "\n" not in str(info.value)
+
+
+def test_integer_weights_are_refused(small_model, tmp_path):
+    from safetensors.torch import save_file
+
+    small_model.save_pretrained(tmp_path)
+    state = {k: v.clone() for k, v in small_model.state_dict().items()}
+    state["head.bias"] = state["head.bias"].to(torch.int32)
+    save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="dtype"):
+        load_model(tmp_path)
+
+
+def test_repo_ids_are_validated_before_any_request(monkeypatch):
+    import lstm_model.hub as hub
+
+    def no_request(*args, **kwargs):
+        raise AssertionError("the id reached the loader")
+
+    monkeypatch.setattr(hub.CharLSTM, "from_pretrained", no_request)
+    monkeypatch.setattr(hub, "hub_reachable", no_request)
+    for bad in ["../../etc/passwd", "user/name/../x", "user//name", "-user/name", "user/" + "x" * 200]:
+        with pytest.raises(ModelLoadError):
+            load_model(bad)

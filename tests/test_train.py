@@ -139,3 +139,18 @@ def test_existing_run_needs_resume(play_file, tmp_path):
     with pytest.raises(TrainingStopped, match="--resume"):
         train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(out), "--max-steps", "2"]))
     assert math.isfinite(json.load(open(out / "final_metrics.json"))["val_loss_full"])
+
+
+def test_full_disk_gives_a_clear_message(play_file, tmp_path, monkeypatch):
+    import errno
+
+    import lstm_model.train as train_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(train_module, "save_model_folder", full)
+    with pytest.raises(TrainingStopped, match="No space left on device.*free disk space"):
+        train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "full"), "--max-steps", "4"]))
+    # The training state itself was written before the model folder failed: --resume can go on.
+    assert (tmp_path / "full" / STATE_NAME).exists()

@@ -1,0 +1,117 @@
+"""Sessions under load: many concurrent gradio_client sessions against one app process.
+
+    python benchmarks/load.py [--sessions 32 --turns 5 --max-chars 120]
+
+Starts `python app.py` on a free port, runs --sessions concurrent clients of --turns chat turns
+each (every session's messages carry a marker unique to it), then checks that no session's
+memory report holds another session's marker or lacks its own turns. Prints errors, p50/p95 turn
+latency and the server's peak resident memory (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+
+
+def peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sessions", type=int, default=32)
+    p.add_argument("--turns", type=int, default=5)
+    p.add_argument("--max-chars", type=int, default=120)
+    args = p.parse_args(argv)
+    from gradio_client import Client
+
+    port = free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        start = time.perf_counter()
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+            if server.poll() is not None or time.perf_counter() - start > 180:
+                raise SystemExit("the app did not start")
+        rss_idle = peak_rss_mb(server.pid)
+        latencies, errors, reports, lock = [], [], {}, threading.Lock()
+
+        def session(k):
+            marker = f"QX{k:03d}"
+            try:
+                c = Client(url, verbose=False)
+                for t in range(args.turns):
+                    t0 = time.perf_counter()
+                    c.predict(f"ROMEO {marker}:\nTurn {t} of session {marker}.", 0.8, 40, 1.0, args.max_chars,
+                              k * 100 + t, "\\n\\n", True, api_name="/chat")
+                    with lock:
+                        latencies.append(time.perf_counter() - t0)
+                report = c.predict(api_name="/memory")
+                with lock:
+                    reports[k] = report
+            except Exception as err:  # counted and reported
+                with lock:
+                    errors.append(f"session {k}: {err!r}")
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=session, args=(k,)) for k in range(args.sessions)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        leaks = 0
+        for k, report in reports.items():
+            mine = f"QX{k:03d}"
+            texts = [turn["user"] + turn["reply"] for turn in report["turns"]]
+            if len(report["turns"]) != args.turns or not all(mine in x for x in (t["user"] for t in report["turns"])):
+                leaks += 1
+            others = {f"QX{j:03d}" for j in range(args.sessions)} - {mine}
+            if any(o in x for x in texts for o in others):
+                leaks += 1
+        print(f"{args.sessions} concurrent sessions x {args.turns} turns (max {args.max_chars} chars/reply): "
+              f"{len(errors)} errors, {leaks} sessions with foreign or missing turns")
+        print(f"turn latency p50 {percentile(latencies, 0.5):.2f} s, p95 {percentile(latencies, 0.95):.2f} s; "
+              f"{len(latencies)} turns in {wall:.1f} s")
+        print(f"server peak RSS: {peak_rss_mb(server.pid):.0f} MB (after start-up: {rss_idle:.0f} MB)")
+        for e in errors[:5]:
+            print("  error:", e)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return 0 if not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Serving throughput with continuous batching (lstm_model/batching.py).
+
+    python benchmarks/serve_batch.py [--hidden 512 --chars 300 --sessions 1 4 16 32]
+
+For each N, N sessions each generate --chars characters (no stop sequence, fixed seeds) on a
+2x512 model: once *together* through one Decoder (each session a thread consuming its own
+stream, their steps batched), and once *one after another*, each stepping alone. Prints the
+aggregate chars/s of both and the per-session chars/s when together. The goal: 16 sessions
+together >= 8x the aggregate of one session alone. Medians of --reps runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from lstm_model import CharLSTM  # noqa: E402
+from lstm_model.batching import Decoder  # noqa: E402
+from lstm_model.generate import stream  # noqa: E402
+
+VOCAB = [chr(c) for c in range(32, 127)] + ["\n"]
+
+
+def together(model, decoder, n, chars) -> float:
+    barrier = threading.Barrier(n + 1)
+
+    def session(k):
+        s = stream(model, "ROMEO:\n", max_new_chars=chars, temperature=0.9, top_k=40, seed=k, decoder=decoder)
+        barrier.wait()
+        for _ in s:
+            pass
+
+    threads = [threading.Thread(target=session, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    return n * chars / (time.perf_counter() - start)
+
+
+def one_after_another(model, n, chars) -> float:
+    start = time.perf_counter()
+    for k in range(n):
+        for _ in stream(model, "ROMEO:\n", max_new_chars=chars, temperature=0.9, top_k=40, seed=k):
+            pass
+    return n * chars / (time.perf_counter() - start)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--hidden", type=int, default=512)
+    p.add_argument("--chars", type=int, default=300)
+    p.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16, 32])
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args(argv)
+    torch.manual_seed(0)
+    model = CharLSTM(vocab=VOCAB, embed_dim=64, hidden_size=args.hidden, num_layers=2, dropout=0.0).eval()
+    decoder = Decoder(model)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, 2x{args.hidden} model, "
+          f"{args.chars} characters per session, medians of {args.reps}")
+    together(model, decoder, 2, 50)  # warm up
+    base = None
+    for n in args.sessions:
+        batched = statistics.median(together(model, decoder, n, args.chars) for _ in range(args.reps))
+        serial = statistics.median(one_after_another(model, n if n <= 4 else 4, args.chars) for _ in range(args.reps))
+        if n == 1:
+            base = serial
+        print(f"{n:>3} sessions: together {batched:8,.0f} chars/s aggregate ({batched / n:6,.0f} per session); "
+              f"one after another {serial:6,.0f} chars/s; together / one alone = {batched / base:5.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
