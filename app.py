@@ -14,6 +14,7 @@ import threading
 from functools import lru_cache
 
 import gradio as gr
+import torch
 
 from lstm_model import load_model, views
 from lstm_model.batching import Decoder
@@ -387,6 +388,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # Replies are computed in worker threads, where one OpenMP thread runs these small LSTM steps
+    # about 2x faster than two (benchmarks/README.md); the second core serves everything else.
+    torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))
     try:
         demo = build_app(args.model)
     except ModelLoadError as err:

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import torch
 
-from .generate import Stepper, draw_uniform, sample_rows
+from .generate import Stepper, _weights_version as _version, draw_uniform, sample_rows
 
 _FINISHED = None
+# Characters are handed to each session in pieces at most this often (and when it finishes):
+# waking every session's thread at every step would cost more than the step itself.
+FLUSH_SECONDS = 0.02
 
 
 class Request:
@@ -34,6 +38,8 @@ class Request:
         self.settings = settings
         self.generator = generator
         self.text = ""
+        self.unsent = ""  # characters not yet handed to the session
+        self.last_flush = time.monotonic()
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled = False
         self.stopped_by: str | None = None
@@ -78,47 +84,77 @@ class Decoder:
         return request
 
     def _loop(self) -> None:
-        chars = self.model.vocab.chars
+        chars, stepper = self.model.vocab.chars, None
+        active: list[Request] = []
+        h = c = logits = None  # the active requests' states and next logits, one row each, in order
         while True:
             with self._wake:
-                while not self._active and not self._pending:
+                while not active and not self._pending:
+                    self._active = active
                     self._wake.wait()
-                room = self.max_batch - len(self._active)
-                self._active.extend(self._pending[:room])
-                del self._pending[:room]
-            self._active = [r for r in self._active if not r.cancelled or self._finish(r, "cancelled")]
-            if not self._active:
-                continue
-            active = self._active
+                room = self.max_batch - len(active)
+                joining, self._pending = self._pending[:room], self._pending[room:]
             try:
                 with torch.no_grad():
-                    ids = sample_rows(torch.stack([r.logits for r in active]), [r.settings for r in active],
+                    cancelled = [i for i, r in enumerate(active) if r.cancelled]
+                    if cancelled:
+                        h, c, logits = self._leave(active, cancelled, h, c, logits, "cancelled")
+                    if joining:  # join between steps: their rows go at the end of the batch
+                        new_h = torch.cat([r.h for r in joining], dim=1)
+                        new_c = torch.cat([r.c for r in joining], dim=1)
+                        new_logits = torch.stack([r.logits for r in joining])
+                        h = new_h if not active else torch.cat([h, new_h], dim=1)
+                        c = new_c if not active else torch.cat([c, new_c], dim=1)
+                        logits = new_logits if not active else torch.cat([logits, new_logits])
+                        active = active + joining
+                    self._active = active
+                    if not active:
+                        continue
+                    if stepper is None or stepper.version != _version(self.model):
+                        stepper = Stepper.for_model(self.model)
+                    ids = sample_rows(logits, [r.settings for r in active],
                                       torch.cat([draw_uniform(r.generator) for r in active]))
-                    h = torch.cat([r.h for r in active], dim=1)
-                    c = torch.cat([r.c for r in active], dim=1)
-                    logits, (h, c) = Stepper.for_model(self.model).step(torch.tensor(ids), (h, c))
+                    logits, (h, c) = stepper.step(torch.tensor(ids), (h, c))
             except Exception as err:  # never leave a session waiting forever
-                for r in active:
+                for r in active + joining:
                     r.outbox.put(err)
-                self._active = []
+                active, h, c, logits = [], None, None, None
                 continue
             self.steps += 1
             self.rows += len(active)
-            still = []
+            done, now = [], time.monotonic()
             for i, (r, idx) in enumerate(zip(active, ids)):
-                r.h, r.c, r.logits = h[:, i : i + 1], c[:, i : i + 1], logits[i]
                 r.text += chars[idx]
-                r.outbox.put(chars[idx])
+                r.unsent += chars[idx]
                 if any(r.text.endswith(st) for st in r.settings.stop):
-                    self._finish(r, "stop")
+                    r.stopped_by = "stop"
+                    done.append(i)
                 elif len(r.text) >= r.settings.max_new_chars:
-                    self._finish(r, "length")
-                else:
-                    still.append(r)
-            self._active = still
+                    r.stopped_by = "length"
+                    done.append(i)
+                elif now - r.last_flush >= FLUSH_SECONDS:
+                    r.outbox.put((r.unsent, h[:, i : i + 1], c[:, i : i + 1]))
+                    r.unsent, r.last_flush = "", now
+            if done:
+                h, c, logits = self._leave(active, done, h, c, logits, None)
+
+    def _leave(self, active, rows, h, c, logits, why):
+        """Finish the requests at `rows` (their last state handed over) and drop their rows."""
+        for i in rows:
+            r = active[i]
+            r.h, r.c = h[:, i : i + 1], c[:, i : i + 1]
+            self._finish(r, why or r.stopped_by)
+        keep = [i for i in range(len(active)) if i not in set(rows)]
+        active[:] = [active[i] for i in keep]
+        if not keep:
+            return None, None, None
+        index = torch.tensor(keep)
+        return h.index_select(1, index), c.index_select(1, index), logits.index_select(0, index)
 
     @staticmethod
-    def _finish(request: Request, why: str) -> bool:
+    def _finish(request: Request, why: str) -> None:
         request.stopped_by = why
+        if request.unsent:
+            request.outbox.put((request.unsent, request.h, request.c))
+            request.unsent = ""
         request.outbox.put(_FINISHED)
-        return False

@@ -98,19 +98,23 @@ def sample_rows(logits: torch.Tensor, settings: list[Sampling], uniforms: torch.
     """
     logits = logits.float()
     rows, vocab = logits.shape
-    temperature = torch.tensor([1.0 if st.greedy else st.temperature for st in settings])
-    scaled = logits / temperature[:, None]
+    temperatures = [1.0 if st.greedy else st.temperature for st in settings]
+    if len(set(temperatures)) == 1:  # the common case takes scalar paths: fewer small tensors
+        scaled = logits / temperatures[0]
+    else:
+        scaled = logits / torch.tensor(temperatures)[:, None]
     ks = [min(st.top_k or vocab, vocab) for st in settings]
     if min(ks) < vocab:
         top = torch.topk(scaled, max(ks), dim=1).values
-        kth = top.gather(1, torch.tensor(ks)[:, None] - 1)
+        kth = top[:, -1:] if len(set(ks)) == 1 else top.gather(1, torch.tensor(ks)[:, None] - 1)
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
     probs = torch.softmax(scaled, dim=1)
     ps = [st.top_p if st.top_p is not None else 1.0 for st in settings]
     if min(ps) < 1.0:
         sorted_probs, order = torch.sort(probs, dim=1, descending=True)
         cumulative = torch.cumsum(sorted_probs, dim=1)
-        drop = cumulative - sorted_probs >= torch.tensor(ps)[:, None]  # keep the smallest prefix reaching top_p
+        limit = ps[0] if len(set(ps)) == 1 else torch.tensor(ps)[:, None]
+        drop = cumulative - sorted_probs >= limit  # keep the smallest prefix reaching top_p
         probs = torch.zeros_like(probs).scatter_(1, order, sorted_probs.masked_fill(drop, 0.0))
     cdf = torch.cumsum(probs, dim=1)
     targets = (uniforms.reshape(rows, 1).float() * cdf[:, -1:]).contiguous()
@@ -247,13 +251,13 @@ class Stream:
                 item = request.outbox.get()
                 if isinstance(item, Exception):
                     raise item
-                self.state = request.state
                 if item is None:
                     return
-                yield item
+                piece, h, c = item
+                self.state = (h, c)  # the state after the piece's last character
+                yield from piece
         finally:
             request.cancel()
-            self.state = request.state
 
     def _run(self):
         model, s = self.model, self.settings

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed
 from torch import nn
 
 from .data import (
@@ -572,12 +573,13 @@ def train(c: TrainConfig, command: str = "") -> Run:
     """
     ddp, device_name = init_distributed(c.device)
     try:
-        return _train(c, command, ddp, pick_device(device_name))
+        run = _train(c, command, ddp, pick_device(device_name))
+        if ddp.world > 1:  # wait for rank 0's model card and push before the group goes away
+            torch.distributed.barrier()
+        return run
     finally:
         if ddp.world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+            torch.distributed.destroy_process_group()
 
 
 def _train(c: TrainConfig, command: str, ddp: Dist, device: torch.device) -> Run:

@@ -20,7 +20,7 @@ def losses(folder):
 
 def run(cmd, env):
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-6000:]
     return result
 
 

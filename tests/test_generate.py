@@ -94,3 +94,40 @@ def test_stepper_equals_nn_lstm(trained_model):
         expected = trained_model.head(out[0, -1])
     torch.testing.assert_close(logits[0], expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(state[1], c, atol=1e-5, rtol=1e-5)
+
+
+def test_cli_chat_carries_memory_and_takes_any_text(trained_dir):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    lines = ["ANNA:", "The sea is calm. \u202eRTL\u202c e\u0301 😀 <b>x</b>", "/memory", "/undo", "/retry", "",
+             "x" * 50_000, "/reset", "/memory", "/quit"]
+    result = subprocess.run(
+        [sys.executable, "-m", "lstm_model.generate", "--model", trained_dir[0], "--chat", "--length", "40", "--seed", "3"],
+        input="\n".join(lines) + "\n", cwd=root, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONIOENCODING="utf-8"))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "never seen" in result.stderr and "😀" in result.stderr  # unknown characters reported
+    assert "cap per message" in result.stderr
+    reports = [json.loads(block) for block in _json_blocks(result.stdout)]
+    assert len(reports[0]["turns"]) == 2 and reports[-1]["turns"] == []
+    assert "(undid the last turn)" in result.stdout
+
+
+def _json_blocks(text):
+    """The pretty-printed JSON objects in the chat's output (/memory answers)."""
+    blocks, depth, start = [], 0, None
+    for i, ch in enumerate(text):
+        if ch == "{":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+            if depth == 0:
+                blocks.append(text[start : i + 1])
+    return [b for b in blocks if '"turns"' in b]
