@@ -11,6 +11,7 @@ import html
 import os
 import sys
 import threading
+import time
 from functools import lru_cache
 
 import gradio as gr
@@ -30,6 +31,7 @@ CHAT_CONCURRENCY = int(os.environ.get("CHAT_CONCURRENCY", "16"))
 BATCHING = os.environ.get("BATCHING", "1") != "0"  # BATCHING=0: every reply steps alone
 SESSION_TTL_S = 2 * 3600  # an idle browser session's memory is freed after this long
 RECENT_CHARS = 1500  # characters of the conversation shown in the unit inspector
+STREAM_INTERVAL_S = 0.04  # the streamed reply is updated at most 25 times a second
 DEFAULTS = dict(temperature=0.8, top_k=40, top_p=1.0, max_chars=500, seed=-1, memory=True)
 
 
@@ -121,6 +123,20 @@ def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]
         reply = streaming if (streaming is not None and i == len(session.turns) - 1) else turn.reply
         messages.append({"role": "assistant", "content": as_text(reply) if reply else "…"})
     return messages
+
+
+def paced(pieces, interval: float = STREAM_INTERVAL_S):
+    """Join the reply's pieces into one update per `interval` seconds (and the last one): each
+    update costs Gradio a few milliseconds, more than sampling a character."""
+    buffer, last = "", time.monotonic()
+    for piece in pieces:
+        buffer += piece
+        now = time.monotonic()
+        if now - last >= interval:
+            yield buffer
+            buffer, last = "", now
+    if buffer:
+        yield buffer
 
 
 def ensure(state: ChatState | None, source: str | None) -> ChatState:
@@ -223,7 +239,7 @@ def build_app(source: str | None = None) -> gr.Blocks:
                 notes += st.session.notices()
                 shown = ""
                 yield history_of(st.session, shown), "", st, "\n".join(f"⚠️ {n}" for n in notes)
-                for piece in reply:
+                for piece in paced(reply):
                     shown += piece
                     yield history_of(st.session, shown), "", st, gr.skip()
             yield history_of(st.session), "", st, gr.skip()
@@ -236,7 +252,7 @@ def build_app(source: str | None = None) -> gr.Blocks:
                 for n in notes + st.session.notices():
                     gr.Warning(n)
                 shown = ""
-                for piece in reply:
+                for piece in paced(reply):
                     shown += piece
                     yield shown, st
             yield shown, st
@@ -262,7 +278,7 @@ def build_app(source: str | None = None) -> gr.Blocks:
                     yield history_of(st.session), st, "Nothing to retry."
                     return
                 shown = ""
-                for piece in reply:
+                for piece in paced(reply):
                     shown += piece
                     yield history_of(st.session, shown), st, gr.skip()
             yield history_of(st.session), st, "Resampled the last reply from the memory after your message."

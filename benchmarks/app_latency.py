@@ -5,35 +5,28 @@
 Starts `python app.py` on a free port as a user would (bundled model, offline), measures the time
 until the page answers, then the time from sending a message to the first streamed piece of the
 reply (median of 5, one client), then p50/p95 whole-turn latency with --sessions concurrent
-gradio_client sessions each sending --turns messages.
+gradio_client sessions each sending --turns messages. Set BATCHING=0 to serve without the batching
+decoder (each reply stepping alone), for comparison.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from appserver import percentile, start_app  # noqa: E402
 LINES = ["ROMEO:\nWhat light through yonder window breaks?", "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?",
          "KING RICHARD III:\nNow is the winter of our discontent.", "HAMLET:\nTo be, or not to be."]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def percentile(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
 def main(argv=None) -> int:
@@ -44,23 +37,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from gradio_client import Client
 
-    port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    start = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
+    server, url, cold = start_app()
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-            if server.poll() is not None or time.perf_counter() - start > 180:
-                raise SystemExit("the app did not start")
-        cold = time.perf_counter() - start
         print(f"cold start until the page serves: {cold:.1f} s")
 
         client = Client(url, verbose=False)
@@ -74,6 +52,14 @@ def main(argv=None) -> int:
             job.result()
         print(f"time to the first streamed piece: median {statistics.median(firsts) * 1000:.0f} ms "
               f"(runs: {', '.join(f'{f * 1000:.0f}' for f in firsts)} ms)")
+
+        singles = []
+        for i in range(5):
+            t0 = time.perf_counter()
+            text = client.predict(LINES[i % len(LINES)], 0.8, 40, 1.0, 300, i, "", True, api_name="/chat")
+            singles.append(len(text) / (time.perf_counter() - t0))
+        print(f"one user, 300-character replies (no stop): median {statistics.median(singles):,.0f} chars/s "
+              f"(runs: {', '.join(f'{r:,.0f}' for r in singles)})")
 
         latencies, errors, lock = [], [], threading.Lock()
 

@@ -12,25 +12,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from appserver import percentile, start_app  # noqa: E402
 
 
-def percentile(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else float("nan")
+
+
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -49,21 +41,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from gradio_client import Client
 
-    port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
-    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
+    server, url, _ = start_app()
     try:
-        start = time.perf_counter()
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
-            if server.poll() is not None or time.perf_counter() - start > 180:
-                raise SystemExit("the app did not start")
         rss_idle = peak_rss_mb(server.pid)
         latencies, errors, reports, lock = [], [], {}, threading.Lock()
 

@@ -39,7 +39,6 @@ from .data import (
 )
 from .hub import ModelLoadError, load_model, push_folder, write_model_card
 from .model import CharLSTM
-from .vocab import CharVocab
 
 LN2 = math.log(2)
 STATE_NAME = "training_state.safetensors"

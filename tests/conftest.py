@@ -67,3 +67,20 @@ def trained_model(trained_dir):
     from lstm_model import load_model
 
     return load_model(trained_dir[0])
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """The app (bundled model) launched for real on a free local port, shared by the API and
+    browser tests (each client is its own session)."""
+    import socket
+
+    import app as app_module
+
+    demo = app_module.build_app()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()

@@ -1,28 +1,13 @@
 """The app through its API (gradio_client), launched for real on a local port."""
 
-import socket
 import threading
 
 import pytest
 
-import app as app_module
-
-SHORT = {"param_5": 60}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def server():
-    demo = app_module.build_app()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+def server(app_url):
+    return app_url
 
 
 def client(url):

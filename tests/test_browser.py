@@ -6,11 +6,9 @@ assets/screenshot.png (the picture in the README) from this run.
 
 import os
 import shutil
-import socket
 
 import pytest
 
-import app as app_module
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,19 +17,9 @@ pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) or shutil.which("c
                                 reason=f"Chromium not found at {CHROMIUM}; install Debian's chromium package")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def url():
-    demo = app_module.build_app()
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+def url(app_url):
+    return app_url
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # With dropout off, two ranks averaging their gradients equal one process on the whole batch up
 # to float32 rounding in the all-reduce; over 12 steps that stays far below this.

@@ -1,4 +1,5 @@
 import json
+import math
 
 import torch
 
@@ -79,8 +80,29 @@ def test_memory_report_is_plain_data_with_the_measurements(trained_model):
         assert len(t["c_change"]) == 2
         assert abs(t["memory_benefit_bpc"] - (t["loss_fresh_bpc"] - t["loss_carried_bpc"])) < 1e-9
     assert t0["memory_benefit_bpc"] == 0.0  # the first turn starts from a fresh state either way
-    # Mid-conversation, the memory helps predict a text that continues it.
-    assert t1["memory_benefit_bpc"] > 0
+    # The carried loss is the message's loss read from the state the turn started from.
+    turn = session.turns[1]
+    ids = torch.tensor([trained_model.vocab.encode(turn.user)])
+    with torch.no_grad():
+        logits, _ = trained_model(ids, turn.state_before)
+        first = trained_model.logits_from_state(turn.state_before)
+        predictions = torch.cat([first, logits[0, :-1]])
+        expected = torch.nn.functional.cross_entropy(predictions, ids[0]).item() / math.log(2)
+    assert abs(t1["loss_carried_bpc"] - expected) < 1e-4
+
+
+def test_carried_memory_helps_the_bundled_model_at_a_speech_boundary():
+    """After a reply that ended at a blank line, the memory knows a new speech starts: the next
+    speaker's name and line cost fewer bits than from a fresh, all-zero state."""
+    from lstm_model import load_model
+
+    model = load_model()
+    for seed in (1, 2, 3):
+        session = ChatSession(model, seed=seed, max_new_chars=3000)
+        run(session.send("ROMEO:\nWhat light through yonder window breaks?"))
+        assert session.turns[0].stopped_by == "stop"  # the reply ended its speech with a blank line
+        run(session.send("JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?"))
+        assert session.memory_report()["turns"][1]["memory_benefit_bpc"] > 0.05, seed
 
 
 def test_unknown_characters_and_long_messages_are_reported(trained_model):
