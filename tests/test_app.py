@@ -69,7 +69,7 @@ def test_two_clients_at_once_see_only_their_own_turns(server):
 
 def test_hostile_input_and_bad_settings_do_not_break_the_chat(server):
     c = client(server)
-    nasty = "<script>alert(1)</script> **bold** [x](http://e.vil) \u202e\u0301 😀\x00 " + "a" * 30_000
+    nasty = "<script>alert(1)</script> **bold** [x](http://e.vil) \u202e\u0301 😀\x00 " + "a" * 200_000
     reply = c.predict(nasty, 1.0, 0, 1.0, 40, 1, "", True, api_name="/chat")
     assert isinstance(reply, str)
     turn = c.predict(api_name="/memory")["turns"][-1]

@@ -77,6 +77,10 @@ def test_chat_streams_memory_panel_changes_undo_and_reset(page):
     assert "LSTM Memory Chat" in page.content()
     page.get_by_text("No turns yet").wait_for(timeout=30_000)
     empty_timeline = timeline_src(page)
+    # A fixed seed whose first reply is 137 characters long: long enough to watch it stream.
+    page.get_by_text("Sampling and memory").click()
+    page.get_by_label("Seed", exact=False).fill("4")
+    page.get_by_text("Sampling and memory").click()
     seen = send(page, "ROMEO:\nWhat light through yonder window breaks?")
     assert len(seen) >= 3, seen  # the reply grew while we watched: it streamed
     page.get_by_text("Memory panel after turn 1").wait_for(timeout=30_000)
