@@ -62,7 +62,6 @@ class Decoder:
         self._active: list[Request] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
-        self._serving_here = False  # run_forever() owns a thread (e.g. the main one): start none
         self.steps = 0  # batched steps taken (for tests and benchmarks)
         self.rows = 0  # characters produced
 
@@ -78,21 +77,11 @@ class Decoder:
         request = Request(logits, state, settings, generator)
         with self._wake:
             self._pending.append(request)
-            if not self._serving_here and (self._thread is None or not self._thread.is_alive()):
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="lstm-decoder", daemon=True)
                 self._thread.start()
             self._wake.notify()
         return request
-
-    def run_forever(self) -> None:
-        """Run the decoder loop in the calling thread (never returns).
-
-        Worth doing in a process's main thread: there torch's OpenMP threads run these small
-        steps about twice as fast as in any other thread (benchmarks/README.md).
-        """
-        with self._wake:
-            self._serving_here = True
-        self._loop()
 
     def _loop(self) -> None:
         chars, stepper = self.model.vocab.chars, None
