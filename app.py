@@ -75,7 +75,7 @@ def decoder_for(model):
     return Decoder.for_model(model) if BATCHING else None
 
 
-def settings_from(temperature, top_k, top_p, max_chars, seed, stop, memory) -> tuple[dict, list[str]]:
+def settings_from(temperature, top_k, top_p, max_chars, seed, stop) -> tuple[dict, list[str]]:
     """Sampling settings from the controls (or the API), clamped into range with notices."""
     notices = []
 
@@ -221,7 +221,7 @@ def build_app(source: str | None = None) -> gr.Blocks:
 
         def start_turn(st, text, temperature, top_k, top_p, max_chars, seed, stop, memory):
             st = ensure(st, source)
-            settings, notes = settings_from(temperature, top_k, top_p, max_chars, seed, stop, memory)
+            settings, notes = settings_from(temperature, top_k, top_p, max_chars, seed, stop)
             if not isinstance(text, str):
                 text = "" if text is None else str(text)
             st.session.memory = bool(memory)

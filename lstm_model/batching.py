@@ -44,10 +44,6 @@ class Request:
         self.cancelled = False
         self.stopped_by: str | None = None
 
-    @property
-    def state(self):
-        return self.h, self.c
-
     def cancel(self) -> None:
         self.cancelled = True
 

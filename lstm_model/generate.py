@@ -219,6 +219,7 @@ class Stream:
         self.state = state
         self.text = ""
         self.stopped_by: str | None = None  # "stop", "length" or None while running
+        self.stop_text = ""  # the stop sequence that ended the text (fed to the LSTM, not in .text)
         self._iter = self._run()
 
     def __iter__(self):
@@ -286,7 +287,7 @@ class Stream:
                 stop = next((st for st in s.stop if self.text.endswith(st)), None)
                 if stop is not None:
                     self.text = self.text[: -len(stop)]
-                    self.stopped_by = "stop"
+                    self.stopped_by, self.stop_text = "stop", stop
                     if len(self.text) > emitted:
                         yield self.text[emitted:]
                     return

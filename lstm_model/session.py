@@ -54,6 +54,7 @@ class Turn:
     attempt: int = 0
     done: bool = False
     stopped_by: str | None = None
+    stop: str = ""  # the stop sequence that ended the reply (read by the LSTM, not shown)
 
     def report(self, index: int) -> dict:
         return {"turn": index, "user": self.user, "reply": self.reply, "skipped": list(self.skipped),
@@ -170,6 +171,7 @@ class ChatSession:
         finally:
             turn.reply = s.text if turn.done else "".join(emitted)
             turn.stopped_by = s.stopped_by or "interrupted"
+            turn.stop = s.stop_text
             turn.state_after = snapshot(s.state)
             self._state = turn.state_after
             self._measure_after(turn)
@@ -240,16 +242,12 @@ class ChatSession:
 
     def transcript(self) -> str:
         """What the LSTM has read and written in this conversation (since the last reset)."""
-        return "".join(t.fed + t.reply + (self.model.stop_sequence if t.stopped_by == "stop" else "") for t in self.turns)
+        return "".join(self.turn_text(t) for t in self.turns)
 
-    def turn_text(self, turn: Turn) -> str:
+    @staticmethod
+    def turn_text(turn: Turn) -> str:
         """Everything the LSTM read in a turn: message, separator, reply and the stop that ended it."""
-        return turn.fed + turn.reply + (self.settings_stop(turn) if turn.stopped_by == "stop" else "")
-
-    def settings_stop(self, turn: Turn) -> str:
-        stops = self.settings.get("stop") or []
-        stops = [stops] if isinstance(stops, str) else stops
-        return next((s for s in stops if s), "")
+        return turn.fed + turn.reply + turn.stop
 
     def trace_turn(self, index: int = -1):
         """An exact gate trace (gates.trace) of one turn's text (message, separator, reply) from

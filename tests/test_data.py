@@ -106,3 +106,17 @@ def test_streaming_matches_in_memory(tmp_path, play_text):
     # Restarting at a later batch (resume) gives the same batches.
     first = list(batches.iterate(3))[0]
     assert first[0] == 3 and torch.equal(first[1], get_batch(streams, 3, 32)[0])
+
+
+def test_streaming_batches_shard_across_ranks(tmp_path, play_text):
+    """Each rank of a torchrun job reads only its own rows of the global batch."""
+    path = tmp_path / "play.txt"
+    path.write_text(play_text)
+    stream = StreamingCorpus(str(path), val_fraction=0.1)
+    corpus = load_corpus(str(path), val_fraction=0.1)
+    streams = batchify(torch.tensor(stream.vocab().encode(corpus.train)), 8)
+    for rank in range(2):
+        shard = StreamBatches(stream, "train", batch_size=4, seq_len=32, rank=rank, world=2)
+        index, x, y = next(iter(shard.iterate(2)))
+        ex, ey = get_batch(streams, 2, 32)
+        assert torch.equal(x, ex[rank * 4 : rank * 4 + 4]) and torch.equal(y, ey[rank * 4 : rank * 4 + 4])
