@@ -82,3 +82,16 @@ def test_hostile_input_and_bad_settings_do_not_break_the_chat(server):
             c.predict("ROMEO:", *bad, 1, "", True, api_name="/chat")
     assert isinstance(c.predict("", api_name="/chat"), str)
     assert len(c.predict(api_name="/memory")["turns"]) == 2
+
+
+def test_app_cli_reports_a_bad_model_in_one_sentence():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "app.py", "--model", "nobody/no-such-model"], cwd=root,
+                            capture_output=True, text=True, timeout=120, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Could not reach the Hugging Face Hub")
+    assert "Traceback" not in result.stderr

@@ -108,3 +108,14 @@ def test_html_in_messages_is_shown_as_text(page):
     assert page.evaluate("() => window.pwned === undefined")
     assert page.locator("#chatbot a[href='http://example.com']").count() == 0
     assert "<b id='injected'>bold</b>" in user_messages(page).last.inner_text()
+
+
+def test_a_bad_model_id_is_reported_in_the_page_and_the_chat_goes_on(page):
+    page.get_by_text("Model", exact=True).click()
+    page.get_by_label("Hub repo id", exact=False).fill("nobody/no-such-model")
+    page.get_by_role("button", name="Load model").click()
+    page.get_by_text("The current model keeps working").wait_for(timeout=30_000)
+    assert "Could not reach the Hugging Face Hub" in page.content()
+    before = bot_messages(page).count()
+    send(page, "ROMEO:\nStill there?")
+    assert bot_messages(page).count() == before + 1
