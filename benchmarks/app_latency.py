@@ -25,10 +25,6 @@ LINES = ["ROMEO:\nWhat light through yonder window breaks?", "JULIET:\nO Romeo, 
          "KING RICHARD III:\nNow is the winter of our discontent.", "HAMLET:\nTo be, or not to be."]
 
 
-
-
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, default=8)

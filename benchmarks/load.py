@@ -21,10 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from appserver import percentile, start_app  # noqa: E402
 
 
-
-
-
-
 def peak_rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
