@@ -219,20 +219,19 @@ def build_app(source: str | None = None) -> gr.Blocks:
 
         # -- chat ----------------------------------------------------------------------------
 
-        def start_turn(st, text, temperature, top_k, top_p, max_chars, seed, stop, memory):
+        def start_turn(st, temperature, top_k, top_p, max_chars, seed, stop, memory):
+            """The session with the controls' settings applied, and notices about clamped values."""
             st = ensure(st, source)
             settings, notes = settings_from(temperature, top_k, top_p, max_chars, seed, stop)
-            if not isinstance(text, str):
-                text = "" if text is None else str(text)
             st.session.memory = bool(memory)
             try:
                 st.session.update_settings(**settings)
             except SamplingError as err:
                 raise gr.Error(str(err))
-            return st, settings, notes
+            return st, notes
 
         def chat_ui(text, st, *values):
-            st, _, notes = start_turn(st, text, *values)
+            st, notes = start_turn(st, *values)
             text = text if isinstance(text, str) else ""
             with st.lock:
                 reply = st.session.send(text)
@@ -245,7 +244,7 @@ def build_app(source: str | None = None) -> gr.Blocks:
             yield history_of(st.session), "", st, gr.skip()
 
         def chat_api(message, st, temperature, top_k, top_p, max_chars, seed, stop, memory):
-            st, _, notes = start_turn(st, message, temperature, top_k, top_p, max_chars, seed, stop, memory)
+            st, notes = start_turn(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
             text = message if isinstance(message, str) else ""
             with st.lock:
                 reply = st.session.send(text)
@@ -271,7 +270,7 @@ def build_app(source: str | None = None) -> gr.Blocks:
             return [], st, "Fresh conversation: transcript and memory cleared."
 
         def retry_ui(st, *values):
-            st, _, _ = start_turn(st, "", *values)
+            st, _ = start_turn(st, *values)
             with st.lock:
                 reply = st.session.retry()
                 if reply is None:
@@ -284,7 +283,7 @@ def build_app(source: str | None = None) -> gr.Blocks:
             yield history_of(st.session), st, "Resampled the last reply from the memory after your message."
 
         def retry_api(st, temperature, top_k, top_p, max_chars, seed, stop, memory):
-            st, _, _ = start_turn(st, "", temperature, top_k, top_p, max_chars, seed, stop, memory)
+            st, _ = start_turn(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
             with st.lock:
                 reply = st.session.retry()
                 if reply is None:
@@ -313,8 +312,8 @@ def build_app(source: str | None = None) -> gr.Blocks:
                         "No turns yet: the memory is fresh (all zeros).")
             report = st.session.memory_report()
             layer_index = min(int(layer) - 1, st.model.num_layers - 1)
-            last = st.session.trace_recent(max_chars=400, turns=1)
-            recent = st.session.trace_recent(max_chars=RECENT_CHARS)
+            recent = st.session.trace_recent(max_chars=RECENT_CHARS)  # one trace serves every view
+            last = recent.tail(len(st.session.turn_text(st.session.turns[-1])))
             unit = max(0, min(int(unit or 0), st.model.hidden_size - 1))
             marks = views.unit_highlights(recent, unit, layer_index)
             figures = (views.timeline_figure(report), views.heatmap_figure(last, quantity, layer_index))

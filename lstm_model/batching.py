@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from .generate import Stepper, _weights_version as _version, draw_uniform, sample_rows
+from .generate import Stepper, draw_uniform, sample_rows
 
 _FINISHED = None
 # Characters are handed to each session in pieces at most this often (and when it finishes):
@@ -103,11 +103,10 @@ class Decoder:
                         c = new_c if not active else torch.cat([c, new_c], dim=1)
                         logits = new_logits if not active else torch.cat([logits, new_logits])
                         active = active + joining
+                        stepper = Stepper.for_model(self.model)  # rebuilt only if the weights changed
                     self._active = active
                     if not active:
                         continue
-                    if stepper is None or stepper.version != _version(self.model):
-                        stepper = Stepper.for_model(self.model)
                     ids = sample_rows(logits, [r.settings for r in active],
                                       torch.cat([draw_uniform(r.generator) for r in active]))
                     logits, (h, c) = stepper.step(torch.tensor(ids), (h, c))

@@ -38,6 +38,14 @@ class Trace:
     state: tuple[torch.Tensor, torch.Tensor]
     skipped: list[str] = field(default_factory=list)
 
+    def tail(self, n: int) -> "Trace":
+        """The trace of the last `n` characters (the same values, cut)."""
+        cut = max(0, len(self.text) - n)
+        if cut == 0:
+            return self
+        return Trace(text=self.text[cut:], state=self.state, skipped=self.skipped,
+                     **{name: self.get(name)[:, cut:] for name in QUANTITIES})
+
     def get(self, quantity: str) -> torch.Tensor:
         if quantity not in QUANTITIES:
             raise ValueError(f"quantity must be one of {QUANTITIES}; got {quantity!r}.")
@@ -101,13 +109,14 @@ def join_traces(traces: list[Trace]) -> Trace:
 # -- helpers for the memory views ---------------------------------------------------------------
 
 
-def top_changing_units(tr: Trace, layer: int = -1, k: int = 16, quantity: str = "cell") -> list[int]:
-    """The k units whose `quantity` moved most over the text (largest max - min)."""
-    values = tr.get(quantity)[layer]
-    if values.shape[0] == 0:
-        return list(range(min(k, values.shape[1])))
-    spread = values.max(dim=0).values - values.min(dim=0).values
-    return torch.topk(spread, min(k, spread.numel())).indices.tolist()
+def top_changing_units(tr: Trace, layer: int = -1, k: int = 16) -> list[int]:
+    """The k units whose exposed memory tanh(C) varied most over the text (largest standard
+    deviation). tanh(C) is what the output gate can pass on; ranking by C itself would pick large,
+    slowly drifting cell values that look like flat stripes."""
+    exposed = torch.tanh(tr.cell[layer].float())
+    if exposed.shape[0] < 2:
+        return list(range(min(k, exposed.shape[1])))
+    return torch.topk(exposed.std(dim=0), min(k, exposed.shape[1])).indices.tolist()
 
 
 def pattern_inside_quotes(text: str) -> list[float]:

@@ -9,7 +9,9 @@ next turn continues after the blank line, as in the corpus).
 Characters of the prompt that the vocabulary lacks are skipped and reported (`Stream.skipped`,
 and a warning from `generate`).
 
-Step-wise inference uses `Stepper`, a fused LSTM step from the model's own weights (the layer-0\ninput projection precomputed as a table); oneDNN, which makes one-step nn.LSTM calls ~8x slower on\nCPU, is not involved.
+Step-wise inference uses `Stepper`, a fused LSTM step from the model's own weights (the layer-0
+input projection precomputed as a table); oneDNN, which makes one-step nn.LSTM calls ~8x slower on
+CPU, is not involved.
 
 CLI (like char-rnn's sample.lua):
     python -m lstm_model.generate --model assets/shakespeare --prompt "ROMEO:" --length 500 --temperature 0.8 --top-k 40 --seed 1
@@ -264,8 +266,8 @@ class Stream:
         model, s = self.model, self.settings
         generator = make_generator(s.seed)
         device = model.head.weight.device
-        # Grad mode and oneDNN flags are process state: set them around each computation, never
-        # across a yield, so that the code reading the stream runs unaffected.
+        # Grad mode is set around each computation, never across a yield, so that the code reading
+        # the stream runs unaffected.
         with torch.no_grad():
             # The prompt in one call (with oneDNN: 1.5x faster on long sequences on CPU).
             state = self.state if self.state is not None else model.begin_state(1, device)

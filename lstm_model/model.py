@@ -29,9 +29,9 @@ MAX_PARAMETERS = 500_000_000
 
 @contextlib.contextmanager
 def no_onednn():
-    """A context with oneDNN off: on CPU it makes a one-step nn.LSTM call ~8x slower, so step-wise
-    inference runs without it (training keeps it: there it is 1.3x faster). Cheap enough (~2 us)
-    to enter once per generated character."""
+    """A context in which nn.LSTM runs PyTorch's native CPU kernel instead of oneDNN's: the
+    arithmetic that gates.trace reproduces bit for bit (oneDNN rounds differently, ~1e-5 relative
+    on large cell states). Generation does not need it: it steps with generate.Stepper."""
     previous = torch.backends.mkldnn.enabled
     torch.backends.mkldnn.enabled = False
     try:

@@ -259,14 +259,13 @@ class ChatSession:
             raise IndexError("That turn is too old: its state snapshot was dropped.")
         return trace(self.model, turn.fed + turn.reply, turn.state_before)
 
-    def trace_recent(self, max_chars: int = 1500, turns: int | None = None):
-        """Exact gate traces of the last turns (at most `turns`, at most `max_chars` characters),
-        each from the state it started from, joined along the characters. None if no turn."""
+    def trace_recent(self, max_chars: int = 1500):
+        """Exact gate traces of the last turns (at most `max_chars` characters), each from the
+        state it started from, joined along the characters. None if no turn."""
         from .gates import join_traces, trace
 
         chosen, total = [], 0
-        candidates = self.turns if turns is None else self.turns[-turns:]
-        for turn in reversed(candidates):
+        for turn in reversed(self.turns):
             if turn.state_before is None or total >= max_chars:
                 break
             chosen.append(turn)

@@ -700,14 +700,13 @@ def _train(c: TrainConfig, command: str, ddp: Dist, device: torch.device) -> Run
                 bar.set_postfix(loss=f"{value:.3f}", chars_s=f"{rate:,.0f}", refresh=False)
                 if ddp.main:
                     _log(metrics_path, {"step": step, "loss": value, "lr": scheduler.get_last_lr()[0]})
-                if step % c.eval_every == 0 or step == total_steps:
+                if (step % c.eval_every == 0 or step == total_steps) and ddp.main:  # rank 0 evaluates
                     est = data.estimate_loss(model)
                     run.metrics = dict(est, step=step)
-                    if ddp.main:
-                        _log(metrics_path, dict(est, step=step, epoch=epoch, chars_per_s=rate, time=time.time()))
-                        bar.write(f"step {step}: train {est['train_loss']:.4f} nats ({est['train_bpc']:.3f} bpc), "
-                                  f"val {est['val_loss']:.4f} nats ({est['val_bpc']:.3f} bpc), {rate:,.0f} chars/s")
-                        plot_losses(c.out)
+                    _log(metrics_path, dict(est, step=step, epoch=epoch, chars_per_s=rate, time=time.time()))
+                    bar.write(f"step {step}: train {est['train_loss']:.4f} nats ({est['train_bpc']:.3f} bpc), "
+                              f"val {est['val_loss']:.4f} nats ({est['val_bpc']:.3f} bpc), {rate:,.0f} chars/s")
+                    plot_losses(c.out)
                 if step % every == 0 or step == total_steps:
                     checkpoint()
                 if step >= total_steps:

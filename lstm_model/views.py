@@ -9,9 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
-from .gates import QUANTITIES, Trace  # noqa: E402
+from .gates import QUANTITIES, Trace, top_changing_units  # noqa: E402
 
 GATE_QUANTITIES = ("forget", "input", "output")
 LABELS = {
@@ -92,15 +91,10 @@ def heatmap_figure(tr: Trace | None, quantity: str = "cell", layer: int = -1, un
     if tr is None or len(tr.text) == 0:
         return _empty("The heatmap shows the last turn, character by character.")
     cut = max(0, len(tr.text) - HEATMAP_CHARS)
-    if cut:
-        tr = Trace(text=tr.text[cut:], state=tr.state, skipped=tr.skipped,
-                   **{name: tr.get(name)[:, cut:] for name in QUANTITIES})
+    tr = tr.tail(HEATMAP_CHARS)
     if quantity not in QUANTITIES:
         quantity = "cell"
-    # The units whose exposed memory tanh(C) varied most over the turn: large, slowly drifting
-    # cell values would otherwise fill the picture with flat stripes.
-    exposed = torch.tanh(tr.cell[layer].float())
-    chosen = torch.topk(exposed.std(dim=0), min(units, exposed.shape[1])).indices.tolist()
+    chosen = top_changing_units(tr, layer=layer, k=units)
     values = tr.get(quantity)[layer][:, chosen].T.float().cpu()  # (units, chars)
     n = len(tr.text)
     fig, (ax, meter) = plt.subplots(2, 1, figsize=(9.0, 5.2), sharex=True, gridspec_kw={"height_ratios": [4, 1]})
