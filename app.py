@@ -1,7 +1,7 @@
 """LSTM Memory Chat: chat with a character-level LSTM that keeps its memory across turns, and
 watch that memory. Gradio UI only: layout and event wiring; the model logic is in lstm_model/.
 
-    python app.py [--model PATH_OR_REPO[@revision]] [--share] [--host HOST] [--port PORT]
+    python app.py [--model PATH_OR_REPO[@revision]] [--share] [--host HOST] [--port PORT] [--int8 auto|on|off]
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from lstm_model.batching import Decoder
 from lstm_model.gates import PATTERNS, units_following
 from lstm_model.generate import SamplingError
 from lstm_model.hub import ModelLoadError, bundled_models
+from lstm_model.quantize import MODES as INT8_MODES
+from lstm_model.quantize import resolve_int8
 from lstm_model.session import ChatSession
 
 # Replies streamed at once. Their LSTM steps are batched by one decoder thread per model
@@ -29,6 +31,9 @@ from lstm_model.session import ChatSession
 # the 2 CPU cores; beyond 16, a batched step costs more than it saves in waiting.
 CHAT_CONCURRENCY = int(os.environ.get("CHAT_CONCURRENCY", "16"))
 BATCHING = os.environ.get("BATCHING", "1") != "0"  # BATCHING=0: every reply steps alone
+# Int8 generation steps (lstm_model/quantize.py): "auto" serves a model in int8 when its int8.json
+# shows a measured loss rise <= 0.01 nats/char; "on" / "off" force it. --int8 overrides INT8.
+INT8 = os.environ.get("INT8", "auto")
 SESSION_TTL_S = 2 * 3600  # an idle browser session's memory is freed after this long
 RECENT_CHARS = 1500  # characters of the conversation shown in the unit inspector
 STREAM_INTERVAL_S = 0.04  # the streamed reply is updated at most 25 times a second
@@ -38,7 +43,9 @@ DEFAULTS = dict(temperature=0.8, top_k=40, top_p=1.0, max_chars=500, seed=-1, me
 @lru_cache(maxsize=4)
 def cached_model(source: str | None):
     """Models are read-only at inference, so sessions share them (loaded once per source)."""
-    return load_model(source)
+    model = load_model(source)
+    resolve_int8(model, INT8)
+    return model
 
 
 def escape(text: str) -> str:
@@ -184,7 +191,8 @@ def build_app(source: str | None = None) -> gr.Blocks:
                         repo = gr.Textbox(label="…or a Hub repo id (user/name[@revision]) or a local folder")
                         load = gr.Button("Load model")
                     model_status = gr.Markdown(f"Serving **{source or 'the bundled default (shakespeare)'}** "
-                                               f"({default_model.num_parameters():,} parameters).")
+                                               f"({default_model.num_parameters():,} parameters; "
+                                               f"{default_model.serve_int8_reason}).", elem_id="model-status")
             with gr.Column(scale=6):
                 gr.Markdown("## What the memory holds")
                 timeline = gr.Plot(label="Memory timeline", elem_id="timeline")
@@ -357,7 +365,8 @@ def build_app(source: str | None = None) -> gr.Blocks:
             with st.lock:
                 st.switch(wanted, model)
             progress(1.0)
-            return (st, f"Serving **{wanted}** ({model.num_parameters():,} parameters); the conversation was reset.",
+            return (st, f"Serving **{wanted}** ({model.num_parameters():,} parameters; {model.serve_int8_reason}); "
+                        "the conversation was reset.",
                     [], gr.update(value=escape(model.stop_sequence)))
 
         # -- wiring --------------------------------------------------------------------------
@@ -398,11 +407,19 @@ def parse_args(argv=None):
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1, or GRADIO_SERVER_NAME)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860, or GRADIO_SERVER_PORT)")
+    p.add_argument("--int8", choices=list(INT8_MODES), default=None,
+                   help="int8 generation steps: auto (default, or INT8) = when the model's int8.json shows a loss "
+                        "rise <= 0.01 nats/char; on; off")
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
+    global INT8
     args = parse_args(argv)
+    INT8 = args.int8 or INT8
+    if INT8 not in INT8_MODES:
+        print(f"error: INT8 must be one of {', '.join(INT8_MODES)}; got {INT8!r}.", file=sys.stderr)
+        return 2
     # Replies are computed in worker threads, where one OpenMP thread runs these small LSTM steps
     # about 2x faster than two (benchmarks/README.md); the second core serves everything else.
     torch.set_num_threads(int(os.environ.get("TORCH_THREADS", "1")))

@@ -1,16 +1,19 @@
 """Serving throughput with continuous batching (lstm_model/batching.py).
 
-    python benchmarks/serve_batch.py [--hidden 512 --chars 300 --sessions 1 4 16 32]
+    python benchmarks/serve_batch.py [--hidden 512 --chars 300 --sessions 1 4 16 32 --reps 5 --steps fp32 int8]
 
 For each N, N sessions each generate --chars characters (no stop sequence, fixed seeds) on a
-2x512 model: once *together* through one Decoder (each session a thread consuming its own
-stream, their steps batched in the decoder's thread), and once *one after another*, each
-stepping alone in a worker thread, as the app's sessions do without batching (the aggregate of
-sessions in turn does not depend on N; it is measured with min(N, 4) sessions). Prints the
-aggregate chars/s of both and the per-session chars/s when together. The goal: 16 sessions
-together >= 8x the aggregate of one session alone. Medians of --reps runs. Torch runs with one
-thread, as in app.py: in threads other than the main one, a second OpenMP thread makes these
-small steps about 2x slower, not faster (measured: 1,500 vs 720 us per batch-1 step).
+2x512 model: *together* through one Decoder (each session a thread consuming its own stream,
+their steps batched in the decoder's thread), and *one after another*, the same N sessions each
+stepping alone in a worker thread, as the app's sessions do without batching. Prints aggregate
+chars/s of both, per-session chars/s when together, and together / one after another. The goal:
+16 sessions together >= 8x one after another.
+
+The machine is shared and its speed drifts by up to 2x within a minute, so each repetition runs
+the two back to back and the ratio is taken per repetition; the figures are medians over --reps.
+--steps measures fp32 and/or int8 generation steps (lstm_model/quantize.py), the same on both
+sides of each ratio. Torch runs with one thread, as in app.py: in threads other than the main one,
+a second OpenMP thread makes these small steps slower, not faster.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def together(model, decoder, n, chars) -> float:
 
 
 def one_after_another(model, n, chars) -> float:
-    """The sessions in turn, each stepping alone in a worker thread (as the app without batching)."""
+    """The same sessions in turn, each stepping alone in a worker thread (as the app without batching)."""
     result = []
 
     def work():
@@ -74,8 +77,10 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--chars", type=int, default=300)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16, 32])
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py sets them (default 1)")
+    p.add_argument("--steps", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"],
+                   help="generation steps to measure: fp32 and/or int8 (lstm_model/quantize.py); default both")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -83,15 +88,18 @@ def main(argv=None) -> int:
     decoder = Decoder(model)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, 2x{args.hidden} model, "
           f"{args.chars} characters per session, medians of {args.reps}")
-    together(model, decoder, 2, 50)  # warm up
-    base = None
-    for n in args.sessions:
-        batched = statistics.median(together(model, decoder, n, args.chars) for _ in range(args.reps))
-        serial = statistics.median(one_after_another(model, n if n <= 4 else 4, args.chars) for _ in range(args.reps))
-        if n == 1:
-            base = serial
-        print(f"{n:>3} sessions: together {batched:8,.0f} chars/s aggregate ({batched / n:6,.0f} per session); "
-              f"one after another {serial:6,.0f} chars/s; together / one alone = {batched / base:5.1f}x")
+    for steps in args.steps:
+        model.serve_int8 = steps == "int8"  # what resolve_int8 sets; both sides of each ratio use it
+        together(model, decoder, 2, 50)  # warm up
+        for n in args.sessions:
+            runs = [(together(model, decoder, n, args.chars), one_after_another(model, n, args.chars))
+                    for _ in range(args.reps)]
+            batched = statistics.median(t for t, _ in runs)
+            serial = statistics.median(s for _, s in runs)
+            ratio = statistics.median(t / s for t, s in runs)
+            print(f"{steps} {n:>3} sessions: together {batched:8,.0f} chars/s aggregate ({batched / n:6,.0f} per session); "
+                  f"one after another {serial:6,.0f} chars/s; together / one after another = {ratio:5.1f}x "
+                  f"(range {min(t / s for t, s in runs):.1f}-{max(t / s for t, s in runs):.1f})", flush=True)
     return 0
 
 

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from .generate import Stepper, draw_uniform, sample_rows
+from .generate import Stepper, sample_rows
 
 _FINISHED = None
 # Characters are handed to each session in pieces at most this often (and when it finishes):
@@ -38,7 +38,8 @@ class Request:
         self.settings = settings
         self.generator = generator
         self.text = ""
-        self.unsent = ""  # characters not yet handed to the session
+        self.sent = 0  # characters of .text already handed to the session
+        self.stops = tuple(settings.stop)
         self.last_flush = time.monotonic()
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled = False
@@ -108,7 +109,7 @@ class Decoder:
                     if not active:
                         continue
                     ids = sample_rows(logits, [r.settings for r in active],
-                                      torch.cat([draw_uniform(r.generator) for r in active]))
+                                      [r.generator.random() for r in active])
                     logits, (h, c) = stepper.step(torch.tensor(ids), (h, c))
             except Exception as err:  # never leave a session waiting forever
                 for r in active + joining:
@@ -120,16 +121,15 @@ class Decoder:
             done, now = [], time.monotonic()
             for i, (r, idx) in enumerate(zip(active, ids)):
                 r.text += chars[idx]
-                r.unsent += chars[idx]
-                if any(r.text.endswith(st) for st in r.settings.stop):
+                if r.stops and r.text.endswith(r.stops):
                     r.stopped_by = "stop"
                     done.append(i)
                 elif len(r.text) >= r.settings.max_new_chars:
                     r.stopped_by = "length"
                     done.append(i)
                 elif now - r.last_flush >= FLUSH_SECONDS:
-                    r.outbox.put((r.unsent, h[:, i : i + 1], c[:, i : i + 1]))
-                    r.unsent, r.last_flush = "", now
+                    r.outbox.put((r.text[r.sent :], h[:, i : i + 1], c[:, i : i + 1]))
+                    r.sent, r.last_flush = len(r.text), now
             if done:
                 h, c, logits = self._leave(active, done, h, c, logits, None)
 
@@ -149,7 +149,7 @@ class Decoder:
     @staticmethod
     def _finish(request: Request, why: str) -> None:
         request.stopped_by = why
-        if request.unsent:
-            request.outbox.put((request.unsent, request.h, request.c))
-            request.unsent = ""
+        if len(request.text) > request.sent:
+            request.outbox.put((request.text[request.sent :], request.h, request.c))
+            request.sent = len(request.text)
         request.outbox.put(_FINISHED)

@@ -84,7 +84,9 @@ def load_model(source: str | os.PathLike | None = None, device: str = "cpu") -> 
     """Load a CharLSTM for inference (eval mode).
 
     `source` is a local folder, a Hub repo id `user/name` or `user/name@revision`, or None for the
-    bundled default model (assets/shakespeare). Only config.json + model.safetensors are read.
+    bundled default model (assets/shakespeare). Only config.json + model.safetensors are read for
+    the model, and int8.json, if the folder or repo has one, for `model.int8_check` (the measured
+    loss of int8 steps, see lstm_model.quantize; None when absent).
     """
     if source is None:
         path, revision = str(default_model_path()), None
@@ -107,7 +109,21 @@ def load_model(source: str | os.PathLike | None = None, device: str = "cpu") -> 
         raise ModelLoadError(str(err)) from None
     except Exception as err:
         raise ModelLoadError(_hub_error_sentence(path, revision, err)) from None
+    model.int8_check = _int8_check(path, revision, local_only)
     return model
+
+
+def _int8_check(path: str, revision: str | None, local_only: bool) -> dict | None:
+    from .quantize import CHECK_FILE, read_check
+
+    if os.path.isdir(path):
+        return read_check(os.path.join(path, CHECK_FILE))
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return read_check(hf_hub_download(path, CHECK_FILE, revision=revision, local_files_only=local_only))
+    except Exception:  # the check is optional: a repo without one serves fp32 steps
+        return None
 
 
 def _hub_error_sentence(repo_id: str, revision: str | None, err: Exception) -> str:

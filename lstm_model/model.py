@@ -123,6 +123,11 @@ class CharLSTM(
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, len(self.vocab))
         self._init_weights(forget_bias)
+        # Serving, not architecture (not in config.json): the measured int8 check that load_model
+        # reads from int8.json, and whether generation steps run in int8 (lstm_model.quantize).
+        self.int8_check: dict | None = None
+        self.serve_int8 = False
+        self.serve_int8_reason = "fp32 steps"
 
     def _init_weights(self, forget_bias: float) -> None:
         nn.init.normal_(self.embedding.weight, std=1.0 / math.sqrt(self.embed_dim))

@@ -768,15 +768,23 @@ def _write_json(path: str, data: dict) -> None:
 def finish(c: TrainConfig, model: CharLSTM, data: _Data, run: Run, command: str) -> None:
     """Final whole-split validation, the model card, and the optional push."""
     from .generate import generate
+    from .quantize import check_int8, int8_available, write_check
 
     model.eval()
     if data.val_ids is not None:
         full = evaluate_text(model, data.val_ids.to(model.head.weight.device))
         run.metrics.update(val_loss_full=full, val_bpc_full=full / LN2)
-        _write_json(os.path.join(c.out, "final_metrics.json"), run.metrics)
         print(f"Validation over the whole held-out text ({data.val_ids.numel():,} characters, state carried): "
               f"{full:.4f} nats/char ({full / LN2:.3f} bits/char).", file=sys.stderr)
     cpu_model = model.to("cpu")
+    if data.val_ids is not None and int8_available(cpu_model):  # may int8 steps serve it? (lstm_model.quantize)
+        check = check_int8(cpu_model, data.val_ids.cpu(), text=f"validation ({data.val_from})")
+        write_check(c.out, check)
+        run.metrics.update(fp32_step_loss=check["fp32_loss"], int8_step_loss=check["int8_loss"])
+        print(f"Int8 serving check: fp32 steps {check['fp32_loss']:.4f}, int8 steps {check['int8_loss']:.4f} nats/char "
+              f"(rise {check['loss_rise']:+.4f}; int8 {'allowed' if check['ok'] else 'stays off'}).", file=sys.stderr)
+    if data.val_ids is not None:
+        _write_json(os.path.join(c.out, "final_metrics.json"), run.metrics)
     sample, _ = generate(cpu_model, prompt="\n", max_new_chars=c.sample_chars, temperature=0.8, seed=c.seed)
     write_model_card(
         c.out, model=cpu_model, dataset=c.dataset,

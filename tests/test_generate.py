@@ -40,12 +40,15 @@ def test_state_after_generation_is_the_state_of_everything_read(trained_model):
 
 
 def test_stop_sequence_ends_the_reply_and_is_not_included(trained_model):
-    text, _ = generate(trained_model, "ANNA:\n", max_new_chars=400, seed=2, stop="\n\n")
-    assert "\n\n" not in text and 0 < len(text) < 400
-    s = stream(trained_model, "ANNA:\n", max_new_chars=400, seed=2, stop="\n\n")
-    assert "".join(s) == text and s.stopped_by == "stop"
-    # A held-back partial match ("\n") is released when it turns out not to be the stop.
-    assert "\n" in text
+    released = False
+    for seed in range(12):
+        text, _ = generate(trained_model, "ANNA:\n", max_new_chars=400, seed=seed, stop="\n\n")
+        assert "\n\n" not in text and len(text) < 400
+        s = stream(trained_model, "ANNA:\n", max_new_chars=400, seed=seed, stop="\n\n")
+        assert "".join(s) == text and s.stopped_by == "stop"
+        # A held-back partial match ("\n") is released when it turns out not to be the stop.
+        released = released or "\n" in text
+    assert released
 
 
 def test_greedy_top_k_top_p(trained_model):
