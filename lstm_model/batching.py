@@ -32,8 +32,10 @@ FLUSH_SECONDS = 0.02
 class Request:
     """One session's generation in the decoder: its state, settings, text so far and an outbox."""
 
-    def __init__(self, logits, state, settings, generator):
+    def __init__(self, logits, state, settings, generator, prefill=()):
         self.logits = logits.reshape(-1)
+        self.prefill = list(prefill)  # prompt characters to feed before sampling (no draws for them)
+        self.fed = 0
         self.h, self.c = state
         self.settings = settings
         self.generator = generator
@@ -70,8 +72,10 @@ class Decoder:
             model._decoder = decoder
         return decoder
 
-    def submit(self, logits, state, settings, generator) -> Request:
-        request = Request(logits, state, settings, generator)
+    def submit(self, logits, state, settings, generator, prefill=()) -> Request:
+        """Add a session: the logits and (h, c) after what it has read, its settings and random
+        generator, and optionally `prefill`, prompt ids to feed first (then `logits` is unused)."""
+        request = Request(logits, state, settings, generator, prefill)
         with self._wake:
             self._pending.append(request)
             if self._thread is None or not self._thread.is_alive():
@@ -108,8 +112,12 @@ class Decoder:
                     self._active = active
                     if not active:
                         continue
-                    ids = sample_rows(logits, [r.settings for r in active],
-                                      [r.generator.random() for r in active])
+                    feeding = [i for i, r in enumerate(active) if r.fed < len(r.prefill)]
+                    if not feeding:
+                        ids = sample_rows(logits, [r.settings for r in active],
+                                          [r.generator.random() for r in active])
+                    else:
+                        ids = self._prefill_ids(active, feeding, logits)
                     logits, (h, c) = stepper.step(torch.tensor(ids), (h, c))
             except Exception as err:  # never leave a session waiting forever
                 for r in active + joining:
@@ -120,6 +128,8 @@ class Decoder:
             self.rows += len(active)
             done, now = [], time.monotonic()
             for i, (r, idx) in enumerate(zip(active, ids)):
+                if feeding and i in feeding:
+                    continue  # a prompt character was fed: nothing to emit
                 r.text += chars[idx]
                 if r.stops and r.text.endswith(r.stops):
                     r.stopped_by = "stop"
@@ -132,6 +142,23 @@ class Decoder:
                     r.sent, r.last_flush = len(r.text), now
             if done:
                 h, c, logits = self._leave(active, done, h, c, logits, None)
+
+    @staticmethod
+    def _prefill_ids(active, feeding, logits) -> list[int]:
+        """This step's input ids when some rows are still reading their prompt: their next prompt
+        character, and a sampled one (drawn from their own generator) for the others."""
+        ids = [0] * len(active)
+        for i in feeding:
+            r = active[i]
+            ids[i] = r.prefill[r.fed]
+            r.fed += 1
+        sampling = [i for i in range(len(active)) if i not in set(feeding)]
+        if sampling:
+            drawn = sample_rows(logits.index_select(0, torch.tensor(sampling)), [active[i].settings for i in sampling],
+                                [active[i].generator.random() for i in sampling])
+            for i, idx in zip(sampling, drawn):
+                ids[i] = idx
+        return ids
 
     def _leave(self, active, rows, h, c, logits, why):
         """Finish the requests at `rows` (their last state handed over) and drop their rows."""

@@ -1,8 +1,8 @@
 """Sampling from a CharLSTM: temperature, top-k, top-p, greedy, seeds, stop sequences, streaming.
 
 `generate(...) -> (text, state)` and `stream(...)` (yields text pieces as they are sampled; the
-final state is `.state` once the stream is exhausted). The prompt goes through the LSTM in one
-call; then one step per sampled character. A stop sequence ends the reply: it is *not* included
+final state is `.state` once the stream is exhausted). A long prompt goes through the LSTM in one
+call, a short one (<= PREFILL_CHARS) through the fused step; then one step per sampled character. A stop sequence ends the reply: it is *not* included
 in the returned text, but it *is* fed through the LSTM, so the returned state has read it (the
 next turn continues after the blank line, as in the corpus).
 
@@ -33,6 +33,12 @@ from torch import nn
 
 
 MAX_NEW_CHARS_LIMIT = 20_000
+# Prompts up to this many characters are fed by the fused step (Stepper), one character at a time:
+# alone that costs about what one nn.LSTM call does (~0.3-0.6 ms a character on 1 CPU thread),
+# and with a decoder it runs inside the batched steps, shared with the other sessions. Longer
+# prompts go through nn.LSTM in one call, which is faster per character. Both paths use the same
+# rule, so a session's text is the same alone or batched.
+PREFILL_CHARS = 32
 
 
 class SamplingError(ValueError):
@@ -202,6 +208,15 @@ class Stepper:
         logits = torch.addmm(self.head_b, below, self.head_w_t) if q is None else q[-1](below)
         return logits, (torch.stack(hs), torch.stack(cs))
 
+    @torch.no_grad()
+    def feed(self, ids: list[int], state):
+        """Step through `ids` (one sequence) from `state`: the last logits (1, vocab) and the state."""
+        one = torch.zeros(1, dtype=torch.long, device=state[0].device)
+        for idx in ids:
+            one[0] = idx
+            logits, state = self.step(one, state)
+        return logits, state
+
 
 def _weights_version(model) -> tuple:
     return tuple((id(p), p._version) for p in model.parameters())
@@ -269,9 +284,10 @@ class Stream:
             self.state = state
             yield chars[idx]
 
-    def _batched(self, logits, state, generator):
-        """Characters from the shared decoder, which steps this session with all the others."""
-        request = self.decoder.submit(logits, state, self.settings, generator)
+    def _batched(self, logits, state, generator, prefill):
+        """Characters from the shared decoder, which steps this session with all the others (and
+        first feeds it `prefill`, a short prompt, in the same batched steps)."""
+        request = self.decoder.submit(logits, state, self.settings, generator, prefill)
         try:
             while True:
                 item = request.outbox.get()
@@ -291,20 +307,26 @@ class Stream:
         device = model.head.weight.device
         # Grad mode is set around each computation, never across a yield, so that the code reading
         # the stream runs unaffected.
+        state = self.state if self.state is not None else model.begin_state(1, device)
+        prompt, prefill = self.prompt_ids, []
         with torch.no_grad():
-            # The prompt in one call (with oneDNN: 1.5x faster on long sequences on CPU).
-            state = self.state if self.state is not None else model.begin_state(1, device)
-            if self.prompt_ids:
-                ids = torch.tensor([self.prompt_ids], dtype=torch.long, device=device)
+            if len(prompt) > PREFILL_CHARS:  # a long prompt in one call (oneDNN: faster per character)
+                ids = torch.tensor([prompt], dtype=torch.long, device=device)
                 out, state = model.lstm(model.embedding(ids), state)
                 logits = model.head(out[0, -1])
-            else:
-                logits = model.logits_from_state(state)[0]
+            elif prompt and (self.decoder is None or s.max_new_chars == 0):
+                logits, state = Stepper.for_model(model).feed(prompt, state)
+                logits = logits[0]
+            else:  # no prompt, or a short one that the decoder feeds in its batched steps
+                logits, prefill = model.logits_from_state(state)[0], prompt
         self.state = state
         if s.max_new_chars == 0:
             self.stopped_by = "length"
             return
-        source = self._batched(logits, state, generator) if self.decoder else self._alone(logits, state, generator)
+        if self.decoder:
+            source = self._batched(logits, state, generator, prefill)
+        else:
+            source = self._alone(logits, state, generator)
         emitted = 0  # characters of self.text already yielded
         try:
             for piece in source:  # one character when stepping alone, a few when batched

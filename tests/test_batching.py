@@ -77,3 +77,19 @@ def test_chat_sessions_share_a_decoder_and_stay_reproducible(trained_model):
         t.join(timeout=120)
     assert replies == [expected] * 3
     assert torch.allclose(shared[0].state[1], solo.state[1], atol=1e-4)
+
+
+def test_short_prompts_are_fed_in_the_batched_steps(trained_model):
+    calls = []
+    handle = trained_model.lstm.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[1]))
+    decoder = Decoder(trained_model)
+    try:
+        s = stream(trained_model, "CLEO:\nSing.\n\nANNA:\n", max_new_chars=40, seed=4, decoder=decoder)
+        batched = "".join(s)
+    finally:
+        handle.remove()
+    assert calls == []  # the prompt was read by the decoder's steps, not by an nn.LSTM call
+    assert decoder.rows == len("CLEO:\nSing.\n\nANNA:\n") + 40
+    alone = stream(trained_model, "CLEO:\nSing.\n\nANNA:\n", max_new_chars=40, seed=4)
+    assert batched == "".join(alone)
+    torch.testing.assert_close(s.state[1], alone.state[1], atol=1e-5, rtol=1e-5)

@@ -18,14 +18,24 @@ def test_same_seed_same_text_and_stream_equals_generate(trained_model):
     assert torch.equal(s.state[1], state_a[1])
 
 
-def test_prompt_goes_through_the_lstm_in_one_call(trained_model):
+def test_long_prompts_go_through_the_lstm_in_one_call_short_ones_through_the_step(trained_model):
+    from lstm_model.generate import PREFILL_CHARS
+
+    long, short = "ANNA:\nThe sea is calm and the moon is bright.\n", "ANNA:\n"
+    assert len(short) <= PREFILL_CHARS < len(long)
     calls = []
     handle = trained_model.lstm.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[1]))
     try:
-        generate(trained_model, "ANNA:\nThe sea is calm.\n", max_new_chars=30, seed=1)
+        generate(trained_model, long, max_new_chars=30, seed=1)
+        assert calls == [len(long)]
+        calls.clear()
+        _, state = generate(trained_model, short, max_new_chars=0)
+        assert calls == []  # fed by the fused step, to the same state
     finally:
         handle.remove()
-    assert calls == [len("ANNA:\nThe sea is calm.\n")]
+    with torch.no_grad():
+        _, (h, c) = trained_model.lstm(trained_model.embedding(torch.tensor([trained_model.vocab.encode(short)])))
+    torch.testing.assert_close(state[1], c, atol=1e-5, rtol=1e-5)
 
 
 def test_state_after_generation_is_the_state_of_everything_read(trained_model):
