@@ -10,7 +10,8 @@ chars/s of both, per-session chars/s when together, and together / one after ano
 16 sessions together >= 8x one after another.
 
 The machine is shared and its speed drifts by up to 2x within a minute, so each repetition runs
-the two back to back and the ratio is taken per repetition; the figures are medians over --reps.
+half the sessions one after another, then all together, then the other half one after another,
+and the ratio is taken per repetition; the figures are medians over --reps.
 --steps measures fp32 and/or int8 generation steps (lstm_model/quantize.py), the same on both
 sides of each ratio. Torch runs with one thread, as in app.py: in threads other than the main one,
 a second OpenMP thread makes these small steps slower, not faster.
@@ -55,16 +56,17 @@ def together(model, decoder, n, chars) -> float:
     return n * chars / (time.perf_counter() - start)
 
 
-def one_after_another(model, n, chars) -> float:
-    """The same sessions in turn, each stepping alone in a worker thread (as the app without batching)."""
+def one_after_another(model, sessions, chars) -> float:
+    """Sessions `sessions` (their seeds) in turn, each stepping alone in a worker thread (as the app
+    without batching); returns the seconds taken."""
     result = []
 
     def work():
         start = time.perf_counter()
-        for k in range(n):
+        for k in sessions:
             for _ in stream(model, "ROMEO:\n", max_new_chars=chars, temperature=0.9, top_k=40, seed=k):
                 pass
-        result.append(n * chars / (time.perf_counter() - start))
+        result.append(time.perf_counter() - start)
 
     worker = threading.Thread(target=work)
     worker.start()
@@ -72,12 +74,22 @@ def one_after_another(model, n, chars) -> float:
     return result[0]
 
 
+def paired(model, decoder, n, chars) -> tuple[float, float]:
+    """One repetition: the first half of the sessions one after another, all n together, then the
+    second half one after another (so both see the same moment of a drifting machine).
+    Returns (together, one after another) aggregate chars/s."""
+    first = one_after_another(model, range(n // 2), chars)
+    batched = together(model, decoder, n, chars)
+    second = one_after_another(model, range(n // 2, n), chars)
+    return batched, n * chars / (first + second)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--chars", type=int, default=300)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16, 32])
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=9)
     p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py sets them (default 1)")
     p.add_argument("--steps", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"],
                    help="generation steps to measure: fp32 and/or int8 (lstm_model/quantize.py); default both")
@@ -92,8 +104,7 @@ def main(argv=None) -> int:
         model.serve_int8 = steps == "int8"  # what resolve_int8 sets; both sides of each ratio use it
         together(model, decoder, 2, 50)  # warm up
         for n in args.sessions:
-            runs = [(together(model, decoder, n, args.chars), one_after_another(model, n, args.chars))
-                    for _ in range(args.reps)]
+            runs = [paired(model, decoder, n, args.chars) for _ in range(args.reps)]
             batched = statistics.median(t for t, _ in runs)
             serial = statistics.median(s for _, s in runs)
             ratio = statistics.median(t / s for t, s in runs)

@@ -32,7 +32,8 @@ FLUSH_SECONDS = 0.02
 class Request:
     """One session's generation in the decoder: its state, settings, text so far and an outbox."""
 
-    def __init__(self, logits, state, settings, generator, prefill=()):
+    def __init__(self, decoder, logits, state, settings, generator, prefill=()):
+        self.decoder = decoder
         self.logits = logits.reshape(-1)
         self.prefill = list(prefill)  # prompt characters to feed before sampling (no draws for them)
         self.fed = 0
@@ -49,6 +50,7 @@ class Request:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.decoder._cancelled = True  # after the request's own flag: the decoder clears, then scans
 
 
 class Decoder:
@@ -60,6 +62,7 @@ class Decoder:
         self._pending: list[Request] = []
         self._active: list[Request] = []
         self._wake = threading.Condition()
+        self._cancelled = False  # some request was cancelled since the last scan
         self._thread: threading.Thread | None = None
         self.steps = 0  # batched steps taken (for tests and benchmarks)
         self.rows = 0  # characters produced
@@ -75,7 +78,7 @@ class Decoder:
     def submit(self, logits, state, settings, generator, prefill=()) -> Request:
         """Add a session: the logits and (h, c) after what it has read, its settings and random
         generator, and optionally `prefill`, prompt ids to feed first (then `logits` is unused)."""
-        request = Request(logits, state, settings, generator, prefill)
+        request = Request(self, logits, state, settings, generator, prefill)
         with self._wake:
             self._pending.append(request)
             if self._thread is None or not self._thread.is_alive():
@@ -85,40 +88,46 @@ class Decoder:
         return request
 
     def _loop(self) -> None:
+        torch.set_grad_enabled(False)  # grad mode is per thread: this one only runs inference
         chars, stepper = self.model.vocab.chars, None
         active: list[Request] = []
         h = c = logits = None  # the active requests' states and next logits, one row each, in order
+        prefilling = False  # some active row is still reading its prompt
         while True:
-            with self._wake:
-                while not active and not self._pending:
-                    self._active = active
-                    self._wake.wait()
-                room = self.max_batch - len(active)
-                joining, self._pending = self._pending[:room], self._pending[room:]
+            joining: list[Request] = []
+            if self._pending or not active:
+                with self._wake:
+                    while not active and not self._pending:
+                        self._active = active
+                        self._wake.wait()
+                    room = self.max_batch - len(active)
+                    joining, self._pending = self._pending[:room], self._pending[room:]
             try:
-                with torch.no_grad():
+                if self._cancelled:
+                    self._cancelled = False
                     cancelled = [i for i, r in enumerate(active) if r.cancelled]
                     if cancelled:
                         h, c, logits = self._leave(active, cancelled, h, c, logits, "cancelled")
-                    if joining:  # join between steps: their rows go at the end of the batch
-                        new_h = torch.cat([r.h for r in joining], dim=1)
-                        new_c = torch.cat([r.c for r in joining], dim=1)
-                        new_logits = torch.stack([r.logits for r in joining])
-                        h = new_h if not active else torch.cat([h, new_h], dim=1)
-                        c = new_c if not active else torch.cat([c, new_c], dim=1)
-                        logits = new_logits if not active else torch.cat([logits, new_logits])
-                        active = active + joining
-                        stepper = Stepper.for_model(self.model)  # rebuilt only if the weights changed
-                    self._active = active
-                    if not active:
-                        continue
-                    feeding = [i for i, r in enumerate(active) if r.fed < len(r.prefill)]
-                    if not feeding:
-                        ids = sample_rows(logits, [r.settings for r in active],
-                                          [r.generator.random() for r in active])
-                    else:
-                        ids = self._prefill_ids(active, feeding, logits)
-                    logits, (h, c) = stepper.step(torch.tensor(ids), (h, c))
+                if joining:  # join between steps: their rows go at the end of the batch
+                    new_h = torch.cat([r.h for r in joining], dim=1)
+                    new_c = torch.cat([r.c for r in joining], dim=1)
+                    new_logits = torch.stack([r.logits for r in joining])
+                    h = new_h if not active else torch.cat([h, new_h], dim=1)
+                    c = new_c if not active else torch.cat([c, new_c], dim=1)
+                    logits = new_logits if not active else torch.cat([logits, new_logits])
+                    active = active + joining
+                    prefilling = prefilling or any(r.prefill for r in joining)
+                    stepper = Stepper.for_model(self.model)  # rebuilt only if the weights changed
+                self._active = active
+                if not active:
+                    continue
+                feeding = [i for i, r in enumerate(active) if r.fed < len(r.prefill)] if prefilling else []
+                if not feeding:
+                    prefilling = False
+                    ids = sample_rows(logits, [r.settings for r in active], [r.generator.random() for r in active])
+                else:
+                    ids = self._prefill_ids(active, feeding, logits)
+                logits, (h, c) = stepper.step(torch.tensor(ids), (h, c))
             except Exception as err:  # never leave a session waiting forever
                 for r in active + joining:
                     r.outbox.put(err)
