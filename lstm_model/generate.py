@@ -180,11 +180,13 @@ class Stepper:
     def for_model(cls, model) -> "Stepper":
         """A cached stepper, rebuilt when the model's weights change or int8 serving is switched
         (`model.serve_int8`)."""
-        cached = getattr(model, "_stepper", None)
         int8 = bool(getattr(model, "serve_int8", False))
-        if cached is None or cached.version != _weights_version(model) or cached.int8 != int8:
-            cached = cls(model, int8=int8)
-            model._stepper = cached
+        cache = getattr(model, "_steppers", None)  # one per precision: switching back costs nothing
+        if cache is None:
+            cache = model._steppers = {}
+        cached = cache.get(int8)
+        if cached is None or cached.version != _weights_version(model):
+            cached = cache[int8] = cls(model, int8=int8)
         return cached
 
     @torch.no_grad()

@@ -83,7 +83,7 @@ def test_int8_batched_sessions_get_the_text_they_would_get_alone(model):
     for t in threads:
         t.join(timeout=60)
     assert together == alone
-    assert model._stepper.int8 and decoder.steps < decoder.rows  # the shared steps ran in int8
+    assert Stepper.for_model(model).int8 and decoder.steps < decoder.rows  # the shared steps ran in int8
 
 
 def test_check_int8_refuses_a_model_off_cpu(model, monkeypatch):
