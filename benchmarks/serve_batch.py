@@ -1,13 +1,15 @@
 """Serving throughput with continuous batching (lstm_model/batching.py).
 
-    python benchmarks/serve_batch.py [--hidden 512 --chars 300 --sessions 1 4 16 32 --reps 5 --steps fp32 int8]
+    python benchmarks/serve_batch.py [--hidden 512 --chars 300 --sessions 1 4 16 32 --reps 9 --steps fp32 int8]
 
 For each N, N sessions each generate --chars characters (no stop sequence, fixed seeds) on a
 2x512 model: *together* through one Decoder (each session a thread consuming its own stream,
 their steps batched in the decoder's thread), and *one after another*, the same N sessions each
 stepping alone in a worker thread, as the app's sessions do without batching. Prints aggregate
 chars/s of both, per-session chars/s when together, and together / one after another. The goal:
-16 sessions together >= 8x one after another.
+16 sessions together >= 8x one after another. First, the one-user check: one session through the
+decoder against the same session stepping alone, --one-user-pairs times back to back (the goal:
+within 10%).
 
 The machine is shared and its speed drifts by up to 2x within a minute, so each repetition runs
 half the sessions one after another, then all together, then the other half one after another,
@@ -84,12 +86,25 @@ def paired(model, decoder, n, chars) -> tuple[float, float]:
     return batched, n * chars / (first + second)
 
 
+def one_user(model, decoder, chars, pairs) -> tuple[float, float, float]:
+    """One session through the decoder vs stepping alone, `pairs` times back to back (seeds vary).
+    Returns the medians (alone chars/s, decoder chars/s, decoder / alone)."""
+    runs = []
+    for k in range(pairs):
+        alone = chars / one_after_another(model, [k], chars)
+        runs.append((alone, together(model, decoder, 1, chars)))
+    return (statistics.median(a for a, _ in runs), statistics.median(b for _, b in runs),
+            statistics.median(b / a for a, b in runs))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--chars", type=int, default=300)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16, 32])
     p.add_argument("--reps", type=int, default=9)
+    p.add_argument("--one-user-pairs", type=int, default=15,
+                   help="back-to-back pairs for the one-user check (decoder vs alone); 0 to skip")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py sets them (default 1)")
     p.add_argument("--steps", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"],
                    help="generation steps to measure: fp32 and/or int8 (lstm_model/quantize.py); default both")
@@ -103,6 +118,10 @@ def main(argv=None) -> int:
     for steps in args.steps:
         model.serve_int8 = steps == "int8"  # what resolve_int8 sets; both sides of each ratio use it
         together(model, decoder, 2, 50)  # warm up
+        if args.one_user_pairs:
+            alone, batched, ratio = one_user(model, decoder, args.chars, args.one_user_pairs)
+            print(f"{steps} one user: alone {alone:,.0f} chars/s, through the decoder {batched:,.0f} chars/s, "
+                  f"decoder / alone = {ratio:.2f} (median of {args.one_user_pairs} back-to-back pairs)", flush=True)
         for n in args.sessions:
             runs = [paired(model, decoder, n, args.chars) for _ in range(args.reps)]
             batched = statistics.median(t for t, _ in runs)

@@ -127,7 +127,7 @@ class CharLSTM(
         # reads from int8.json, and whether generation steps run in int8 (lstm_model.quantize).
         self.int8_check: dict | None = None
         self.serve_int8 = False
-        self.serve_int8_reason = "fp32 steps"
+        self.serve_int8_reason = "fp32 steps: int8 not switched on"
 
     def _init_weights(self, forget_bias: float) -> None:
         nn.init.normal_(self.embedding.weight, std=1.0 / math.sqrt(self.embed_dim))

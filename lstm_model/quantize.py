@@ -2,7 +2,8 @@
 
 `torch.ao.quantization.quantize_dynamic` turns each weight matrix of the step (the recurrent
 products and the head; see generate.Stepper) into int8, one scale per output row; every step
-quantises its activations on the fly and multiplies in int8 (fbgemm). The weights read per step
+quantises its activations (H, always within [-1, 1]) on the fly with the scale of [-1, 1] and
+multiplies in int8 (fbgemm). The weights read per step
 shrink 4x and the batched product runs ~4x faster on CPUs with VNNI (benchmarks/README.md).
 Prompts, the memory panel's gate traces and training stay fp32: int8 changes only the steps that
 write replies.
@@ -35,8 +36,30 @@ CHECK_FILE = "int8.json"
 MODES = ("auto", "on", "off")
 
 
+class UnitRangeInt8Linear(nn.Module):
+    """A dynamically quantised linear layer for inputs within [-1, 1] (an LSTM's H), whose rows do
+    not depend on one another.
+
+    Dynamic quantisation picks one activation scale per call from the min and max of the whole
+    input, so a row batched with others would be quantised differently than alone, and a session's
+    text would depend on who it was batched with (measured: outputs moved by up to 0.07). Every
+    call therefore appends one row holding -1 and +1: the scale is always that of [-1, 1], and each
+    output row is bit-identical alone or in any batch (tested).
+    """
+
+    def __init__(self, quantized: nn.Module, in_features: int):
+        super().__init__()
+        self.quantized = quantized
+        bounds = torch.zeros(1, in_features)
+        bounds[0, 0], bounds[0, 1] = -1.0, 1.0
+        self.register_buffer("bounds", bounds)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.quantized(torch.cat([x, self.bounds]))[:-1]
+
+
 def int8_linears(weights) -> nn.ModuleList:
-    """Dynamically quantised linear layers for [(weight (out, in), bias or None), ...]."""
+    """Int8 linear layers (`UnitRangeInt8Linear`) for [(weight (out, in), bias or None), ...]."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     layers = nn.ModuleList()
@@ -49,10 +72,11 @@ def int8_linears(weights) -> nn.ModuleList:
         layers.append(layer)
     with warnings.catch_warnings():
         # torch 2.13 marks quantized tensor creation as deprecated (pytorch#184982); the pinned
-        # torch still ships and runs it, and the check below guards the result.
+        # torch still ships and runs it, and the loss check guards the result.
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
-        return quantize_dynamic(layers, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        quantized = quantize_dynamic(layers, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    return nn.ModuleList(UnitRangeInt8Linear(q, w.shape[1]) for q, (w, _) in zip(quantized, weights))
 
 
 def int8_available(model) -> bool:
@@ -133,17 +157,18 @@ def resolve_int8(model, mode: str = "auto") -> tuple[bool, str]:
         raise ValueError(f"int8 mode must be one of {', '.join(MODES)}; got {mode!r}.")
     check = getattr(model, "int8_check", None)
     if mode == "off":
-        on, why = False, "fp32 steps (int8 turned off)"
+        on, why = False, "fp32 steps: int8 turned off"
     elif not int8_available(model):
-        on, why = False, "fp32 steps (int8 needs the model on CPU)"
+        on, why = False, "fp32 steps: int8 needs the model on CPU"
     elif mode == "on":
-        on, why = True, "int8 steps (forced on" + (f"; measured loss rise {check['loss_rise']:+.4f} nats/char)" if check else "; not measured for this model)")
+        on, why = True, "int8 steps, forced on" + (f" (measured loss rise {check['loss_rise']:+.4f} nats/char)" if check
+                                                  else " (not measured for this model)")
     elif check is None:
-        on, why = False, "fp32 steps (int8 not measured for this model; run python -m lstm_model.quantize --write)"
+        on, why = False, "fp32 steps: int8 not measured for this model (python -m lstm_model.quantize --write)"
     elif check.get("ok") and check["loss_rise"] <= MAX_LOSS_RISE:
-        on, why = True, f"int8 steps (measured loss rise {check['loss_rise']:+.4f} nats/char <= {MAX_LOSS_RISE})"
+        on, why = True, f"int8 steps: measured loss rise {check['loss_rise']:+.4f} nats/char <= {MAX_LOSS_RISE}"
     else:
-        on, why = False, f"fp32 steps (int8 would raise the loss by {check['loss_rise']:+.4f} nats/char > {MAX_LOSS_RISE})"
+        on, why = False, f"fp32 steps: int8 would raise the loss by {check['loss_rise']:+.4f} nats/char > {MAX_LOSS_RISE}"
     model.serve_int8, model.serve_int8_reason = on, why
     return on, why
 

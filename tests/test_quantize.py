@@ -103,3 +103,16 @@ def test_quantize_cli_measures_and_writes(trained_dir, play_file, tmp_path, caps
     assert check["streams"] == 8 and load_model(str(folder)).int8_check == check
     assert main(["--model", str(tmp_path / "missing"), "--dataset", play_file]) == 1
     assert "error:" in capsys.readouterr().err
+
+
+def test_an_int8_row_does_not_depend_on_the_rows_batched_with_it(model):
+    torch.manual_seed(0)
+    stepper = Stepper(model, int8=True)
+    h = torch.rand(2, 9, model.hidden_size) * 1.8 - 0.9
+    c = torch.randn(2, 9, model.hidden_size)
+    h[:, 0] *= 0.01  # a row with a much smaller range than the others
+    ids = torch.randint(0, model.vocab_size, (9,))
+    batched_logits, (batched_h, _) = stepper.step(ids, (h, c))
+    for i in (0, 4, 8):
+        logits, (hi, _) = stepper.step(ids[i : i + 1], (h[:, i : i + 1], c[:, i : i + 1]))
+        assert torch.equal(logits[0], batched_logits[i]) and torch.equal(hi[:, 0], batched_h[:, i])
