@@ -1,14 +1,16 @@
 """Continuous batching for serving: many chat sessions' next-character steps in one LSTM step.
 
-A batch-1 LSTM step is bound by reading the weights, so stepping 16 sessions together costs
-little more than stepping one. A `Decoder` owns one background thread per model. Sessions
-`submit` a request (the logits and (h, c) after their prompt, their own sampling settings and
-random generator); at every step the thread gathers all active requests, samples each row with
-its own settings and generator (`sample_rows`), stacks their states into one batch, runs one
-fused step (`Stepper`) and hands every session its character. Requests join and leave between
-steps. A session's text equals what it would get alone with the same seed: its draw depends only
-on its own logits, settings and generator (up to float rounding of the batched product, which can
-flip a draw only when it falls within ~1e-7 of a boundary).
+One step for 16 sessions costs about twice one step for one session on 2 CPU cores (fp32 or
+int8; benchmarks/README.md), far less than 16 steps. A `Decoder` owns one background thread per
+model. Sessions `submit` a request (the logits and (h, c) after what they have read, or a short
+prompt to feed first, their own sampling settings and random generator); at every step the
+thread gathers all active requests, feeds prompt characters to the rows still reading theirs,
+samples the other rows each with its own settings and generator (`sample_rows`), runs one fused
+step (`Stepper`) for the whole batch and hands every session its characters. Requests join and
+leave between steps. A session's text equals what it would get alone with the same seed: its
+draw depends only on its own logits, settings and generator (int8 rows are quantised
+independently of one another, see quantize.UnitRangeInt8Linear; fp32 rows differ from batch-1
+only by float rounding, which can flip a draw only when it falls within ~1e-7 of a boundary).
 
 No gradio here: the app and the chat session use it through `Stream(..., decoder=...)`.
 """
@@ -121,7 +123,7 @@ class Decoder:
                 self._active = active
                 if not active:
                     continue
-                feeding = [i for i, r in enumerate(active) if r.fed < len(r.prefill)] if prefilling else []
+                feeding = {i for i, r in enumerate(active) if r.fed < len(r.prefill)} if prefilling else set()
                 if not feeding:
                     prefilling = False
                     ids = sample_rows(logits, [r.settings for r in active], [r.generator.random() for r in active])
@@ -161,7 +163,7 @@ class Decoder:
             r = active[i]
             ids[i] = r.prefill[r.fed]
             r.fed += 1
-        sampling = [i for i in range(len(active)) if i not in set(feeding)]
+        sampling = [i for i in range(len(active)) if i not in feeding]
         if sampling:
             drawn = sample_rows(logits.index_select(0, torch.tensor(sampling)), [active[i].settings for i in sampling],
                                 [active[i].generator.random() for i in sampling])

@@ -2,9 +2,10 @@
 
 `generate(...) -> (text, state)` and `stream(...)` (yields text pieces as they are sampled; the
 final state is `.state` once the stream is exhausted). A long prompt goes through the LSTM in one
-call, a short one (<= PREFILL_CHARS) through the fused step; then one step per sampled character. A stop sequence ends the reply: it is *not* included
-in the returned text, but it *is* fed through the LSTM, so the returned state has read it (the
-next turn continues after the blank line, as in the corpus).
+call, a short one (<= PREFILL_CHARS) through the fused step; then one step per sampled character.
+A stop sequence ends the reply: it is *not* included in the returned text, but it *is* fed through
+the LSTM, so the returned state has read it (the next turn continues after the blank line, as in
+the corpus).
 
 Characters of the prompt that the vocabulary lacks are skipped and reported (`Stream.skipped`,
 and a warning from `generate`).
