@@ -237,6 +237,7 @@ class ChatSession:
             "memory": self.memory,
             "num_layers": self.model.num_layers,
             "hidden_size": self.model.hidden_size,
+            "generation_steps": "int8" if getattr(self.model, "serve_int8", False) else "fp32",  # lstm_model.quantize
             "turns": [t.report(self._dropped_turns + i) for i, t in enumerate(self.turns)],
         }
 

@@ -9,6 +9,7 @@ from lstm_model import load_model
 from lstm_model.batching import Decoder
 from lstm_model.data import encode
 from lstm_model.generate import Stepper, stream
+from lstm_model.session import ChatSession
 from lstm_model.quantize import CHECK_FILE, MAX_LOSS_RISE, check_int8, main, resolve_int8, step_loss
 from lstm_model.train import evaluate_text
 
@@ -62,7 +63,9 @@ def test_auto_serves_int8_only_where_the_measured_rise_is_small(model):
     assert not Stepper.for_model(model).int8  # the cached stepper follows the switch
     model.int8_check = None
     assert not resolve_int8(model, "auto")[0]
+    assert ChatSession(model).memory_report()["generation_steps"] == "fp32"
     assert resolve_int8(model, "on")[0]
+    assert ChatSession(model).memory_report()["generation_steps"] == "int8"
     assert not resolve_int8(model, "off")[0]
     with pytest.raises(ValueError, match="auto, on, off"):
         resolve_int8(model, "fast")
