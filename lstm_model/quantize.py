@@ -130,10 +130,13 @@ def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_
 
 
 def write_check(folder: str | os.PathLike, check: dict) -> str:
+    """Write int8.json into a model folder (to a temporary file, then renamed: never half-written)."""
     path = os.path.join(folder, CHECK_FILE)
-    with open(path, "w", encoding="utf-8") as f:
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
         json.dump(check, f, indent=2)
         f.write("\n")
+    os.replace(tmp, path)
     return path
 
 
