@@ -132,7 +132,7 @@ def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_
 def write_check(folder: str | os.PathLike, check: dict) -> str:
     """Write int8.json into a model folder (to a temporary file, then renamed: never half-written)."""
     path = os.path.join(folder, CHECK_FILE)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = os.path.join(folder, f".{CHECK_FILE}.{os.getpid()}.tmp")  # the pattern training cleans up
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(check, f, indent=2)
         f.write("\n")
