@@ -17,7 +17,11 @@ No gradio here: the app and the chat session use it through `Stream(..., decoder
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
+import os
 import queue
+import random
 import threading
 import time
 
@@ -34,7 +38,7 @@ FLUSH_SECONDS = 0.02
 class Request:
     """One session's generation in the decoder: its state, settings, text so far and an outbox."""
 
-    def __init__(self, decoder, logits, state, settings, generator, prefill=()):
+    def __init__(self, decoder, logits, state, settings, generator, prefill=(), outbox=None):
         self.decoder = decoder
         self.logits = logits.reshape(-1)
         self.prefill = list(prefill)  # prompt characters to feed before sampling (no draws for them)
@@ -46,7 +50,7 @@ class Request:
         self.sent = 0  # characters of .text already handed to the session
         self.stops = tuple(settings.stop)
         self.last_flush = time.monotonic()
-        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+        self.outbox = queue.SimpleQueue() if outbox is None else outbox  # anything with .put(item)
         self.cancelled = False
         self.stopped_by: str | None = None
 
@@ -77,10 +81,11 @@ class Decoder:
             model._decoder = decoder
         return decoder
 
-    def submit(self, logits, state, settings, generator, prefill=()) -> Request:
+    def submit(self, logits, state, settings, generator, prefill=(), outbox=None) -> Request:
         """Add a session: the logits and (h, c) after what it has read, its settings and random
-        generator, and optionally `prefill`, prompt ids to feed first (then `logits` is unused)."""
-        request = Request(self, logits, state, settings, generator, prefill)
+        generator, and optionally `prefill`, prompt ids to feed first (then `logits` is unused).
+        Its pieces go to `request.outbox` (or to the given `outbox`)."""
+        request = Request(self, logits, state, settings, generator, prefill, outbox)
         with self._wake:
             self._pending.append(request)
             if self._thread is None or not self._thread.is_alive():
@@ -191,3 +196,148 @@ class Decoder:
             request.outbox.put((request.text[request.sent :], request.h, request.c))
             request.sent = len(request.text)
         request.outbox.put(_FINISHED)
+
+
+# -- decoders in worker processes ----------------------------------------------------------------
+
+
+class ProcessDecoder:
+    """`processes` Decoders in worker processes, each stepping its share of the sessions.
+
+    One Python process cannot step two batches at once: every torch op hands the GIL back and
+    forth, and two decoder threads measured 0.3-0.7x of one. Worker processes have a GIL each, so
+    on 2 cores two of them step two half-batches at the same time. Same interface as `Decoder`
+    (`submit` -> a request with `.outbox` and `.cancel()`); a session's text is the same as with a
+    Decoder or alone (its random generator travels with the request). Each worker holds a copy of
+    the model as it was when the ProcessDecoder started (weights and `serve_int8`), and starts in a
+    few seconds (importing torch); requests submitted meanwhile wait.
+    """
+
+    def __init__(self, model, processes: int = 2, max_batch: int = 64):
+        context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
+        self.processes = processes
+        self._inboxes = [context.Queue() for _ in range(processes)]
+        self._results = context.Queue()
+        weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        int8 = bool(getattr(model, "serve_int8", False))
+        self._workers = [context.Process(target=_worker_main, name=f"lstm-decoder-{i}", daemon=True,
+                                         args=(i, model.config, weights, int8, max_batch, self._inboxes[i], self._results))
+                         for i in range(processes)]
+        for worker in self._workers:
+            worker.start()
+        self._requests: dict[int, _RemoteRequest] = {}
+        self._load = [0] * processes  # requests in flight per worker
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name="lstm-decoder-results", daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def for_model(cls, model, processes: int = 2) -> "ProcessDecoder":
+        decoder = getattr(model, "_process_decoder", None)
+        if decoder is None or not decoder.alive():
+            decoder = cls(model, processes)
+            model._process_decoder = decoder
+        return decoder
+
+    def alive(self) -> bool:
+        return all(w.is_alive() for w in self._workers)
+
+    def submit(self, logits, state, settings, generator, prefill=()) -> "_RemoteRequest":
+        with self._lock:
+            worker = min(range(self.processes), key=self._load.__getitem__)
+            self._load[worker] += 1
+            request = _RemoteRequest(self, next(self._ids), worker)
+            self._requests[request.id] = request
+        h, c = state
+        self._inboxes[worker].put(("submit", request.id, logits.detach().reshape(-1).cpu(), h.detach().cpu(),
+                                   c.detach().cpu(), settings, generator.getstate(), list(prefill)))
+        return request
+
+    def _cancel(self, request: "_RemoteRequest") -> None:
+        self._inboxes[request.worker].put(("cancel", request.id))
+
+    def _read(self) -> None:
+        while True:
+            try:
+                worker, request_id, item = self._results.get()
+            except (EOFError, OSError):  # the queue was closed: the workers are gone
+                item, worker = RuntimeError("The decoder processes stopped; restart the app."), None
+                with self._lock:
+                    waiting, self._requests = list(self._requests.values()), {}
+                for request in waiting:
+                    request.outbox.put(item)
+                return
+            with self._lock:
+                request = self._requests.get(request_id)
+                if request is not None and (item is None or isinstance(item, Exception)):
+                    del self._requests[request_id]
+                    self._load[worker] -= 1
+            if request is not None:
+                request.outbox.put(item)
+
+    def close(self) -> None:
+        for inbox in self._inboxes:
+            inbox.put(("stop",))
+        for worker in self._workers:
+            worker.join(timeout=5)
+            if worker.is_alive():
+                worker.kill()
+
+
+class _RemoteRequest:
+    def __init__(self, decoder: ProcessDecoder, request_id: int, worker: int):
+        self.decoder, self.id, self.worker = decoder, request_id, worker
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def cancel(self) -> None:
+        self.decoder._cancel(self)
+
+
+class _Forward:
+    """A worker-side outbox: pieces go back to the parent process, tagged with the request id."""
+
+    def __init__(self, results, worker: int, request_id: int, local: dict):
+        self.results, self.worker, self.request_id, self.local = results, worker, request_id, local
+
+    def put(self, item) -> None:
+        if isinstance(item, tuple):  # (piece, h, c): the states are views into the batch: copy the row
+            piece, h, c = item
+            item = (piece, h.clone(), c.clone())
+        else:  # finished (None) or failed
+            self.local.pop(self.request_id, None)
+        self.results.put((self.worker, self.request_id, item))
+
+
+def _worker_main(index, config, weights, int8, max_batch, inbox, results) -> None:
+    """A worker process: its own model copy and Decoder, fed by `inbox`, answering on `results`."""
+    torch.set_num_threads(1)
+    from .model import CharLSTM
+
+    model = CharLSTM(**config)
+    model.load_state_dict(weights)
+    model.eval()
+    model.serve_int8 = int8
+    decoder = Decoder(model, max_batch)
+    local: dict = {}
+    while True:
+        command = inbox.get()
+        if command[0] == "submit":
+            _, request_id, logits, h, c, settings, generator_state, prefill = command
+            generator = random.Random()
+            generator.setstate(generator_state)
+            local[request_id] = decoder.submit(logits, (h, c), settings, generator, prefill,
+                                               outbox=_Forward(results, index, request_id, local))
+        elif command[0] == "cancel":
+            request = local.get(command[1])
+            if request is not None:
+                request.cancel()
+        else:
+            return
+
+
+def default_processes() -> int:
+    """Decoder processes for serving: one per CPU core, at most 2 (DECODER_PROCESSES overrides;
+    0 or 1 means one decoder thread in the app's own process)."""
+    value = os.environ.get("DECODER_PROCESSES")
+    return int(value) if value is not None else min(2, os.cpu_count() or 1)
