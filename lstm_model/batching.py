@@ -38,8 +38,9 @@ FLUSH_SECONDS = 0.02
 class Request:
     """One session's generation in the decoder: its state, settings, text so far and an outbox."""
 
-    def __init__(self, decoder, logits, state, settings, generator, prefill=(), outbox=None):
+    def __init__(self, decoder, logits, state, settings, generator, prefill=(), tag=None):
         self.decoder = decoder
+        self.tag = tag  # the submitter's name for it (a ProcessDecoder's request id)
         self.logits = logits.reshape(-1)
         self.prefill = list(prefill)  # prompt characters to feed before sampling (no draws for them)
         self.fed = 0
@@ -49,8 +50,7 @@ class Request:
         self.text = ""
         self.sent = 0  # characters of .text already handed to the session
         self.stops = tuple(settings.stop)
-        self.last_flush = time.monotonic()
-        self.outbox = queue.SimpleQueue() if outbox is None else outbox  # anything with .put(item)
+        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled = False
         self.stopped_by: str | None = None
 
@@ -62,9 +62,13 @@ class Request:
 class Decoder:
     """A background thread that steps every active request of one model together."""
 
-    def __init__(self, model, max_batch: int = 64):
+    def __init__(self, model, max_batch: int = 64, sink=None):
         self.model = model
         self.max_batch = max_batch
+        # Where pieces go: each request's outbox, or, given `sink`, one call per step with all of
+        # the step's (request, item) pairs (a ProcessDecoder worker sends them in one message).
+        self.sink = sink
+        self._last_flush = 0.0
         self._pending: list[Request] = []
         self._active: list[Request] = []
         self._wake = threading.Condition()
@@ -81,11 +85,11 @@ class Decoder:
             model._decoder = decoder
         return decoder
 
-    def submit(self, logits, state, settings, generator, prefill=(), outbox=None) -> Request:
+    def submit(self, logits, state, settings, generator, prefill=(), tag=None) -> Request:
         """Add a session: the logits and (h, c) after what it has read, its settings and random
         generator, and optionally `prefill`, prompt ids to feed first (then `logits` is unused).
-        Its pieces go to `request.outbox` (or to the given `outbox`)."""
-        request = Request(self, logits, state, settings, generator, prefill, outbox)
+        Its pieces arrive in `request.outbox` as (text, h, c), then None (or an exception)."""
+        request = Request(self, logits, state, settings, generator, prefill, tag)
         with self._wake:
             self._pending.append(request)
             if self._thread is None or not self._thread.is_alive():
@@ -102,6 +106,7 @@ class Decoder:
         prefilling = False  # some active row is still reading its prompt
         while True:
             joining: list[Request] = []
+            out: list = []  # (request, item) handed over at the end of this step
             if self._pending or not active:
                 with self._wake:
                     while not active and not self._pending:
@@ -114,7 +119,7 @@ class Decoder:
                     self._cancelled = False
                     cancelled = [i for i, r in enumerate(active) if r.cancelled]
                     if cancelled:
-                        h, c, logits = self._leave(active, cancelled, h, c, logits, "cancelled")
+                        h, c, logits = self._leave(active, cancelled, h, c, logits, "cancelled", out)
                 if joining:  # join between steps: their rows go at the end of the batch
                     new_h = torch.cat([r.h for r in joining], dim=1)
                     new_c = torch.cat([r.c for r in joining], dim=1)
@@ -127,6 +132,7 @@ class Decoder:
                     stepper = Stepper.for_model(self.model)  # rebuilt only if the weights changed
                 self._active = active
                 if not active:
+                    self._deliver(out)
                     continue
                 feeding = {i for i, r in enumerate(active) if r.fed < len(r.prefill)} if prefilling else set()
                 if not feeding:
@@ -136,13 +142,15 @@ class Decoder:
                     ids = self._prefill_ids(active, feeding, logits)
                 logits, (h, c) = stepper.step(torch.tensor(ids), (h, c))
             except Exception as err:  # never leave a session waiting forever
-                for r in active + joining:
-                    r.outbox.put(err)
+                self._deliver(out + [(r, err) for r in active + joining])
                 active, h, c, logits = [], None, None, None
                 continue
             self.steps += 1
             self.rows += len(active)
             done, now = [], time.monotonic()
+            flush = now - self._last_flush >= FLUSH_SECONDS  # every session's new text, together
+            if flush:
+                self._last_flush = now
             for i, (r, idx) in enumerate(zip(active, ids)):
                 if feeding and i in feeding:
                     continue  # a prompt character was fed: nothing to emit
@@ -153,11 +161,21 @@ class Decoder:
                 elif len(r.text) >= r.settings.max_new_chars:
                     r.stopped_by = "length"
                     done.append(i)
-                elif now - r.last_flush >= FLUSH_SECONDS:
-                    r.outbox.put((r.text[r.sent :], h[:, i : i + 1], c[:, i : i + 1]))
-                    r.sent, r.last_flush = len(r.text), now
+                elif flush or not r.sent:  # the first character at once, then with the others
+                    out.append((r, (r.text[r.sent :], h[:, i : i + 1], c[:, i : i + 1])))
+                    r.sent = len(r.text)
             if done:
-                h, c, logits = self._leave(active, done, h, c, logits, None)
+                h, c, logits = self._leave(active, done, h, c, logits, None, out)
+            self._deliver(out)
+
+    def _deliver(self, out) -> None:
+        if not out:
+            return
+        if self.sink is not None:
+            self.sink(out)
+        else:
+            for request, item in out:
+                request.outbox.put(item)
 
     @staticmethod
     def _prefill_ids(active, feeding, logits) -> list[int]:
@@ -176,12 +194,12 @@ class Decoder:
                 ids[i] = idx
         return ids
 
-    def _leave(self, active, rows, h, c, logits, why):
+    def _leave(self, active, rows, h, c, logits, why, out):
         """Finish the requests at `rows` (their last state handed over) and drop their rows."""
         for i in rows:
             r = active[i]
             r.h, r.c = h[:, i : i + 1], c[:, i : i + 1]
-            self._finish(r, why or r.stopped_by)
+            self._finish(r, why or r.stopped_by, out)
         keep = [i for i in range(len(active)) if i not in set(rows)]
         active[:] = [active[i] for i in keep]
         if not keep:
@@ -190,12 +208,12 @@ class Decoder:
         return h.index_select(1, index), c.index_select(1, index), logits.index_select(0, index)
 
     @staticmethod
-    def _finish(request: Request, why: str) -> None:
+    def _finish(request: Request, why: str, out: list) -> None:
         request.stopped_by = why
         if len(request.text) > request.sent:
-            request.outbox.put((request.text[request.sent :], request.h, request.c))
+            out.append((request, (request.text[request.sent :], request.h, request.c)))
             request.sent = len(request.text)
-        request.outbox.put(_FINISHED)
+        out.append((request, _FINISHED))
 
 
 # -- decoders in worker processes ----------------------------------------------------------------
@@ -260,20 +278,25 @@ class ProcessDecoder:
     def _read(self) -> None:
         while True:
             try:
-                worker, request_id, item = self._results.get()
+                worker, items = self._results.get()  # one step's pieces of one worker
             except (EOFError, OSError):  # the queue was closed: the workers are gone
-                item, worker = RuntimeError("The decoder processes stopped; restart the app."), None
+                failure = RuntimeError("The decoder processes stopped; restart the app.")
                 with self._lock:
                     waiting, self._requests = list(self._requests.values()), {}
                 for request in waiting:
-                    request.outbox.put(item)
+                    request.outbox.put(failure)
                 return
-            with self._lock:
-                request = self._requests.get(request_id)
-                if request is not None and (item is None or isinstance(item, Exception)):
-                    del self._requests[request_id]
-                    self._load[worker] -= 1
-            if request is not None:
+            for request_id, item in items:
+                with self._lock:
+                    request = self._requests.get(request_id)
+                    if request is not None and (item is None or isinstance(item, Exception)):
+                        del self._requests[request_id]
+                        self._load[worker] -= 1
+                if request is None:
+                    continue
+                if isinstance(item, tuple):
+                    piece, h, c = item
+                    item = (piece, torch.from_numpy(h), torch.from_numpy(c))
                 request.outbox.put(item)
 
     def close(self) -> None:
@@ -294,23 +317,9 @@ class _RemoteRequest:
         self.decoder._cancel(self)
 
 
-class _Forward:
-    """A worker-side outbox: pieces go back to the parent process, tagged with the request id."""
-
-    def __init__(self, results, worker: int, request_id: int, local: dict):
-        self.results, self.worker, self.request_id, self.local = results, worker, request_id, local
-
-    def put(self, item) -> None:
-        if isinstance(item, tuple):  # (piece, h, c): the states are views into the batch: copy the row
-            piece, h, c = item
-            item = (piece, h.clone(), c.clone())
-        else:  # finished (None) or failed
-            self.local.pop(self.request_id, None)
-        self.results.put((self.worker, self.request_id, item))
-
-
 def _worker_main(index, config, weights, int8, max_batch, inbox, results) -> None:
-    """A worker process: its own model copy and Decoder, fed by `inbox`, answering on `results`."""
+    """A worker process: its own model copy and Decoder, fed by `inbox`, answering on `results`
+    with one message per step: [(request id, item), ...]."""
     torch.set_num_threads(1)
     from .model import CharLSTM
 
@@ -318,16 +327,27 @@ def _worker_main(index, config, weights, int8, max_batch, inbox, results) -> Non
     model.load_state_dict(weights)
     model.eval()
     model.serve_int8 = int8
-    decoder = Decoder(model, max_batch)
-    local: dict = {}
+    local: dict = {}  # request id -> the worker's Request
+
+    def send(out) -> None:
+        items = []
+        for request, item in out:
+            if isinstance(item, tuple):  # (piece, h, c): rows of the batch, copied as numpy arrays,
+                piece, h, c = item  # which pickle ~10x faster than tensors
+                item = (piece, h.numpy().copy(), c.numpy().copy())
+            else:  # finished (None) or failed
+                local.pop(request.tag, None)
+            items.append((request.tag, item))
+        results.put((index, items))
+
+    decoder = Decoder(model, max_batch, sink=send)
     while True:
         command = inbox.get()
         if command[0] == "submit":
             _, request_id, logits, h, c, settings, generator_state, prefill = command
             generator = random.Random()
             generator.setstate(generator_state)
-            local[request_id] = decoder.submit(logits, (h, c), settings, generator, prefill,
-                                               outbox=_Forward(results, index, request_id, local))
+            local[request_id] = decoder.submit(logits, (h, c), settings, generator, prefill, tag=request_id)
         elif command[0] == "cancel":
             request = local.get(command[1])
             if request is not None:
