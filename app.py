@@ -18,7 +18,7 @@ import gradio as gr
 import torch
 
 from lstm_model import load_model, views
-from lstm_model.batching import Decoder, ProcessDecoder, default_processes
+from lstm_model.batching import Decoder
 from lstm_model.gates import PATTERNS, units_following
 from lstm_model.generate import SamplingError
 from lstm_model.hub import ModelLoadError, bundled_models
@@ -26,9 +26,9 @@ from lstm_model.quantize import MODES as INT8_MODES
 from lstm_model.quantize import resolve_int8
 from lstm_model.session import ChatSession
 
-# Replies streamed at once. Their LSTM steps are batched (lstm_model/batching.py): by two decoder
-# processes on 2 cores (DECODER_PROCESSES), each stepping its share of the replies in one batch;
-# beyond 16, a batched step costs more than it saves in waiting.
+# Replies streamed at once. Their LSTM steps are batched by one decoder thread per model
+# (lstm_model/batching.py), so concurrent replies share each step instead of competing for the 2
+# CPU cores; beyond 16, a batched step costs more than it saves in waiting.
 CHAT_CONCURRENCY = int(os.environ.get("CHAT_CONCURRENCY", "16"))
 BATCHING = os.environ.get("BATCHING", "1") != "0"  # BATCHING=0: every reply steps alone
 # Int8 generation steps (lstm_model/quantize.py): "auto" serves a model in int8 when its int8.json
@@ -79,12 +79,7 @@ class ChatState:
 
 
 def decoder_for(model):
-    """The model's shared decoder: DECODER_PROCESSES worker processes (default: one per core, at
-    most 2), or one thread in this process when that is 1 or 0; None with BATCHING=0."""
-    if not BATCHING:
-        return None
-    processes = default_processes()
-    return ProcessDecoder.for_model(model, processes) if processes >= 2 else Decoder.for_model(model)
+    return Decoder.for_model(model) if BATCHING else None
 
 
 def settings_from(temperature, top_k, top_p, max_chars, seed, stop) -> tuple[dict, list[str]]:
@@ -158,7 +153,6 @@ def ensure(state: ChatState | None, source: str | None) -> ChatState:
 def build_app(source: str | None = None) -> gr.Blocks:
     models = list(bundled_models())
     default_model = cached_model(source)
-    decoder_for(default_model)  # decoder processes start now, while the page loads
     with gr.Blocks(title="LSTM Memory Chat", delete_cache=(3600, SESSION_TTL_S)) as demo:
         state = gr.State(None, time_to_live=SESSION_TTL_S)
         gr.Markdown(

@@ -3,11 +3,9 @@
     python benchmarks/serve_batch.py [--hidden 512 --chars 300 --sessions 1 4 16 32 --reps 9 --steps fp32 int8]
 
 For each N, N sessions each generate --chars characters (no stop sequence, fixed seeds) on a
-2x512 model: *together* through one decoder (each session a thread consuming its own stream,
-their steps batched by the decoder: one Decoder thread in this process, or a ProcessDecoder whose
-2 worker processes each batch their share, as the app does on 2 cores), and *one after another*,
-the same N sessions each stepping alone in a worker thread, as the app's sessions do without
-batching. Prints aggregate
+2x512 model: *together* through one Decoder (each session a thread consuming its own stream,
+their steps batched in the decoder's thread), and *one after another*, the same N sessions each
+stepping alone in a worker thread, as the app's sessions do without batching. Prints aggregate
 chars/s of both, per-session chars/s when together, and together / one after another. The goal:
 16 sessions together >= 8x one after another. First, the one-user check: one session through the
 decoder against the same session stepping alone, --one-user-pairs times back to back (the goal:
@@ -35,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from lstm_model import CharLSTM  # noqa: E402
-from lstm_model.batching import Decoder, ProcessDecoder  # noqa: E402
+from lstm_model.batching import Decoder  # noqa: E402
 from lstm_model.generate import stream  # noqa: E402
 
 VOCAB = [chr(c) for c in range(32, 127)] + ["\n"]
@@ -105,9 +103,6 @@ def main(argv=None) -> int:
     p.add_argument("--chars", type=int, default=300)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 4, 16, 32])
     p.add_argument("--reps", type=int, default=9)
-    p.add_argument("--decoders", nargs="+", choices=["thread", "processes"], default=["thread", "processes"],
-                   help="one Decoder thread in this process, and/or a ProcessDecoder (the app's default on 2 cores)")
-    p.add_argument("--processes", type=int, default=2, help="worker processes of the ProcessDecoder (default 2)")
     p.add_argument("--one-user-pairs", type=int, default=15,
                    help="back-to-back pairs for the one-user check (decoder vs alone); 0 to skip")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py sets them (default 1)")
@@ -122,25 +117,19 @@ def main(argv=None) -> int:
           f"{args.chars} characters per session, medians of {args.reps}")
     for steps in args.steps:
         model.serve_int8 = steps == "int8"  # what resolve_int8 sets; both sides of each ratio use it
-        for kind in args.decoders:
-            # The processes copy the model (and serve_int8) when they start: one set per precision.
-            decoder = Decoder(model) if kind == "thread" else ProcessDecoder(model, args.processes)
-            label = f"{steps} {'1 decoder thread' if kind == 'thread' else f'{args.processes} decoder processes'}"
-            together(model, decoder, 2, 50)  # warm up (and wait for the processes to start)
-            if args.one_user_pairs:
-                alone, batched, ratio = one_user(model, decoder, args.chars, args.one_user_pairs)
-                print(f"{label}, one user: alone {alone:,.0f} chars/s, through the decoder {batched:,.0f} chars/s, "
-                      f"decoder / alone = {ratio:.2f} (median of {args.one_user_pairs} back-to-back pairs)", flush=True)
-            for n in args.sessions:
-                runs = [paired(model, decoder, n, args.chars) for _ in range(args.reps)]
-                batched = statistics.median(t for t, _ in runs)
-                serial = statistics.median(s for _, s in runs)
-                ratio = statistics.median(t / s for t, s in runs)
-                print(f"{label}, {n:>3} sessions: together {batched:8,.0f} chars/s aggregate ({batched / n:6,.0f} per "
-                      f"session); one after another {serial:6,.0f} chars/s; together / one after another = {ratio:5.1f}x "
-                      f"(range {min(t / s for t, s in runs):.1f}-{max(t / s for t, s in runs):.1f})", flush=True)
-            if kind == "processes":
-                decoder.close()
+        together(model, decoder, 2, 50)  # warm up
+        if args.one_user_pairs:
+            alone, batched, ratio = one_user(model, decoder, args.chars, args.one_user_pairs)
+            print(f"{steps} one user: alone {alone:,.0f} chars/s, through the decoder {batched:,.0f} chars/s, "
+                  f"decoder / alone = {ratio:.2f} (median of {args.one_user_pairs} back-to-back pairs)", flush=True)
+        for n in args.sessions:
+            runs = [paired(model, decoder, n, args.chars) for _ in range(args.reps)]
+            batched = statistics.median(t for t, _ in runs)
+            serial = statistics.median(s for _, s in runs)
+            ratio = statistics.median(t / s for t, s in runs)
+            print(f"{steps} {n:>3} sessions: together {batched:8,.0f} chars/s aggregate ({batched / n:6,.0f} per session); "
+                  f"one after another {serial:6,.0f} chars/s; together / one after another = {ratio:5.1f}x "
+                  f"(range {min(t / s for t, s in runs):.1f}-{max(t / s for t, s in runs):.1f})", flush=True)
     return 0
 
 

@@ -17,11 +17,7 @@ No gradio here: the app and the chat session use it through `Stream(..., decoder
 
 from __future__ import annotations
 
-import itertools
-import multiprocessing
-import os
 import queue
-import random
 import threading
 import time
 
@@ -38,9 +34,8 @@ FLUSH_SECONDS = 0.02
 class Request:
     """One session's generation in the decoder: its state, settings, text so far and an outbox."""
 
-    def __init__(self, decoder, logits, state, settings, generator, prefill=(), tag=None):
+    def __init__(self, decoder, logits, state, settings, generator, prefill=()):
         self.decoder = decoder
-        self.tag = tag  # the submitter's name for it (a ProcessDecoder's request id)
         self.logits = logits.reshape(-1)
         self.prefill = list(prefill)  # prompt characters to feed before sampling (no draws for them)
         self.fed = 0
@@ -62,13 +57,10 @@ class Request:
 class Decoder:
     """A background thread that steps every active request of one model together."""
 
-    def __init__(self, model, max_batch: int = 64, sink=None):
+    def __init__(self, model, max_batch: int = 64):
         self.model = model
         self.max_batch = max_batch
-        # Where pieces go: each request's outbox, or, given `sink`, one call per step with all of
-        # the step's (request, item) pairs (a ProcessDecoder worker sends them in one message).
-        self.sink = sink
-        self._last_flush = 0.0
+        self._last_flush = 0.0  # when every session was last handed its new text
         self._pending: list[Request] = []
         self._active: list[Request] = []
         self._wake = threading.Condition()
@@ -85,11 +77,11 @@ class Decoder:
             model._decoder = decoder
         return decoder
 
-    def submit(self, logits, state, settings, generator, prefill=(), tag=None) -> Request:
+    def submit(self, logits, state, settings, generator, prefill=()) -> Request:
         """Add a session: the logits and (h, c) after what it has read, its settings and random
         generator, and optionally `prefill`, prompt ids to feed first (then `logits` is unused).
         Its pieces arrive in `request.outbox` as (text, h, c), then None (or an exception)."""
-        request = Request(self, logits, state, settings, generator, prefill, tag)
+        request = Request(self, logits, state, settings, generator, prefill)
         with self._wake:
             self._pending.append(request)
             if self._thread is None or not self._thread.is_alive():
@@ -168,14 +160,10 @@ class Decoder:
                 h, c, logits = self._leave(active, done, h, c, logits, None, out)
             self._deliver(out)
 
-    def _deliver(self, out) -> None:
-        if not out:
-            return
-        if self.sink is not None:
-            self.sink(out)
-        else:
-            for request, item in out:
-                request.outbox.put(item)
+    @staticmethod
+    def _deliver(out) -> None:
+        for request, item in out:
+            request.outbox.put(item)
 
     @staticmethod
     def _prefill_ids(active, feeding, logits) -> list[int]:
@@ -215,149 +203,3 @@ class Decoder:
             request.sent = len(request.text)
         out.append((request, _FINISHED))
 
-
-# -- decoders in worker processes ----------------------------------------------------------------
-
-
-class ProcessDecoder:
-    """`processes` Decoders in worker processes, each stepping its share of the sessions.
-
-    One Python process cannot step two batches at once: every torch op hands the GIL back and
-    forth, and two decoder threads measured 0.3-0.7x of one. Worker processes have a GIL each, so
-    on 2 cores two of them step two half-batches at the same time. Same interface as `Decoder`
-    (`submit` -> a request with `.outbox` and `.cancel()`); a session's text is the same as with a
-    Decoder or alone (its random generator travels with the request). Each worker holds a copy of
-    the model as it was when the ProcessDecoder started (weights and `serve_int8`), and starts in a
-    few seconds (importing torch); requests submitted meanwhile wait.
-    """
-
-    def __init__(self, model, processes: int = 2, max_batch: int = 64):
-        context = multiprocessing.get_context("spawn")  # never fork a process that runs threads
-        self.processes = processes
-        self._inboxes = [context.Queue() for _ in range(processes)]
-        self._results = context.Queue()
-        weights = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        int8 = bool(getattr(model, "serve_int8", False))
-        self._workers = [context.Process(target=_worker_main, name=f"lstm-decoder-{i}", daemon=True,
-                                         args=(i, model.config, weights, int8, max_batch, self._inboxes[i], self._results))
-                         for i in range(processes)]
-        for worker in self._workers:
-            worker.start()
-        self._requests: dict[int, _RemoteRequest] = {}
-        self._load = [0] * processes  # requests in flight per worker
-        self._ids = itertools.count()
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, name="lstm-decoder-results", daemon=True)
-        self._reader.start()
-
-    @classmethod
-    def for_model(cls, model, processes: int = 2) -> "ProcessDecoder":
-        decoder = getattr(model, "_process_decoder", None)
-        if decoder is None or not decoder.alive():
-            decoder = cls(model, processes)
-            model._process_decoder = decoder
-        return decoder
-
-    def alive(self) -> bool:
-        return all(w.is_alive() for w in self._workers)
-
-    def submit(self, logits, state, settings, generator, prefill=()) -> "_RemoteRequest":
-        with self._lock:
-            worker = min(range(self.processes), key=self._load.__getitem__)
-            self._load[worker] += 1
-            request = _RemoteRequest(self, next(self._ids), worker)
-            self._requests[request.id] = request
-        h, c = state
-        self._inboxes[worker].put(("submit", request.id, logits.detach().reshape(-1).cpu(), h.detach().cpu(),
-                                   c.detach().cpu(), settings, generator.getstate(), list(prefill)))
-        return request
-
-    def _cancel(self, request: "_RemoteRequest") -> None:
-        self._inboxes[request.worker].put(("cancel", request.id))
-
-    def _read(self) -> None:
-        while True:
-            try:
-                worker, items = self._results.get()  # one step's pieces of one worker
-            except (EOFError, OSError):  # the queue was closed: the workers are gone
-                failure = RuntimeError("The decoder processes stopped; restart the app.")
-                with self._lock:
-                    waiting, self._requests = list(self._requests.values()), {}
-                for request in waiting:
-                    request.outbox.put(failure)
-                return
-            for request_id, item in items:
-                with self._lock:
-                    request = self._requests.get(request_id)
-                    if request is not None and (item is None or isinstance(item, Exception)):
-                        del self._requests[request_id]
-                        self._load[worker] -= 1
-                if request is None:
-                    continue
-                if isinstance(item, tuple):
-                    piece, h, c = item
-                    item = (piece, torch.from_numpy(h), torch.from_numpy(c))
-                request.outbox.put(item)
-
-    def close(self) -> None:
-        for inbox in self._inboxes:
-            inbox.put(("stop",))
-        for worker in self._workers:
-            worker.join(timeout=5)
-            if worker.is_alive():
-                worker.kill()
-
-
-class _RemoteRequest:
-    def __init__(self, decoder: ProcessDecoder, request_id: int, worker: int):
-        self.decoder, self.id, self.worker = decoder, request_id, worker
-        self.outbox: queue.SimpleQueue = queue.SimpleQueue()
-
-    def cancel(self) -> None:
-        self.decoder._cancel(self)
-
-
-def _worker_main(index, config, weights, int8, max_batch, inbox, results) -> None:
-    """A worker process: its own model copy and Decoder, fed by `inbox`, answering on `results`
-    with one message per step: [(request id, item), ...]."""
-    torch.set_num_threads(1)
-    from .model import CharLSTM
-
-    model = CharLSTM(**config)
-    model.load_state_dict(weights)
-    model.eval()
-    model.serve_int8 = int8
-    local: dict = {}  # request id -> the worker's Request
-
-    def send(out) -> None:
-        items = []
-        for request, item in out:
-            if isinstance(item, tuple):  # (piece, h, c): rows of the batch, copied as numpy arrays,
-                piece, h, c = item  # which pickle ~10x faster than tensors
-                item = (piece, h.numpy().copy(), c.numpy().copy())
-            else:  # finished (None) or failed
-                local.pop(request.tag, None)
-            items.append((request.tag, item))
-        results.put((index, items))
-
-    decoder = Decoder(model, max_batch, sink=send)
-    while True:
-        command = inbox.get()
-        if command[0] == "submit":
-            _, request_id, logits, h, c, settings, generator_state, prefill = command
-            generator = random.Random()
-            generator.setstate(generator_state)
-            local[request_id] = decoder.submit(logits, (h, c), settings, generator, prefill, tag=request_id)
-        elif command[0] == "cancel":
-            request = local.get(command[1])
-            if request is not None:
-                request.cancel()
-        else:
-            return
-
-
-def default_processes() -> int:
-    """Decoder processes for serving: one per CPU core, at most 2 (DECODER_PROCESSES overrides;
-    0 or 1 means one decoder thread in the app's own process)."""
-    value = os.environ.get("DECODER_PROCESSES")
-    return int(value) if value is not None else min(2, os.cpu_count() or 1)

@@ -1,5 +1,4 @@
 import threading
-import time
 
 import torch
 
@@ -94,38 +93,3 @@ def test_short_prompts_are_fed_in_the_batched_steps(trained_model):
     alone = stream(trained_model, "CLEO:\nSing.\n\nANNA:\n", max_new_chars=40, seed=4)
     assert batched == "".join(alone)
     torch.testing.assert_close(s.state[1], alone.state[1], atol=1e-5, rtol=1e-5)
-
-
-def test_decoder_processes_give_the_text_each_session_would_get_alone(trained_model):
-    from lstm_model.batching import ProcessDecoder
-
-    decoder = ProcessDecoder(trained_model, processes=2)
-    try:
-        alone, together = [], [None] * len(PROMPTS)
-        for i, prompt in enumerate(PROMPTS):
-            s = stream(trained_model, prompt, **settings(i))
-            alone.append(("".join(s), s.state, s.stopped_by))
-
-        def run(i):
-            s = stream(trained_model, PROMPTS[i], decoder=decoder, **settings(i))
-            together[i] = ("".join(s), s.state, s.stopped_by)
-
-        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PROMPTS))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
-        for (a, state_a, why_a), (b, state_b, why_b) in zip(alone, together):
-            assert a == b and why_a == why_b
-            torch.testing.assert_close(state_a[1], state_b[1], atol=1e-4, rtol=1e-4)
-        # An abandoned stream leaves its worker, which goes on serving.
-        s = stream(trained_model, "ANNA:\n", max_new_chars=5000, seed=1, decoder=decoder)
-        next(s)
-        s.close()
-        assert len("".join(stream(trained_model, "BEN:\n", max_new_chars=30, seed=3, decoder=decoder))) == 30
-        deadline = time.monotonic() + 10
-        while sum(decoder._load) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert decoder._load == [0, 0] and not decoder._requests
-    finally:
-        decoder.close()
