@@ -146,6 +146,10 @@ def paced(pieces, interval: float = STREAM_INTERVAL_S):
         yield buffer
 
 
+def serving_line(name: str, model) -> str:
+    return f"Serving **{name}** ({model.num_parameters():,} parameters; {model.serve_int8_reason})"
+
+
 def ensure(state: ChatState | None, source: str | None) -> ChatState:
     return state if state is not None else ChatState(source)
 
@@ -190,9 +194,8 @@ def build_app(source: str | None = None) -> gr.Blocks:
                                                  label="Bundled models", allow_custom_value=False)
                         repo = gr.Textbox(label="…or a Hub repo id (user/name[@revision]) or a local folder")
                         load = gr.Button("Load model")
-                    model_status = gr.Markdown(f"Serving **{source or 'the bundled default (shakespeare)'}** "
-                                               f"({default_model.num_parameters():,} parameters; "
-                                               f"{default_model.serve_int8_reason}).", elem_id="model-status")
+                    model_status = gr.Markdown(serving_line(source or "the bundled default (shakespeare)",
+                                                            default_model) + ".", elem_id="model-status")
             with gr.Column(scale=6):
                 gr.Markdown("## What the memory holds")
                 timeline = gr.Plot(label="Memory timeline", elem_id="timeline")
@@ -365,8 +368,7 @@ def build_app(source: str | None = None) -> gr.Blocks:
             with st.lock:
                 st.switch(wanted, model)
             progress(1.0)
-            return (st, f"Serving **{wanted}** ({model.num_parameters():,} parameters; {model.serve_int8_reason}); "
-                        "the conversation was reset.",
+            return (st, serving_line(wanted, model) + "; the conversation was reset.",
                     [], gr.update(value=escape(model.stop_sequence)))
 
         # -- wiring --------------------------------------------------------------------------

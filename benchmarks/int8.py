@@ -24,32 +24,32 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from quality import held_out, held_out_arguments  # noqa: E402
 from serve_batch import one_after_another, together  # noqa: E402
-from lstm_model import load_model  # noqa: E402
 from lstm_model.batching import Decoder  # noqa: E402
-from lstm_model.data import encode, load_corpus  # noqa: E402
+from lstm_model.generate import Stepper  # noqa: E402
 from lstm_model.quantize import check_int8  # noqa: E402
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="folder or Hub repo id (default: the bundled model)")
-    p.add_argument("--text", required=True, help="the corpus file (or a dataset id / folder the training CLI accepts)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    held_out_arguments(p)
     p.add_argument("--chars", type=int, default=300, help="characters per reply in the speed runs")
     p.add_argument("--sessions", type=int, default=16, help="replies batched together in the speed runs")
     p.add_argument("--reps", type=int, default=5)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    model = load_model(args.model)
-    corpus = load_corpus(args.text, val_fraction=args.val_fraction)
-    check = check_int8(model, encode(model.vocab, corpus.val), text=f"{corpus.val_from} of {args.text}")
+    model, corpus, ids = held_out(args)
+    check = check_int8(model, ids, text=f"{corpus.val_from} of {args.text}")
     print(f"model {args.model or 'bundled default'}: {model.num_parameters():,} parameters, torch {torch.__version__}")
     print(f"held-out {corpus.val_from} ({check['characters']:,} characters, {check['streams']} streams): "
           f"fp32 steps {check['fp32_loss']:.4f}, int8 steps {check['int8_loss']:.4f} nats/char, "
           f"rise {check['loss_rise']:+.4f} (limit {check['max_loss_rise']}): int8 {'allowed' if check['ok'] else 'refused'}")
 
     decoder = Decoder(model)
+    for int8 in (False, True):  # build (and quantise) both steppers before any timing
+        model.serve_int8 = int8
+        Stepper.for_model(model)
     runs = {"alone": [], "batched": []}
     for _ in range(args.reps):
         for name in runs:

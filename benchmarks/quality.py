@@ -23,20 +23,30 @@ from lstm_model.generate import generate  # noqa: E402
 from lstm_model.train import evaluate_text  # noqa: E402
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def held_out_arguments(p: argparse.ArgumentParser) -> None:
+    """--model, --text and --val-fraction, shared with benchmarks/int8.py."""
     p.add_argument("--model", default=None, help="folder or Hub repo id (default: the bundled model)")
     p.add_argument("--text", required=True, help="the corpus file (or a dataset id / folder the training CLI accepts)")
     p.add_argument("--val-fraction", type=float, default=0.1)
+
+
+def held_out(args):
+    """The model and the held-out part of the corpus (the training CLI's split): (model, corpus, ids)."""
+    model = load_model(args.model)
+    corpus = load_corpus(args.text, val_fraction=args.val_fraction)
+    return model, corpus, encode(model.vocab, corpus.val)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    held_out_arguments(p)
     p.add_argument("--samples", type=int, default=3)
     p.add_argument("--sample-chars", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)
     args = p.parse_args(argv)
 
-    model = load_model(args.model)
-    corpus = load_corpus(args.text, val_fraction=args.val_fraction)
+    model, corpus, ids = held_out(args)
     unknown = model.vocab.unknown(corpus.val)
-    ids = encode(model.vocab, corpus.val)
     start = time.perf_counter()
     loss = evaluate_text(model, ids)
     seconds = time.perf_counter() - start

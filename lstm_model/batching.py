@@ -26,8 +26,9 @@ import torch
 from .generate import Stepper, sample_rows
 
 _FINISHED = None
-# Characters are handed to each session in pieces at most this often (and when it finishes):
-# waking every session's thread at every step would cost more than the step itself.
+# Every session is handed its new characters together, this often (and its first character at
+# once, and the rest when it finishes): waking every session's thread at every step would cost
+# more than the step itself.
 FLUSH_SECONDS = 0.02
 
 
@@ -98,7 +99,6 @@ class Decoder:
         prefilling = False  # some active row is still reading its prompt
         while True:
             joining: list[Request] = []
-            out: list = []  # (request, item) handed over at the end of this step
             if self._pending or not active:
                 with self._wake:
                     while not active and not self._pending:
@@ -111,7 +111,7 @@ class Decoder:
                     self._cancelled = False
                     cancelled = [i for i, r in enumerate(active) if r.cancelled]
                     if cancelled:
-                        h, c, logits = self._leave(active, cancelled, h, c, logits, "cancelled", out)
+                        h, c, logits = self._leave(active, cancelled, h, c, logits, "cancelled")
                 if joining:  # join between steps: their rows go at the end of the batch
                     new_h = torch.cat([r.h for r in joining], dim=1)
                     new_c = torch.cat([r.c for r in joining], dim=1)
@@ -124,7 +124,6 @@ class Decoder:
                     stepper = Stepper.for_model(self.model)  # rebuilt only if the weights changed
                 self._active = active
                 if not active:
-                    self._deliver(out)
                     continue
                 feeding = {i for i, r in enumerate(active) if r.fed < len(r.prefill)} if prefilling else set()
                 if not feeding:
@@ -134,7 +133,8 @@ class Decoder:
                     ids = self._prefill_ids(active, feeding, logits)
                 logits, (h, c) = stepper.step(torch.tensor(ids), (h, c))
             except Exception as err:  # never leave a session waiting forever
-                self._deliver(out + [(r, err) for r in active + joining])
+                for r in active + joining:
+                    r.outbox.put(err)
                 active, h, c, logits = [], None, None, None
                 continue
             self.steps += 1
@@ -154,16 +154,10 @@ class Decoder:
                     r.stopped_by = "length"
                     done.append(i)
                 elif flush or not r.sent:  # the first character at once, then with the others
-                    out.append((r, (r.text[r.sent :], h[:, i : i + 1], c[:, i : i + 1])))
+                    r.outbox.put((r.text[r.sent :], h[:, i : i + 1], c[:, i : i + 1]))
                     r.sent = len(r.text)
             if done:
-                h, c, logits = self._leave(active, done, h, c, logits, None, out)
-            self._deliver(out)
-
-    @staticmethod
-    def _deliver(out) -> None:
-        for request, item in out:
-            request.outbox.put(item)
+                h, c, logits = self._leave(active, done, h, c, logits, None)
 
     @staticmethod
     def _prefill_ids(active, feeding, logits) -> list[int]:
@@ -182,12 +176,12 @@ class Decoder:
                 ids[i] = idx
         return ids
 
-    def _leave(self, active, rows, h, c, logits, why, out):
+    def _leave(self, active, rows, h, c, logits, why):
         """Finish the requests at `rows` (their last state handed over) and drop their rows."""
         for i in rows:
             r = active[i]
             r.h, r.c = h[:, i : i + 1], c[:, i : i + 1]
-            self._finish(r, why or r.stopped_by, out)
+            self._finish(r, why or r.stopped_by)
         keep = [i for i in range(len(active)) if i not in set(rows)]
         active[:] = [active[i] for i in keep]
         if not keep:
@@ -196,10 +190,10 @@ class Decoder:
         return h.index_select(1, index), c.index_select(1, index), logits.index_select(0, index)
 
     @staticmethod
-    def _finish(request: Request, why: str, out: list) -> None:
+    def _finish(request: Request, why: str) -> None:
         request.stopped_by = why
         if len(request.text) > request.sent:
-            out.append((request, (request.text[request.sent :], request.h, request.c)))
+            request.outbox.put((request.text[request.sent :], request.h, request.c))
             request.sent = len(request.text)
-        out.append((request, _FINISHED))
+        request.outbox.put(_FINISHED)
 

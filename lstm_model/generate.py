@@ -176,6 +176,9 @@ class Stepper:
             self.q = int8_linears([(self.w_hh0_t.t(), None)]
                                   + [(self.w_t[k].t(), self.b[k]) for k in range(1, self.num_layers)]
                                   + [(self.head_w_t.t(), self.head_b)])
+            # step() reads only the table and the int8 layers now: the fp32 copies can go.
+            self.w_hh0_t = self.head_w_t = self.head_b = None
+            self.w_t = self.b = [None] * self.num_layers
 
     @classmethod
     def for_model(cls, model) -> "Stepper":

@@ -130,13 +130,11 @@ def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_
 
 
 def write_check(folder: str | os.PathLike, check: dict) -> str:
-    """Write int8.json into a model folder (to a temporary file, then renamed: never half-written)."""
+    """Write int8.json into a model folder, atomically like the rest of it."""
+    from .train import write_json
+
     path = os.path.join(folder, CHECK_FILE)
-    tmp = os.path.join(folder, f".{CHECK_FILE}.{os.getpid()}.tmp")  # the pattern training cleans up
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(check, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, check)
     return path
 
 
@@ -168,7 +166,7 @@ def resolve_int8(model, mode: str = "auto") -> tuple[bool, str]:
                                                   else " (not measured for this model)")
     elif check is None:
         on, why = False, "fp32 steps: int8 not measured for this model (python -m lstm_model.quantize --write)"
-    elif check.get("ok") and check["loss_rise"] <= MAX_LOSS_RISE:
+    elif check["loss_rise"] <= MAX_LOSS_RISE:
         on, why = True, f"int8 steps: measured loss rise {check['loss_rise']:+.4f} nats/char <= {MAX_LOSS_RISE}"
     else:
         on, why = False, f"fp32 steps: int8 would raise the loss by {check['loss_rise']:+.4f} nats/char > {MAX_LOSS_RISE}"

@@ -116,20 +116,16 @@ class Dist:
     def mean(self, value: float) -> float:
         if self.world == 1:
             return value
-        import torch.distributed as dist
-
         t = torch.tensor([value], dtype=torch.float64)
-        dist.all_reduce(t)
+        torch.distributed.all_reduce(t)
         return float(t) / self.world
 
     def gather_rows(self, tensor: torch.Tensor, dim: int = 1) -> torch.Tensor:
         """Concatenate every rank's tensor along `dim` (the batch rows), on every rank."""
         if self.world == 1:
             return tensor
-        import torch.distributed as dist
-
         parts = [torch.empty_like(tensor) for _ in range(self.world)]
-        dist.all_gather(parts, tensor.contiguous())
+        torch.distributed.all_gather(parts, tensor.contiguous())
         return torch.cat(parts, dim=dim)
 
 
@@ -138,8 +134,7 @@ def init_distributed(device_name: str) -> tuple[Dist, str]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist(), device_name
-    import torch.distributed as dist
-
+    dist = torch.distributed
     use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     if use_cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -758,7 +753,8 @@ def _truncate_log(path: str, step: int) -> None:
         f.writelines(keep)
 
 
-def _write_json(path: str, data: dict) -> None:
+def write_json(path: str, data: dict) -> None:
+    """A JSON file written to a temporary file and renamed (never half-written)."""
     tmp = _atomic_path(path)
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2)
@@ -784,7 +780,7 @@ def finish(c: TrainConfig, model: CharLSTM, data: _Data, run: Run, command: str)
         print(f"Int8 serving check: fp32 steps {check['fp32_loss']:.4f}, int8 steps {check['int8_loss']:.4f} nats/char "
               f"(rise {check['loss_rise']:+.4f}; int8 {'allowed' if check['ok'] else 'stays off'}).", file=sys.stderr)
     if data.val_ids is not None:
-        _write_json(os.path.join(c.out, "final_metrics.json"), run.metrics)
+        write_json(os.path.join(c.out, "final_metrics.json"), run.metrics)
     sample, _ = generate(cpu_model, prompt="\n", max_new_chars=c.sample_chars, temperature=0.8, seed=c.seed)
     write_model_card(
         c.out, model=cpu_model, dataset=c.dataset,
