@@ -20,7 +20,7 @@ import torch
 from lstm_model import load_model, views
 from lstm_model.batching import Decoder
 from lstm_model.gates import PATTERNS, units_following
-from lstm_model.generate import SamplingError
+from lstm_model.generate import SamplingError, step_engine
 from lstm_model.hub import ModelLoadError, bundled_models
 from lstm_model.quantize import MODES as INT8_MODES
 from lstm_model.quantize import resolve_int8
@@ -147,7 +147,8 @@ def paced(pieces, interval: float = STREAM_INTERVAL_S):
 
 
 def serving_line(name: str, model) -> str:
-    return f"Serving **{name}** ({model.num_parameters():,} parameters; {model.serve_int8_reason})"
+    engine = "ONNX Runtime" if step_engine(model) == "onnxruntime" else "torch"
+    return f"Serving **{name}** ({model.num_parameters():,} parameters; {model.serve_int8_reason}; steps on {engine})"
 
 
 def ensure(state: ChatState | None, source: str | None) -> ChatState:

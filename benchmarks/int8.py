@@ -1,16 +1,17 @@
-"""Int8 generation steps (lstm_model/quantize.py): the loss they cost and the speed they give.
+"""Int8 generation steps (lstm_model/quantize.py) and the ONNX Runtime step: loss and speed.
 
     python benchmarks/int8.py --model assets/shakespeare --text ../shared/data/tinyshakespeare.txt
 
 Quality: the held-out text (the last --val-fraction of the file, as the training CLI holds out)
-read with fp32 steps and with int8 steps through the serving Stepper (`check_int8`: 32 pieces
+read with fp32 steps and with int8 steps on the serving engine (`check_int8`: 32 pieces
 read side by side, each from a fresh state, every character scored); the rule is that int8 may
 serve only if the loss rises by <= 0.01 nats/char.
 
 Speed: one reply alone (batch 1, in a worker thread as the app without batching) and 16 replies
-batched by one Decoder, each with fp32 and with int8 steps, run back to back in each repetition;
-medians of --reps and the median of the per-repetition int8 / fp32 ratios. Torch uses one thread,
-as app.py sets it.
+batched by one Decoder, each with three steps run back to back in each repetition: the torch
+step (generate.Stepper, fp32), ONNX Runtime fp32 and ONNX Runtime int8 (lstm_model/onnx_step.py);
+medians of --reps and the medians of the per-repetition ratios to the torch step and of int8 to
+fp32 on ONNX Runtime. Torch and ONNX Runtime use one thread each, as app.py runs them.
 """
 
 from __future__ import annotations
@@ -47,25 +48,32 @@ def main(argv=None) -> int:
           f"rise {check['loss_rise']:+.4f} (limit {check['max_loss_rise']}): int8 {'allowed' if check['ok'] else 'refused'}")
 
     decoder = Decoder(model)
-    for int8 in (False, True):  # build (and quantise) both steppers before any timing
+    configs = [("torch", False), ("onnxruntime", False), ("onnxruntime", True)]
+
+    def use(engine, int8):
+        os.environ["LSTM_STEP_ENGINE"] = engine  # read by generate.step_engine at every reply
         model.serve_int8 = int8
+
+    for config in configs:  # build (and quantise) every step before any timing
+        use(*config)
         Stepper.for_model(model)
     runs = {"alone": [], "batched": []}
     for _ in range(args.reps):
         for name in runs:
-            pair = []
-            for int8 in (False, True):
-                model.serve_int8 = int8
+            speeds = []
+            for config in configs:
+                use(*config)
                 if name == "alone":
-                    pair.append(args.chars / one_after_another(model, [0], args.chars))
+                    speeds.append(args.chars / one_after_another(model, [0], args.chars))
                 else:
-                    pair.append(together(model, decoder, args.sessions, args.chars))
-            runs[name].append(pair)
-    for name, pairs in runs.items():
+                    speeds.append(together(model, decoder, args.sessions, args.chars))
+            runs[name].append(speeds)
+    for name, reps in runs.items():
         what = "one reply alone" if name == "alone" else f"{args.sessions} replies batched"
-        print(f"{what}: fp32 {statistics.median(a for a, _ in pairs):,.0f} chars/s, "
-              f"int8 {statistics.median(b for _, b in pairs):,.0f} chars/s, "
-              f"int8 / fp32 = {statistics.median(b / a for a, b in pairs):.2f}x (medians of {args.reps})")
+        med = [statistics.median(r[k] for r in reps) for k in range(3)]
+        print(f"{what}: torch fp32 {med[0]:,.0f}, onnxruntime fp32 {med[1]:,.0f}, onnxruntime int8 {med[2]:,.0f} chars/s; "
+              f"vs torch fp32: {statistics.median(r[1] / r[0] for r in reps):.2f}x, {statistics.median(r[2] / r[0] for r in reps):.2f}x; "
+              f"int8 / fp32 on onnxruntime {statistics.median(r[2] / r[1] for r in reps):.2f}x (medians of {args.reps})")
     return 0
 
 

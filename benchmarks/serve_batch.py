@@ -1,6 +1,6 @@
 """Serving throughput with continuous batching (lstm_model/batching.py).
 
-    python benchmarks/serve_batch.py [--hidden 512 --chars 300 --sessions 1 4 16 32 --reps 9 --steps fp32 int8]
+    python benchmarks/serve_batch.py [--hidden 512 --chars 300 --sessions 1 4 16 32 --reps 9 --steps fp32 int8 --engine auto]
 
 For each N, N sessions each generate --chars characters (no stop sequence, fixed seeds) on a
 2x512 model: *together* through one Decoder (each session a thread consuming its own stream,
@@ -14,8 +14,8 @@ within 10%).
 The machine is shared and its speed drifts by up to 2x within a minute, so each repetition runs
 half the sessions one after another, then all together, then the other half one after another,
 and the ratio is taken per repetition; the figures are medians over --reps.
---steps measures fp32 and/or int8 generation steps (lstm_model/quantize.py), the same on both
-sides of each ratio. Torch runs with one thread, as in app.py: in threads other than the main one,
+--steps measures fp32 and/or int8 generation steps (lstm_model/quantize.py), --engine the step's
+engine (ONNX Runtime or torch), the same on both sides of each ratio. Torch runs with one thread, as in app.py: in threads other than the main one,
 a second OpenMP thread makes these small steps slower, not faster.
 """
 
@@ -34,7 +34,7 @@ import torch  # noqa: E402
 
 from lstm_model import CharLSTM  # noqa: E402
 from lstm_model.batching import Decoder  # noqa: E402
-from lstm_model.generate import stream  # noqa: E402
+from lstm_model.generate import step_engine, stream  # noqa: E402
 
 VOCAB = [chr(c) for c in range(32, 127)] + ["\n"]
 
@@ -106,14 +106,19 @@ def main(argv=None) -> int:
     p.add_argument("--one-user-pairs", type=int, default=15,
                    help="back-to-back pairs for the one-user check (decoder vs alone); 0 to skip")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py sets them (default 1)")
+    p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto",
+                   help="the step's engine (LSTM_STEP_ENGINE; default auto: ONNX Runtime where installed)")
     p.add_argument("--steps", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"],
                    help="generation steps to measure: fp32 and/or int8 (lstm_model/quantize.py); default both")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    os.environ["LSTM_STEP_ENGINE"] = args.engine
+    if args.engine == "torch" and "int8" in args.steps:
+        p.error("int8 steps run on ONNX Runtime: with --engine torch, measure --steps fp32")
     torch.manual_seed(0)
     model = CharLSTM(vocab=VOCAB, embed_dim=64, hidden_size=args.hidden, num_layers=2, dropout=0.0).eval()
     decoder = Decoder(model)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, 2x{args.hidden} model, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, steps on {step_engine(model)}, 2x{args.hidden} model, "
           f"{args.chars} characters per session, medians of {args.reps}")
     for steps in args.steps:
         model.serve_int8 = steps == "int8"  # what resolve_int8 sets; both sides of each ratio use it

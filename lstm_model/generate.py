@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import warnings
@@ -146,16 +147,18 @@ class Stepper:
     precomputed), each upper layer multiplies [H_below, H_prev] by its two weight matrices
     stacked (one matmul instead of two), and nothing is allocated for gradients.
 
-    With `int8=True` the recurrent matrices and the head multiply in int8 (lstm_model.quantize:
-    torch.ao dynamic quantisation, weights per output row); the lookup table, the gates and the
-    state stay fp32.
+    This is the torch step (fp32; any device) and the reference. Serving uses `for_model`, which
+    runs the same fused weights on ONNX Runtime when it is installed and the model is on CPU
+    (lstm_model.onnx_step: one native call a step, fp32 or int8).
     """
 
-    def __init__(self, model, int8: bool = False):
+    engine = "torch"
+    int8 = False
+
+    def __init__(self, model):
         lstm, h = model.lstm, model.hidden_size
         self.hidden_size, self.num_layers = h, model.num_layers
         self.version = _weights_version(model)
-        self.int8 = int8
         with torch.no_grad():
             self.table0 = (nn.functional.linear(model.embedding.weight, lstm.weight_ih_l0, lstm.bias_ih_l0)
                            + lstm.bias_hh_l0).contiguous()
@@ -167,51 +170,41 @@ class Stepper:
                 self.b.append(getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))
             self.head_w_t = model.head.weight.t().contiguous()
             self.head_b = model.head.bias.detach().clone()
-        self.q = None
-        if int8:
-            from .quantize import int8_linears
-
-            # The same products as below: layer 0's H_prev W_h (its bias is in the table), each upper
-            # layer's [H_below, H_prev] W + b, and the head.
-            self.q = int8_linears([(self.w_hh0_t.t(), None)]
-                                  + [(self.w_t[k].t(), self.b[k]) for k in range(1, self.num_layers)]
-                                  + [(self.head_w_t.t(), self.head_b)])
-            # step() reads only the table and the int8 layers now: the fp32 copies can go.
-            self.w_hh0_t = self.head_w_t = self.head_b = None
-            self.w_t = self.b = [None] * self.num_layers
 
     @classmethod
-    def for_model(cls, model) -> "Stepper":
-        """A cached stepper, rebuilt when the model's weights change or int8 serving is switched
-        (`model.serve_int8`)."""
-        int8 = bool(getattr(model, "serve_int8", False))
-        cache = getattr(model, "_steppers", None)  # one per precision: switching back costs nothing
+    def for_model(cls, model):
+        """The cached serving step of `model`: `onnx_step.OrtStepper` (int8 when `model.serve_int8`)
+        where `step_engine(model)` is "onnxruntime", else a Stepper. Rebuilt when the weights
+        change; one per engine and precision, so switching back costs nothing."""
+        engine = step_engine(model)
+        int8 = engine == "onnxruntime" and bool(getattr(model, "serve_int8", False))
+        cache = getattr(model, "_steppers", None)
         if cache is None:
             cache = model._steppers = {}
-        cached = cache.get(int8)
+        cached = cache.get((engine, int8))
         if cached is None or cached.version != _weights_version(model):
-            cached = cache[int8] = cls(model, int8=int8)
+            cached = cache[(engine, int8)] = make_stepper(model, engine, int8)
         return cached
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, state):
         """ids (batch,) -> next-character logits (batch, vocab) and the new (h, c)."""
         h_prev, c_prev = state
-        hs, cs, below, q = [], [], None, self.q
+        hs, cs, below = [], [], None
         for layer in range(self.num_layers):
             if layer == 0:
                 rows = self.table0.index_select(0, ids)  # X_t W_x + b for each row's character
-                z = torch.addmm(rows, h_prev[0], self.w_hh0_t) if q is None else q[0](h_prev[0]).add_(rows)
+                z = torch.addmm(rows, h_prev[0], self.w_hh0_t)
             else:
                 x = torch.cat([below, h_prev[layer]], dim=1)
-                z = torch.addmm(self.b[layer], x, self.w_t[layer]) if q is None else q[layer](x)
+                z = torch.addmm(self.b[layer], x, self.w_t[layer])
             z = z.view(z.shape[0], 4, self.hidden_size)
             gates = torch.sigmoid(z)  # input, forget, (unused), output
             c = gates[:, 1] * c_prev[layer] + gates[:, 0] * torch.tanh(z[:, 2])
             below = gates[:, 3] * torch.tanh(c)
             hs.append(below)
             cs.append(c)
-        logits = torch.addmm(self.head_b, below, self.head_w_t) if q is None else q[-1](below)
+        logits = torch.addmm(self.head_b, below, self.head_w_t)
         return logits, (torch.stack(hs), torch.stack(cs))
 
     @torch.no_grad()
@@ -222,6 +215,35 @@ class Stepper:
             one[0] = idx
             logits, state = self.step(one, state)
         return logits, state
+
+
+STEP_ENGINES = ("auto", "onnxruntime", "torch")
+
+
+def step_engine(model) -> str:
+    """Which engine serves `model`'s generation steps: "onnxruntime" when it is installed and the
+    model is on CPU (unless the environment variable LSTM_STEP_ENGINE=torch asks otherwise),
+    else "torch"."""
+    from . import onnx_step
+
+    wanted = os.environ.get("LSTM_STEP_ENGINE", "auto")
+    if wanted not in STEP_ENGINES:
+        raise ValueError(f"LSTM_STEP_ENGINE must be one of {', '.join(STEP_ENGINES)}; got {wanted!r}.")
+    if wanted != "torch" and model.head.weight.device.type == "cpu" and onnx_step.available():
+        return "onnxruntime"
+    return "torch"
+
+
+def make_stepper(model, engine: str = "torch", int8: bool = False):
+    """A new step of `model` on `engine` ("torch": fp32 Stepper; "onnxruntime": OrtStepper, fp32
+    or int8)."""
+    if engine == "onnxruntime":
+        from .onnx_step import OrtStepper
+
+        return OrtStepper(model, int8=int8)
+    if int8:
+        raise ValueError("Int8 steps run on ONNX Runtime: pip install onnxruntime onnx.")
+    return Stepper(model)
 
 
 def _weights_version(model) -> tuple:

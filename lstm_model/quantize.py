@@ -1,22 +1,21 @@
-"""Int8 serving on CPU: dynamic quantisation of the generation step, on only where it is measured.
+"""Int8 serving on CPU: int8 generation steps on ONNX Runtime, on only where it is measured.
 
-`torch.ao.quantization.quantize_dynamic` turns each weight matrix of the step (the recurrent
-products and the head; see generate.Stepper) into int8, one scale per output row; every step
-quantises its activations (H, always within [-1, 1]) with the scale of [-1, 1] and multiplies in
-int8 (fbgemm). A step of the bundled 2 x 600 model takes 549 instead of 963 us at batch 1 and 913
-instead of 1,744 us at batch 16 on 2 CPU cores with VNNI (benchmarks/README.md).
-Prompts, the memory panel's gate traces and training stay fp32: int8 changes only the steps that
-write replies.
+The int8 step (lstm_model.onnx_step) multiplies the recurrent matrices and the head in integers:
+each weight matrix quantised once, one scale per output column; the input H (always within
+[-1, 1]) quantised with the fixed scale of that range, so rows do not depend on one another. The
+lookup table of layer 0, the gates and the state stay fp32. Prompts read by nn.LSTM, the memory
+panel's gate traces and training stay fp32: int8 changes only the steps that write replies.
 
 The rule: a model is served in int8 only if, on held-out text, its loss with int8 steps is at
 most `MAX_LOSS_RISE` (0.01 nats/char) above its loss with fp32 steps. `check_int8` measures both
-through the same Stepper that serves; training writes the result to the model folder as
+through the same engine that serves; training writes the result to the model folder as
 `int8.json` (pushed with the model), and this module's CLI measures any model:
 
     python -m lstm_model.quantize --model assets/shakespeare --dataset ../shared/data/tinyshakespeare.txt --write
 
 `resolve_int8(model, "auto")` (the app's and the CLI sampler's default) switches int8 on when the
-model carries a passing `int8.json`; "on" forces it, "off" never.
+model carries a passing `int8.json`; "on" forces it, "off" never. Int8 needs onnxruntime (in
+requirements.txt); without it every step is fp32.
 """
 
 from __future__ import annotations
@@ -26,7 +25,6 @@ import json
 import math
 import os
 import sys
-import warnings
 
 import torch
 from torch import nn
@@ -36,64 +34,23 @@ CHECK_FILE = "int8.json"
 MODES = ("auto", "on", "off")
 
 
-class UnitRangeInt8Linear(nn.Module):
-    """A dynamically quantised linear layer for inputs within [-1, 1] (an LSTM's H), whose rows do
-    not depend on one another.
-
-    Dynamic quantisation picks one activation scale per call from the min and max of the whole
-    input, so a row batched with others would be quantised differently than alone, and a session's
-    text would depend on who it was batched with (measured: outputs moved by up to 0.07). Every
-    call therefore appends one row holding -1 and +1: the scale is always that of [-1, 1], and each
-    output row is bit-identical alone or in any batch (tested).
-    """
-
-    def __init__(self, quantized: nn.Module, in_features: int):
-        super().__init__()
-        self.quantized = quantized
-        bounds = torch.zeros(1, in_features)
-        bounds[0, 0], bounds[0, 1] = -1.0, 1.0
-        self.register_buffer("bounds", bounds)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.quantized(torch.cat([x, self.bounds]))[:-1]
-
-
-def int8_linears(weights) -> nn.ModuleList:
-    """Int8 linear layers (`UnitRangeInt8Linear`) for [(weight (out, in), bias or None), ...]."""
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    layers = nn.ModuleList()
-    for weight, bias in weights:
-        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
-        with torch.no_grad():
-            layer.weight.copy_(weight)
-            if bias is not None:
-                layer.bias.copy_(bias)
-        layers.append(layer)
-    with warnings.catch_warnings():
-        # torch 2.13 marks quantized tensor creation as deprecated (pytorch#184982); the pinned
-        # torch still ships and runs it, and the loss check guards the result.
-        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated.*")
-        quantized = quantize_dynamic(layers, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-    return nn.ModuleList(UnitRangeInt8Linear(q, w.shape[1]) for q, (w, _) in zip(quantized, weights))
-
-
 def int8_available(model) -> bool:
-    """Int8 steps need the model on CPU and a quantized engine in this torch build."""
-    return model.head.weight.device.type == "cpu" and bool(torch.backends.quantized.supported_engines)
+    """Int8 steps need the model on CPU and ONNX Runtime (lstm_model.onnx_step)."""
+    from .generate import step_engine
+
+    return step_engine(model) == "onnxruntime"
 
 
 @torch.no_grad()
 def step_loss(model, ids: torch.Tensor, int8: bool, streams: int = 32) -> tuple[float, int]:
-    """Loss (nats/char) of `ids` read with the serving Stepper (fp32 or int8), one character a step.
+    """Loss (nats/char) of `ids` read with the serving step (fp32 or int8), one character a step.
 
     The text is cut into `streams` contiguous pieces read side by side, each from a fresh state,
     every character scored (the first from the fresh state). Returns (loss, characters scored).
     """
-    from .generate import Stepper
+    from .generate import make_stepper, step_engine
 
-    stepper = Stepper(model, int8=int8)
+    stepper = make_stepper(model, step_engine(model), int8)
     streams = max(1, min(streams, ids.numel()))
     length = ids.numel() // streams
     x = ids[: streams * length].view(streams, length)
@@ -111,7 +68,7 @@ def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_
     """Measure the loss of fp32 and int8 steps on the same held-out ids (at most `max_chars` of
     them, from the start); `ok` if the rise is <= MAX_LOSS_RISE."""
     if not int8_available(model):
-        raise ValueError("Int8 steps need the model on CPU and a torch build with a quantized engine.")
+        raise ValueError("Int8 steps need the model on CPU and onnxruntime (pip install onnxruntime onnx).")
     ids = ids[:max_chars]
     fp32, count = step_loss(model, ids, int8=False, streams=streams)
     int8, _ = step_loss(model, ids, int8=True, streams=streams)
@@ -125,8 +82,15 @@ def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_
         "characters": count,
         "streams": streams,
         "text": text,
+        "engine": "onnxruntime " + _onnxruntime_version(),
         "torch": torch.__version__,
     }
+
+
+def _onnxruntime_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def write_check(folder: str | os.PathLike, check: dict) -> str:
@@ -160,7 +124,7 @@ def resolve_int8(model, mode: str = "auto") -> tuple[bool, str]:
     if mode == "off":
         on, why = False, "fp32 steps: int8 turned off"
     elif not int8_available(model):
-        on, why = False, "fp32 steps: int8 needs the model on CPU"
+        on, why = False, "fp32 steps: int8 needs the model on CPU and onnxruntime"
     elif mode == "on":
         on, why = True, "int8 steps, forced on" + (f" (measured loss rise {check['loss_rise']:+.4f} nats/char)" if check
                                                   else " (not measured for this model)")

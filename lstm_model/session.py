@@ -25,7 +25,7 @@ import torch
 
 from torch import nn
 
-from .generate import Sampling, SamplingError, Stream
+from .generate import Sampling, SamplingError, Stream, step_engine
 
 LN2 = math.log(2)
 MAX_MESSAGE_CHARS = 20_000  # longer messages are cut to this many characters, with a notice
@@ -238,6 +238,7 @@ class ChatSession:
             "num_layers": self.model.num_layers,
             "hidden_size": self.model.hidden_size,
             "generation_steps": "int8" if getattr(self.model, "serve_int8", False) else "fp32",  # lstm_model.quantize
+            "generation_engine": step_engine(self.model),  # generate.Stepper.for_model
             "turns": [t.report(self._dropped_turns + i) for i, t in enumerate(self.turns)],
         }
 

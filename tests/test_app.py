@@ -26,10 +26,11 @@ def test_named_endpoints_and_defaults(server):
 
 def test_chat_streams_and_memory_follows_the_turns(server):
     c = client(server)
-    job = c.submit("JULIET:\nO Romeo, Romeo!", 0.8, 40, 1.0, 200, 3, "\\n\\n", True, api_name="/chat")
+    # 3000 characters, no stop sequence: long enough to arrive in several updates (one per 40 ms).
+    job = c.submit("JULIET:\nO Romeo, Romeo!", 0.8, 40, 1.0, 3000, 3, "", True, api_name="/chat")
     pieces = list(job)
     final = job.result()
-    assert len(pieces) > 3 and final == pieces[-1] and final.startswith(pieces[0])
+    assert len(pieces) > 3 and final == pieces[-1] and final.startswith(pieces[0]) and len(final) == 3000
     report = c.predict(api_name="/memory")
     assert len(report["turns"]) == 1
     turn = report["turns"][0]

@@ -9,6 +9,7 @@ from lstm_model import load_model
 from lstm_model.batching import Decoder
 from lstm_model.data import encode
 from lstm_model.generate import Stepper, stream
+from lstm_model.onnx_step import OrtStepper
 from lstm_model.session import ChatSession
 from lstm_model.quantize import CHECK_FILE, MAX_LOSS_RISE, check_int8, main, resolve_int8, step_loss
 from lstm_model.train import evaluate_text
@@ -21,7 +22,7 @@ def model(trained_dir):
 
 def test_int8_steps_follow_the_fp32_steps(model, play_text):
     ids = torch.tensor(model.vocab.encode(play_text[:400]))
-    fp32, int8 = Stepper(model), Stepper(model, int8=True)
+    fp32, int8 = Stepper(model), OrtStepper(model, int8=True)
     state_a = state_b = model.begin_state(1)
     agree = 0
     for i in ids[:-1]:
@@ -91,7 +92,7 @@ def test_int8_batched_sessions_get_the_text_they_would_get_alone(model):
 
 def test_check_int8_refuses_a_model_off_cpu(model, monkeypatch):
     monkeypatch.setattr("lstm_model.quantize.int8_available", lambda m: False)
-    with pytest.raises(ValueError, match="CPU"):
+    with pytest.raises(ValueError, match="CPU and onnxruntime"):
         check_int8(model, torch.tensor([1, 2, 3]))
 
 
@@ -110,7 +111,7 @@ def test_quantize_cli_measures_and_writes(trained_dir, play_file, tmp_path, caps
 
 def test_an_int8_row_does_not_depend_on_the_rows_batched_with_it(model):
     torch.manual_seed(0)
-    stepper = Stepper(model, int8=True)
+    stepper = OrtStepper(model, int8=True)
     h = torch.rand(2, 9, model.hidden_size) * 1.8 - 0.9
     c = torch.randn(2, 9, model.hidden_size)
     h[:, 0] *= 0.01  # a row with a much smaller range than the others
