@@ -20,6 +20,9 @@ onnxruntime is optional for the package (`available()`); without it generation u
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import numpy as np
 import torch
 
@@ -27,14 +30,32 @@ X_LEVELS = 127  # H in [-1, 1] -> 0..127 (7 bits)
 X_SCALE = 2.0 / X_LEVELS
 X_ZERO = 64  # the integer that 0.0 maps to
 OPSET = 17
+# The graph's ONNX IR version, set rather than onnx's newest: an onnxruntime older than the onnx
+# package refuses newer IR versions (seen: onnx 1.23 writes IR 14, onnxruntime 1.30 reads <= 13).
+IR_VERSION = 8
 
 
+@functools.lru_cache(maxsize=1)
 def available() -> bool:
-    """Whether onnxruntime (and onnx, to build the graph) can be imported."""
+    """Whether onnxruntime (and onnx, to build the graph) are installed and run a graph of this
+    module's opset and IR version (checked once, on a one-node graph). If they are installed but
+    cannot, a warning says so and generation uses the torch step."""
     try:
         import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
     except ImportError:
+        return False
+    try:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+        graph = helper.make_graph([helper.make_node("Tanh", ["x"], ["y"])], "probe", [x], [y])
+        probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+        ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception as err:  # noqa: BLE001 - any failure means: do not use it
+        warnings.warn(f"onnxruntime {getattr(ort, '__version__', '?')} cannot run this package's step graph "
+                      f"({str(err).splitlines()[0][:200]}); generation uses the torch step. "
+                      "pip install -r requirements.txt installs versions that work together.", stacklevel=2)
         return False
     return True
 
@@ -120,7 +141,8 @@ def step_graph(stepper, vocab_size: int, int8: bool = False):
          helper.make_tensor_value_info("h_new", TensorProto.FLOAT, state),
          helper.make_tensor_value_info("c_new", TensorProto.FLOAT, state)],
         inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="lstm_model")
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
+                              producer_name="lstm_model")
     checker.check_model(model)
     return model
 

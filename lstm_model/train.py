@@ -138,6 +138,12 @@ def init_distributed(device_name: str) -> tuple[Dist, str]:
     use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     if use_cuda:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        gpus = torch.cuda.device_count()
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+        if per_node > gpus:  # NCCL cannot put two processes on one GPU; every rank stops at once
+            raise TrainingStopped(
+                f"torchrun started {per_node} processes on this machine but it has {gpus} CUDA GPU(s), and NCCL "
+                f"needs one GPU per process: use --nproc_per_node={gpus}, or --device cpu to train on CPU with gloo.")
         torch.cuda.set_device(local_rank)
         device_name = f"cuda:{local_rank}"
     elif device_name == "auto":

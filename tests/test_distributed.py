@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # With dropout off, two ranks averaging their gradients equal one process on the whole batch up
 # to float32 rounding in the all-reduce; over 12 steps that stays far below this.
@@ -54,3 +56,16 @@ def test_batch_must_split_evenly(play_file, tmp_path):
          "--dataset", play_file, "--batch-size", "7", "--max-steps", "2", "--out", str(tmp_path / "x"), "--quiet"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "divisible" in result.stderr
+
+
+def test_more_processes_than_gpus_is_refused_with_what_to_do(monkeypatch):
+    from lstm_model.train import TrainingStopped, init_distributed
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    for rank in ("0", "1"):  # every rank stops, not only the one without a GPU
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        with pytest.raises(TrainingStopped, match=r"2 processes .* 1 CUDA GPU.*--nproc_per_node=1.*--device cpu"):
+            init_distributed("cuda")

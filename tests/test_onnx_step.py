@@ -71,3 +71,9 @@ def test_without_onnxruntime_int8_stays_off_and_text_is_the_same(trained_model, 
     finally:
         trained_model.int8_check, trained_model.serve_int8, trained_model.serve_int8_reason = saved
     assert without == with_ort  # fp32 on either engine: the same draws
+
+
+def test_the_graph_keeps_an_ir_version_that_older_onnxruntimes_read(trained_model):
+    graph = onnx_step.step_graph(Stepper(trained_model), trained_model.vocab_size, int8=True)
+    assert graph.ir_version == onnx_step.IR_VERSION <= 10  # onnxruntime 1.30 reads up to 13
+    assert onnx_step.available()
