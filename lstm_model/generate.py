@@ -183,15 +183,16 @@ class Stepper:
     def for_model(cls, model):
         """The cached serving step of `model`: `onnx_step.OrtStepper` (int8 when `model.serve_int8`)
         where `step_engine(model)` is "onnxruntime", else a Stepper. Rebuilt when the weights
-        change; one per engine and precision, so switching back costs nothing."""
+        change; one per engine, precision and thread count, so switching back costs nothing."""
         engine = step_engine(model)
         int8 = engine == "onnxruntime" and bool(getattr(model, "serve_int8", False))
         cache = getattr(model, "_steppers", None)
         if cache is None:
             cache = model._steppers = {}
-        cached = cache.get((engine, int8))
+        key = (engine, int8, torch.get_num_threads() if engine == "onnxruntime" else 0)
+        cached = cache.get(key)
         if cached is None or cached.version != _weights_version(model):
-            cached = cache[(engine, int8)] = make_stepper(model, engine, int8)
+            cached = cache[key] = make_stepper(model, engine, int8)
         return cached
 
     @torch.no_grad()
