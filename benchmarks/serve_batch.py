@@ -15,8 +15,9 @@ The machine is shared and its speed drifts by up to 2x within a minute, so each 
 half the sessions one after another, then all together, then the other half one after another,
 and the ratio is taken per repetition; the figures are medians over --reps.
 --steps measures fp32 and/or int8 generation steps (lstm_model/quantize.py), --engine the step's
-engine (ONNX Runtime or torch), the same on both sides of each ratio. Torch runs with one thread, as in app.py: in threads other than the main one,
-a second OpenMP thread makes these small steps slower, not faster.
+engine (ONNX Runtime or torch), the same on both sides of each ratio. Torch (and with it ONNX
+Runtime) runs with one thread, as in app.py: in threads other than the main one, a second OpenMP
+thread makes the torch step slower, not faster.
 """
 
 from __future__ import annotations

@@ -10,9 +10,11 @@ the corpus).
 Characters of the prompt that the vocabulary lacks are skipped and reported (`Stream.skipped`,
 and a warning from `generate`).
 
-Step-wise inference uses `Stepper`, a fused LSTM step from the model's own weights (the layer-0
-input projection precomputed as a table); oneDNN, which makes one-step nn.LSTM calls ~8x slower on
-CPU, is not involved.
+Step-wise inference uses a fused LSTM step from the model's own weights (the layer-0 input
+projection precomputed as a table): on ONNX Runtime where it is installed and the model is on CPU
+(lstm_model.onnx_step; fp32, or int8 where measured harmless), else `Stepper` in torch
+(`Stepper.for_model` picks). oneDNN, which makes one-step nn.LSTM calls ~8x slower on CPU, is not
+involved.
 
 CLI (like char-rnn's sample.lua):
     python -m lstm_model.generate --model assets/shakespeare --prompt "ROMEO:" --length 500 --temperature 0.8 --top-k 40 --seed 1
