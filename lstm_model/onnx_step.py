@@ -1,18 +1,20 @@
 """The generation step on ONNX Runtime: one native call per step, fp32 or int8.
 
-`generate.Stepper` runs the fused LSTM step as ~25 small torch operations; at batch 1 most of
-its time is the per-operation overhead, and every operation takes and gives back Python's GIL.
+`generate.Stepper` runs the fused LSTM step as ~25 small torch operations, each with its own
+dispatch overhead, each taking and giving back Python's GIL.
 `OrtStepper` runs the same equations (DESIGN.md; the same fused weights as Stepper: layer 0's
 input projection as a lookup table, each upper layer's [H_below, H_prev] times its two weight
 matrices stacked) as one ONNX graph in ONNX Runtime: one call per step, the GIL released for the
-whole of it. Measured on 2 CPU cores (benchmarks/README.md, "ONNX Runtime steps").
+whole of it. Measured on 2 CPU cores in benchmarks/README.md ("Batched serving", "Int8
+generation steps"): fp32 about 1.2x, int8 about 2x the speed of the torch step's torch.ao int8.
 
 int8: each weight matrix is quantised once, symmetric, one scale per output column; the graph
 quantises its input H with the fixed scale of [-1, 1] (H = O * tanh(C) always lies there) and
 multiplies in integers (ONNX `MatMulInteger`). The scale is fixed, not picked per call from the
 batch, so every row is quantised the same alone or batched: a session's text does not depend on
-who it shares the step with. Activations use 7 bits (0..127): with 8-bit weights, a pair of
-products then fits the 16-bit sums of CPUs without VNNI, so the result is the same everywhere.
+who it shares the step with. Activations use about 7 bits (0..128, zero at 64): with weights
+within +-127, a pair of products (at most 2 * 128 * 127 = 32,512) fits the 16-bit sums that
+CPUs without VNNI use, so the result is the same everywhere.
 Whether a model may serve in int8 is measured (lstm_model.quantize).
 
 onnxruntime is optional for the package (`available()`); without it generation uses Stepper.
@@ -26,7 +28,7 @@ import warnings
 import numpy as np
 import torch
 
-X_LEVELS = 127  # H in [-1, 1] -> 0..127 (7 bits)
+X_LEVELS = 127  # H in [-1, 1] -> 0..128 (-1 -> 0.5 rounds to 0, +1 -> 127.5 rounds to 128)
 X_SCALE = 2.0 / X_LEVELS
 X_ZERO = 64  # the integer that 0.0 maps to
 OPSET = 17
