@@ -22,8 +22,7 @@ from lstm_model.batching import Decoder
 from lstm_model.gates import PATTERNS, units_following
 from lstm_model.generate import SamplingError, step_engine
 from lstm_model.hub import ModelLoadError, bundled_models
-from lstm_model.quantize import MODES as INT8_MODES
-from lstm_model.quantize import resolve_int8
+from lstm_model.quantize import MODES as INT8_MODES, resolve_int8
 from lstm_model.session import ChatSession
 
 # Replies streamed at once. Their LSTM steps are batched by one decoder thread per model

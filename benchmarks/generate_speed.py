@@ -4,9 +4,10 @@
 
 Both run on the same randomly initialised 2-layer model of the given width, side by side in one
 process, alternating, `--reps` times; the figures are medians. The seed loop is also measured at
-the start of the process, as a fresh tutorial script would run it (see the comment in main()). The seed loop is the tutorial's:
-a one-hot input vector, one `nn.LSTM` call per character with the default CPU backend, then
-softmax and multinomial. Prompt ingestion is measured on a 100,000-character prompt.
+the start of the process, as a fresh tutorial script would run it (see the comment in main()).
+The seed loop is the tutorial's: a one-hot input vector, one `nn.LSTM` call per character with
+the default CPU backend, then softmax and multinomial. Prompt ingestion is measured on a
+100,000-character prompt.
 """
 
 from __future__ import annotations

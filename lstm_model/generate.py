@@ -107,7 +107,7 @@ def sample_rows(logits, settings: list[Sampling], uniforms: list[float]) -> list
     Inverse-CDF sampling with one uniform number per row (drawn from that row's own generator),
     so a row's draw depends only on its own logits, settings and generator: batched or alone,
     the same seed gives the same text. In numpy: on arrays this small its operations cost ~1 us
-    each (torch's ~5) and keep Python's GIL, and every step samples.
+    each, torch's ~5, and every step samples.
     """
     if isinstance(logits, torch.Tensor):
         logits = logits.detach().float().cpu().numpy()
@@ -162,7 +162,6 @@ class Stepper:
     (lstm_model.onnx_step: one native call a step, fp32 or int8).
     """
 
-    engine = "torch"
     int8 = False
 
     def __init__(self, model):

@@ -28,6 +28,8 @@ import warnings
 import numpy as np
 import torch
 
+from .generate import Stepper, _weights_version
+
 X_LEVELS = 127  # H in [-1, 1] -> 0..128 (-1 -> 0.5 rounds to 0, +1 -> 127.5 rounds to 128)
 X_SCALE = 2.0 / X_LEVELS
 X_ZERO = 64  # the integer that 0.0 maps to
@@ -153,12 +155,8 @@ class OrtStepper:
     """`generate.Stepper`'s interface (step, feed) on ONNX Runtime, fp32 or int8, on CPU with
     torch's number of threads."""
 
-    engine = "onnxruntime"
-
     def __init__(self, model, int8: bool = False):
         import onnxruntime as ort
-
-        from .generate import Stepper, _weights_version
 
         fused = Stepper(model)  # the fused fp32 weights, the same that the torch step uses
         self.version = _weights_version(model)
@@ -167,8 +165,7 @@ class OrtStepper:
         options = ort.SessionOptions()
         # As many threads as torch uses: 1 in the app (TORCH_THREADS; the other core serves the
         # page), all cores in a script. A 2 x 512 fp32 step at batch 1: 345 us on 2 threads, 560 on 1.
-        self.threads = torch.get_num_threads()
-        options.intra_op_num_threads = self.threads
+        options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         graph = step_graph(fused, model.vocab_size, int8=int8).SerializeToString()
@@ -184,11 +181,4 @@ class OrtStepper:
         })
         return torch.from_numpy(logits), (torch.from_numpy(h_new), torch.from_numpy(c_new))
 
-    def feed(self, ids: list[int], state):
-        """Step through `ids` (one sequence) from `state`: the last logits (1, vocab) and the state."""
-        one = torch.zeros(1, dtype=torch.long)
-        logits = None
-        for idx in ids:
-            one[0] = idx
-            logits, state = self.step(one, state)
-        return logits, state
+    feed = Stepper.feed  # the same loop over self.step
