@@ -7,10 +7,10 @@ have read, or a short prompt to feed first, their own sampling settings and rand
 at every step the thread gathers all active requests, feeds prompt characters to the rows still
 reading theirs, samples the other rows each with its own settings and generator (`sample_rows`),
 runs one fused step (`Stepper.for_model`: ONNX Runtime where installed) for the whole batch and
-hands every session its characters. Requests join and leave between steps. A session's text equals what it would get alone with the same seed: its
-draw depends only on its own logits, settings and generator (int8 rows are quantised
-independently of one another, with a fixed input scale, see onnx_step; fp32 rows differ from
-batch-1 only by float rounding, which can flip a draw only when it falls within ~1e-7 of a
+hands every session its characters. Requests join and leave between steps. A session's text
+equals what it would get alone with the same seed: its draw depends only on its own logits,
+settings and generator (int8 rows are quantised independently of one another, with a fixed input
+scale, see onnx_step; fp32 rows differ from batch-1 only by float rounding, which can flip a draw only when it falls within ~1e-7 of a
 boundary).
 
 No gradio here: the app and the chat session use it through `Stream(..., decoder=...)`.
