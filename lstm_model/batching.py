@@ -10,8 +10,8 @@ runs one fused step (`Stepper.for_model`: ONNX Runtime where installed) for the 
 hands every session its characters. Requests join and leave between steps. A session's text
 equals what it would get alone with the same seed: its draw depends only on its own logits,
 settings and generator (int8 rows are quantised independently of one another, with a fixed input
-scale, see onnx_step; fp32 rows differ from batch-1 only by float rounding, which can flip a draw only when it falls within ~1e-7 of a
-boundary).
+scale, see onnx_step; fp32 rows differ from batch-1 only by float rounding, which can flip a
+draw only when it falls within ~1e-7 of a boundary).
 
 No gradio here: the app and the chat session use it through `Stream(..., decoder=...)`.
 """
