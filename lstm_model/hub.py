@@ -1,18 +1,20 @@
-"""load_model(source): a local folder, a Hub repo id (user/name[@revision]) or the bundled default;
-model cards; pushing a trained folder to the Hub."""
+"""Models on disk and on the Hub: `load_model(source)` (a local folder, a Hub repo id
+user/name[@revision], a bundled model's name, or the bundled default), `load_int8_check`, model
+cards, and pushing a trained folder to the Hub."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 from .data import hub_reachable
-from .model import CONFIG_NAME, WEIGHTS_NAME, CharLSTM, CheckpointError, check_config
+from .model import CONFIG_NAME, WEIGHTS_NAME, CharLSTM, CheckpointError, check_config, check_weights_file
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL = "shakespeare"
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+INT8_CHECK_FILE = "int8.json"  # the measured loss of int8 steps (lstm_model.evaluate.check_int8)
 
 
 class ModelLoadError(ValueError):
@@ -58,16 +60,11 @@ def validate_repo_id(repo_id: str) -> None:
 
 
 def _check_local_folder(folder: str) -> None:
-    names = os.listdir(folder)
-    if WEIGHTS_NAME not in names:
-        pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
-        if pickles:
-            raise ModelLoadError(
-                f"{folder} holds only pickle weights ({pickles[0]}), which can run code when loaded; "
-                f"only {WEIGHTS_NAME} is accepted."
-            )
-        raise ModelLoadError(f"{folder} has no {WEIGHTS_NAME}; point --model at a folder written by save_pretrained().")
-    if CONFIG_NAME not in names:
+    try:
+        check_weights_file(folder)
+    except CheckpointError as err:
+        raise ModelLoadError(str(err)) from None
+    if CONFIG_NAME not in os.listdir(folder):
         raise ModelLoadError(f"{folder} has no {CONFIG_NAME}; point --model at a folder written by save_pretrained().")
     try:
         with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
@@ -80,21 +77,25 @@ def _check_local_folder(folder: str) -> None:
         raise ModelLoadError(str(err)) from None
 
 
+def resolve_source(source: str | os.PathLike | None) -> tuple[str, str | None]:
+    """(local folder or repo id, revision) for a model source: a bundled model's name, a local
+    folder, `user/name[@revision]`, or None for the bundled default."""
+    if source is None:
+        return str(default_model_path()), None
+    source = str(source).strip()
+    if source in bundled_models():
+        source = str(bundled_models()[source])
+    return parse_source(source)
+
+
 def load_model(source: str | os.PathLike | None = None, device: str = "cpu") -> CharLSTM:
     """Load a CharLSTM for inference (eval mode).
 
-    `source` is a local folder, a Hub repo id `user/name` or `user/name@revision`, or None for the
-    bundled default model (assets/shakespeare). Only config.json + model.safetensors are read for
-    the model, and int8.json, if the folder or repo has one, for `model.int8_check` (the measured
-    loss of int8 steps, see lstm_model.quantize; None when absent).
+    `source` is a local folder, a Hub repo id `user/name` or `user/name@revision`, a bundled
+    model's name, or None for the bundled default model (assets/shakespeare). Only config.json and
+    model.safetensors are read; `load_int8_check` reads the folder's int8.json.
     """
-    if source is None:
-        path, revision = str(default_model_path()), None
-    else:
-        source = str(source).strip()
-        if source in bundled_models():
-            source = str(bundled_models()[source])
-        path, revision = parse_source(source)
+    path, revision = resolve_source(source)
     if os.path.isdir(path):
         _check_local_folder(path)
     elif os.path.exists(path):
@@ -109,21 +110,27 @@ def load_model(source: str | os.PathLike | None = None, device: str = "cpu") -> 
         raise ModelLoadError(str(err)) from None
     except Exception as err:
         raise ModelLoadError(_hub_error_sentence(path, revision, err)) from None
-    model.int8_check = _int8_check(path, revision, local_only)
     return model
 
 
-def _int8_check(path: str, revision: str | None, local_only: bool) -> dict | None:
-    from .quantize import CHECK_FILE, read_check
-
-    if os.path.isdir(path):
-        return read_check(os.path.join(path, CHECK_FILE))
+def load_int8_check(source: str | os.PathLike | None = None) -> dict | None:
+    """The int8 check (int8.json: the loss of fp32 and int8 steps on held-out text) of a model
+    folder or Hub repo, or None when it has none or it cannot be read as one. lstm_model.serving
+    decides from it whether int8 steps may serve the model."""
     try:
-        from huggingface_hub import hf_hub_download
+        path, revision = resolve_source(source)
+        if os.path.isdir(path):
+            file = os.path.join(path, INT8_CHECK_FILE)
+        else:
+            from huggingface_hub import hf_hub_download
 
-        return read_check(hf_hub_download(path, CHECK_FILE, revision=revision, local_files_only=local_only))
-    except Exception:  # the check is optional: a repo without one serves fp32 steps
+            file = hf_hub_download(path, INT8_CHECK_FILE, revision=revision, local_files_only=not hub_reachable())
+        with open(file, encoding="utf-8") as f:
+            check = json.load(f)
+        rise = float(check["loss_rise"])
+    except Exception:  # the check is optional: a model without one serves fp32 steps
         return None
+    return check if math.isfinite(rise) else None
 
 
 def _hub_error_sentence(repo_id: str, revision: str | None, err: Exception) -> str:

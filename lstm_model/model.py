@@ -1,14 +1,12 @@
 """CharLSTM: character embedding -> nn.LSTM -> Linear, saved as config.json + model.safetensors.
 
-The embedding is the tutorial's one-hot input factored through a learned table (see DESIGN.md):
+The embedding is the tutorial's one-hot input factored through a learned table (ARCHITECTURE.md, "The model"):
 a one-hot vector times W_x* only selects a row, so this is the same model family without ever
 building a dense one-hot tensor.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
 import os
 
@@ -21,23 +19,11 @@ from .vocab import CharVocab, VocabError
 REPO_URL = "https://github.com/lstm-memory-chat/lstm-memory-chat"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 # Limits checked before any memory is allocated: a config beyond these is refused.
 LIMITS = {"vocab": 100_000, "embed_dim": 8192, "hidden_size": 8192, "num_layers": 16}
 MAX_PARAMETERS = 500_000_000
-
-
-@contextlib.contextmanager
-def no_onednn():
-    """A context in which nn.LSTM runs PyTorch's native CPU kernel instead of oneDNN's: the
-    arithmetic that gates.trace reproduces bit for bit (oneDNN rounds differently, ~1e-5 relative
-    on large cell states). Generation does not need it: it steps with generate.Stepper."""
-    previous = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = False
-    try:
-        yield
-    finally:
-        torch.backends.mkldnn.enabled = previous
 
 
 class CheckpointError(ValueError):
@@ -70,6 +56,18 @@ def check_config(config: dict) -> None:
     n = parameter_count(len(vocab), config.get("embed_dim", 64), config.get("hidden_size", 512), config.get("num_layers", 2))
     if n > MAX_PARAMETERS:
         raise CheckpointError(f"config.json describes a model of {n:,} parameters, over the limit of {MAX_PARAMETERS:,}.")
+
+
+def check_weights_file(folder: str) -> None:
+    """A local model folder must hold model.safetensors; pickle weights are refused unopened."""
+    names = os.listdir(folder)
+    if WEIGHTS_NAME in names:
+        return
+    pickles = [n for n in names if n.endswith(PICKLE_SUFFIXES)]
+    if pickles:
+        raise CheckpointError(f"{folder} holds only pickle weights ({pickles[0]}), which can run code when loaded; "
+                              f"only {WEIGHTS_NAME} is accepted: convert them with a trusted copy of the code.")
+    raise CheckpointError(f"{folder} has no {WEIGHTS_NAME}; point --model at a folder written by save_pretrained().")
 
 
 def parameter_count(vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int) -> int:
@@ -123,11 +121,6 @@ class CharLSTM(
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, len(self.vocab))
         self._init_weights(forget_bias)
-        # Serving, not architecture (not in config.json): the measured int8 check that load_model
-        # reads from int8.json, and whether generation steps run in int8 (lstm_model.quantize).
-        self.int8_check: dict | None = None
-        self.serve_int8 = False
-        self.serve_int8_reason = "fp32 steps: int8 not switched on"
 
     def _init_weights(self, forget_bias: float) -> None:
         nn.init.normal_(self.embedding.weight, std=1.0 / math.sqrt(self.embed_dim))
@@ -193,15 +186,8 @@ class CharLSTM(
     ):
         check_config(model_kwargs)
         if os.path.isdir(model_id):
+            check_weights_file(model_id)
             model_file = os.path.join(model_id, WEIGHTS_NAME)
-            if not os.path.isfile(model_file):
-                pickles = [f for f in os.listdir(model_id) if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
-                if pickles:
-                    raise CheckpointError(
-                        f"{model_id} holds only pickle weights ({pickles[0]}), which could run code when loaded; "
-                        "convert them to model.safetensors with a trusted copy of the code."
-                    )
-                raise CheckpointError(f"{model_id} has no {WEIGHTS_NAME}; save the model with save_pretrained().")
         else:
             model_file = hf_hub_download(
                 repo_id=model_id,
@@ -253,7 +239,3 @@ def load_weights(model: CharLSTM, model_file: str, map_location="cpu") -> None:
             loaded[name] = tensor.to(target.dtype)
     model.load_state_dict(loaded, strict=True)
 
-
-def read_config(folder: str) -> dict:
-    with open(os.path.join(folder, CONFIG_NAME), encoding="utf-8") as f:
-        return json.load(f)

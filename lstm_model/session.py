@@ -1,7 +1,7 @@
 """ChatSession: the LSTM state carried across chat turns, a snapshot per turn, and the memory
 measurements the app shows.
 
-A turn (DESIGN.md, "The chat protocol"): the user's message plus the model's turn separator is
+A turn (ARCHITECTURE.md, "The chat protocol"): the user's message plus the model's turn separator is
 fed through the LSTM from the current state; the model then writes a reply from that state until
 its stop sequence or the length cap. The state after the reply starts the next turn. With
 `memory=False` every turn starts from `begin_state`.
@@ -18,16 +18,15 @@ Per turn the session measures:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 
-from torch import nn
-
-from .generate import Sampling, SamplingError, Stream, step_engine
-
-LN2 = math.log(2)
+from .evaluate import LN2, text_loss
+from .gates import join_traces, trace
+from .generate import Stream, default_serving
+from .sampling import Sampling, SamplingError
+from .serving import Serving
 MAX_MESSAGE_CHARS = 20_000  # longer messages are cut to this many characters, with a notice
 MAX_SNAPSHOTS = 64  # turns that keep their state snapshots (undo/retry reach this far back)
 MAX_TURNS = 500  # turns kept in the transcript
@@ -64,7 +63,8 @@ class Turn:
 class ChatSession:
     """A conversation with a CharLSTM that keeps its (h, c) from turn to turn.
 
-    `decoder` (a batching.Decoder) steps this session's replies together with other sessions'.
+    `serving` (a lstm_model.serving.Serving of this model; default: fp32 steps, alone) says how
+    replies are computed; with batching, this session's replies step together with other sessions'.
     `send(message)` returns an iterator of reply pieces (streaming); the turn is recorded as the
     reply is read. `undo()`, `retry()`, `reset()`; `state`, `turns`, `memory_report()`.
     Sampling settings (max_new_chars, temperature, top_k, top_p, greedy, seed, stop) are keyword
@@ -72,13 +72,14 @@ class ChatSession:
     conversation is reproducible.
     """
 
-    def __init__(self, model, memory: bool = True, decoder=None, **sampling):
+    def __init__(self, model, memory: bool = True, serving: Serving | None = None, **sampling):
+        if serving is not None and serving.model is not model:
+            raise ValueError("The serving was built for another model; build a Serving for this one.")
         self.model = model
         self.memory = memory
-        self.decoder = decoder  # a batching.Decoder shared by many sessions, or None to step alone
+        self.serving = serving or default_serving(model)
         sampling.setdefault("stop", model.stop_sequence or None)
-        self.settings = dict(sampling)
-        Sampling(**self.settings).check(model.vocab_size)  # fail early on bad settings
+        self.sampling = Sampling(**sampling)  # checked here, trusted downstream
         self.turns: list[Turn] = []
         self._state = model.begin_state(1)
         self._notices: list[str] = []
@@ -97,9 +98,8 @@ class ChatSession:
         return out
 
     def update_settings(self, **sampling) -> None:
-        merged = dict(self.settings, **sampling)
-        Sampling(**merged).check(self.model.vocab_size)
-        self.settings = merged
+        """Change sampling settings for the next turns (checked; SamplingError if invalid)."""
+        self.sampling = self.sampling.replace(**sampling)
 
     # -- turns --------------------------------------------------------------------------------
 
@@ -153,12 +153,10 @@ class ChatSession:
 
     def _reply(self, turn: Turn):
         index = len(self.turns) - 1
-        seed = self.settings.get("seed")
-        settings = dict(self.settings)
-        if seed is not None:  # reproducible, yet each turn and each retry draws differently
-            settings["seed"] = int(seed) + 1000 * (self._dropped_turns + index) + turn.attempt
-        s = Stream(self.model, "", turn.state_after_user, decoder=self.decoder, **settings)
-        return self._run(turn, s)
+        sampling = self.sampling
+        if sampling.seed is not None:  # reproducible, yet each turn and each retry draws differently
+            sampling = sampling.replace(seed=sampling.seed + 1000 * (self._dropped_turns + index) + turn.attempt)
+        return self._run(turn, Stream(self.serving, "", turn.state_after_user, sampling))
 
     def _run(self, turn: Turn, s: Stream):
         emitted = []
@@ -178,37 +176,21 @@ class ChatSession:
 
     # -- measurements -------------------------------------------------------------------------
 
-    @torch.no_grad()
     def _ingest(self, start, message_ids: list[int], fed_ids: list[int]):
         """Feed the turn's text from `start`; measure the message's loss carried vs fresh."""
-        model = self.model
-        carried_state, carried_loss = self._feed(start, message_ids, fed_ids)
-        if self.memory and any(float(t.abs().max()) > 0 for t in start):
-            _, fresh_loss = self._feed(model.begin_state(1), message_ids, fed_ids)
-        else:
-            fresh_loss = carried_loss
-        measures = {"chars_fed": len(fed_ids), "message_chars": len(message_ids)}
-        if carried_loss is not None:
-            measures.update(loss_carried_bpc=carried_loss / LN2, loss_fresh_bpc=fresh_loss / LN2,
-                            memory_benefit_bpc=(fresh_loss - carried_loss) / LN2)
-        else:
-            measures.update(loss_carried_bpc=None, loss_fresh_bpc=None, memory_benefit_bpc=None)
-        return snapshot(carried_state), measures
-
-    @torch.no_grad()
-    def _feed(self, state, message_ids, fed_ids):
-        model = self.model
+        measures = {"chars_fed": len(fed_ids), "message_chars": len(message_ids),
+                    "loss_carried_bpc": None, "loss_fresh_bpc": None, "memory_benefit_bpc": None}
         if not fed_ids:
-            return state, None
-        ids = torch.tensor([fed_ids], dtype=torch.long, device=model.head.weight.device)
-        first = model.logits_from_state(state)  # predicts the first character: (1, vocab)
-        logits, new_state = model(ids, state)
-        loss = None
-        if message_ids:
-            n = len(message_ids)
-            predictions = torch.cat([first, logits[0, : n - 1]], dim=0)
-            loss = float(nn.functional.cross_entropy(predictions, ids[0, :n]))
-        return new_state, loss
+            return snapshot(start), measures
+        ids = torch.tensor(fed_ids, dtype=torch.long)
+        carried = text_loss(self.model, ids, start, scored=len(message_ids))
+        if carried.count:
+            fresh = carried
+            if self.memory and any(float(t.abs().max()) > 0 for t in start):
+                fresh = text_loss(self.model, ids, scored=len(message_ids))
+            measures.update(loss_carried_bpc=carried.mean / LN2, loss_fresh_bpc=fresh.mean / LN2,
+                            memory_benefit_bpc=(fresh.mean - carried.mean) / LN2)
+        return snapshot(carried.state), measures
 
     def _measure_after(self, turn: Turn) -> None:
         before, after = turn.state_before, turn.state_after
@@ -237,14 +219,10 @@ class ChatSession:
             "memory": self.memory,
             "num_layers": self.model.num_layers,
             "hidden_size": self.model.hidden_size,
-            "generation_steps": "int8" if getattr(self.model, "serve_int8", False) else "fp32",  # lstm_model.quantize
-            "generation_engine": step_engine(self.model),  # generate.Stepper.for_model
+            "generation_steps": self.serving.precision,
+            "generation_engine": self.serving.engine,
             "turns": [t.report(self._dropped_turns + i) for i, t in enumerate(self.turns)],
         }
-
-    def transcript(self) -> str:
-        """What the LSTM has read and written in this conversation (since the last reset)."""
-        return "".join(self.turn_text(t) for t in self.turns)
 
     @staticmethod
     def turn_text(turn: Turn) -> str:
@@ -254,8 +232,6 @@ class ChatSession:
     def trace_turn(self, index: int = -1):
         """An exact gate trace (gates.trace) of one turn's text (message, separator, reply) from
         the state the turn started from."""
-        from .gates import trace
-
         turn = self.turns[index]
         if turn.state_before is None:
             raise IndexError("That turn is too old: its state snapshot was dropped.")
@@ -264,8 +240,6 @@ class ChatSession:
     def trace_recent(self, max_chars: int = 1500):
         """Exact gate traces of the last turns (at most `max_chars` characters), each from the
         state it started from, joined along the characters. None if no turn."""
-        from .gates import join_traces, trace
-
         chosen, total = [], 0
         for turn in reversed(self.turns):
             if turn.state_before is None or total >= max_chars:

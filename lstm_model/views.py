@@ -138,16 +138,4 @@ def unit_highlights(tr: Trace | None, unit: int, layer: int = -1, quantity: str 
     return [(ch, round(score, 3)) for ch, score in zip(tr.text, scores)]
 
 
-def unit_summary(tr: Trace, unit: int, layer: int = -1) -> str:
-    cell = tr.cell[layer][:, unit]
-    forget = tr.forget[layer][:, unit]
-    return (f"Unit {unit}, layer {tr.cell.shape[0] if layer == -1 else layer + 1}: C ranges "
-            f"{float(cell.min()):+.2f} .. {float(cell.max()):+.2f}; mean forget gate {float(forget.mean()):.2f} "
-            f"(retention), over {len(tr.text)} characters.")
-
-
-def close(fig) -> None:
-    plt.close(fig)
-
-
-__all__ = ["EXPLANATION", "timeline_figure", "heatmap_figure", "unit_highlights", "unit_summary"]
+__all__ = ["EXPLANATION", "timeline_figure", "heatmap_figure", "unit_highlights"]

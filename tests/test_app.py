@@ -78,8 +78,12 @@ def test_hostile_input_and_bad_settings_do_not_break_the_chat(server):
     # Out-of-range settings through the API get one clear message, and the session goes on.
     from gradio_client.exceptions import AppError
 
-    for bad in ([5.0, 40, 1.0, 40], [0.8, 40, 1.0, 10**9], [0.8, -5, 1.0, 40]):
-        with pytest.raises(AppError, match="(greater|less) than (maximum|minimum)"):
+    for bad, sentence in (([5.0, 40, 1.0, 40], "Temperature must be from 0.05 to 2; got 5."),
+                          ([0.8, 40, 1.0, 10**9], "Max characters must be from 1 to 5000"),
+                          ([0.8, -5, 1.0, 40], "Top-k must be 0 \\(off\\) or more"),
+                          (["warm", 40, 1.0, 40], "Temperature must be a number; got 'warm'."),
+                          ([0.8, "many", 1.0, 40], "Top-k must be a whole number")):
+        with pytest.raises(AppError, match=sentence):
             c.predict("ROMEO:", *bad, 1, "", True, api_name="/chat")
     assert isinstance(c.predict("", api_name="/chat"), str)
     assert len(c.predict(api_name="/memory")["turns"]) == 2

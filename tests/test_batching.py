@@ -1,9 +1,12 @@
+"""The batching decoder (lstm_model/batching.py), reached through a Serving with batching on."""
+
 import threading
 
+import pytest
 import torch
 
-from lstm_model.batching import Decoder
 from lstm_model.generate import stream
+from lstm_model.serving import Serving
 from lstm_model.session import ChatSession
 
 PROMPTS = ["ANNA:\n", "BEN:\nThe sea is calm.\n\nCLEO:\n", "CLEO:\n", "ANNA:\nSing.\n\n", "BEN:\n", "ANNA:\nHome.\n"]
@@ -14,17 +17,21 @@ def settings(i):
                 seed=100 + i, stop="\n\n" if i % 2 == 0 else None)
 
 
-def test_batched_sessions_get_the_text_they_would_get_alone(trained_model):
+@pytest.fixture
+def batched(trained_model):
+    return Serving(trained_model, batching=True)
+
+
+def test_batched_sessions_get_the_text_they_would_get_alone(trained_model, batched):
     alone = []
     for i, prompt in enumerate(PROMPTS):
         s = stream(trained_model, prompt, **settings(i))
         alone.append(("".join(s), s.state, s.stopped_by))
-    decoder = Decoder(trained_model)
     together = [None] * len(PROMPTS)
     start = threading.Barrier(len(PROMPTS))
 
     def run(i):
-        s = stream(trained_model, PROMPTS[i], decoder=decoder, **settings(i))
+        s = stream(trained_model, PROMPTS[i], serving=batched, **settings(i))
         start.wait()
         together[i] = ("".join(s), s.state, s.stopped_by)
 
@@ -37,32 +44,29 @@ def test_batched_sessions_get_the_text_they_would_get_alone(trained_model):
         assert a == b and why_a == why_b
         torch.testing.assert_close(state_a[1], state_b[1], atol=1e-4, rtol=1e-4)
     # The steps really were shared: fewer batched steps than characters produced.
-    assert decoder.steps < decoder.rows
+    assert batched.decoder.steps < batched.decoder.rows
 
 
-def test_sessions_join_and_leave_between_steps(trained_model):
-    decoder = Decoder(trained_model)
-    long = stream(trained_model, "ANNA:\n", max_new_chars=300, seed=1, decoder=decoder)
+def test_sessions_join_and_leave_between_steps(trained_model, batched):
+    long = stream(trained_model, "ANNA:\n", max_new_chars=300, seed=1, serving=batched)
     first = next(long)
-    short = "".join(stream(trained_model, "BEN:\n", max_new_chars=20, seed=2, decoder=decoder))
+    short = "".join(stream(trained_model, "BEN:\n", max_new_chars=20, seed=2, serving=batched))
     rest = first + "".join(long)
     assert len(short) == 20 and len(rest) == 300
     assert rest == "".join(stream(trained_model, "ANNA:\n", max_new_chars=300, seed=1))
 
 
-def test_an_abandoned_stream_leaves_the_decoder(trained_model):
-    decoder = Decoder(trained_model)
-    s = stream(trained_model, "ANNA:\n", max_new_chars=5000, seed=1, decoder=decoder)
+def test_an_abandoned_stream_leaves_the_decoder(trained_model, batched):
+    s = stream(trained_model, "ANNA:\n", max_new_chars=5000, seed=1, serving=batched)
     next(s)
     s.close()
-    after = "".join(stream(trained_model, "BEN:\n", max_new_chars=30, seed=3, decoder=decoder))
+    after = "".join(stream(trained_model, "BEN:\n", max_new_chars=30, seed=3, serving=batched))
     assert len(after) == 30
-    assert not decoder._active
+    assert not batched.decoder._active
 
 
-def test_chat_sessions_share_a_decoder_and_stay_reproducible(trained_model):
-    decoder = Decoder(trained_model)
-    shared = [ChatSession(trained_model, seed=7, max_new_chars=60, decoder=decoder) for _ in range(3)]
+def test_chat_sessions_share_a_decoder_and_stay_reproducible(trained_model, batched):
+    shared = [ChatSession(trained_model, seed=7, max_new_chars=60, serving=batched) for _ in range(3)]
     solo = ChatSession(trained_model, seed=7, max_new_chars=60)
     expected = "".join(solo.send("ANNA:\nThe moon."))
     replies = [None] * 3
@@ -79,17 +83,15 @@ def test_chat_sessions_share_a_decoder_and_stay_reproducible(trained_model):
     assert torch.allclose(shared[0].state[1], solo.state[1], atol=1e-4)
 
 
-def test_short_prompts_are_fed_in_the_batched_steps(trained_model):
-    calls = []
-    handle = trained_model.lstm.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[1]))
-    decoder = Decoder(trained_model)
-    try:
-        s = stream(trained_model, "CLEO:\nSing.\n\nANNA:\n", max_new_chars=40, seed=4, decoder=decoder)
-        batched = "".join(s)
-    finally:
-        handle.remove()
-    assert calls == []  # the prompt was read by the decoder's steps, not by an nn.LSTM call
-    assert decoder.rows == len("CLEO:\nSing.\n\nANNA:\n") + 40
-    alone = stream(trained_model, "CLEO:\nSing.\n\nANNA:\n", max_new_chars=40, seed=4)
-    assert batched == "".join(alone)
-    torch.testing.assert_close(s.state[1], alone.state[1], atol=1e-5, rtol=1e-5)
+def test_stop_sequences_end_batched_replies_as_they_end_lone_ones(trained_model, batched):
+    # Both paths must cut at the same place, keep the stop out of the text and feed it to the LSTM.
+    settings = dict(max_new_chars=400, temperature=0.8, stop=["\n\n", "zzz"])
+    for seed in range(30):  # the first seed whose reply ends with a blank line
+        alone = stream(trained_model, "ANNA:\n", seed=seed, **settings)
+        text = "".join(alone)
+        if alone.stopped_by == "stop":
+            break
+    together = stream(trained_model, "ANNA:\n", seed=seed, serving=batched, **settings)
+    assert "".join(together) == text == together.text and alone.stopped_by == together.stopped_by == "stop"
+    assert together.stop_text == alone.stop_text == "\n\n" and "\n\n" not in text
+    torch.testing.assert_close(together.state[1], alone.state[1], atol=1e-5, rtol=1e-5)

@@ -59,7 +59,8 @@ def test_batch_must_split_evenly(play_file, tmp_path):
 
 
 def test_more_processes_than_gpus_is_refused_with_what_to_do(monkeypatch):
-    from lstm_model.train import TrainingStopped, init_distributed
+    from lstm_model.distributed import init_distributed
+    from lstm_model.train_config import TrainingStopped
 
     monkeypatch.setattr("torch.cuda.is_available", lambda: True)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 1)

@@ -3,7 +3,8 @@ import warnings
 import pytest
 import torch
 
-from lstm_model.generate import SamplingError, Stepper, generate, stream
+from lstm_model.generate import generate, stream
+from lstm_model.sampling import SamplingError
 
 
 def test_same_seed_same_text_and_stream_equals_generate(trained_model):
@@ -19,10 +20,10 @@ def test_same_seed_same_text_and_stream_equals_generate(trained_model):
 
 
 def test_long_prompts_go_through_the_lstm_in_one_call_short_ones_through_the_step(trained_model):
-    from lstm_model.generate import PREFILL_CHARS
+    from lstm_model.generate import PROMPT_STEP_CHARS
 
     long, short = "ANNA:\nThe sea is calm and the moon is bright.\n", "ANNA:\n"
-    assert len(short) <= PREFILL_CHARS < len(long)
+    assert len(short) <= PROMPT_STEP_CHARS < len(long)
     calls = []
     handle = trained_model.lstm.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[1]))
     try:
@@ -94,19 +95,6 @@ def test_bad_settings_are_clear(trained_model, settings):
 def test_top_k_above_vocabulary_is_clamped(trained_model):
     text, _ = generate(trained_model, "A", max_new_chars=10, top_k=10**6, seed=1)
     assert len(text) == 10
-
-
-def test_stepper_equals_nn_lstm(trained_model):
-    ids = torch.tensor(trained_model.vocab.encode("ANNA:\nThe moon is bright.\n\nBEN:\n"))
-    stepper = Stepper.for_model(trained_model)
-    state = trained_model.begin_state(1)
-    for t in range(len(ids)):
-        logits, state = stepper.step(ids[t : t + 1], state)
-    with torch.no_grad():
-        out, (h, c) = trained_model.lstm(trained_model.embedding(ids[None]))
-        expected = trained_model.head(out[0, -1])
-    torch.testing.assert_close(logits[0], expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(state[1], c, atol=1e-5, rtol=1e-5)
 
 
 def test_cli_chat_carries_memory_and_takes_any_text(trained_dir):

@@ -91,12 +91,8 @@ def test_invalid_sources_are_clear(source):
 
 
 def test_unreachable_hub_is_one_clear_sentence():
-    import time
-
-    start = time.monotonic()
     with pytest.raises(ModelLoadError, match="Hugging Face Hub|not found") as info:
         load_model("someone/some-char-lstm@main")
-    assert time.monotonic() - start < 10
     assert "\n" not in str(info.value)
 
 

@@ -5,24 +5,27 @@ import threading
 import pytest
 import torch
 
+"""Int8 generation steps: how close they follow fp32, the check that decides whether they serve
+(lstm_model.evaluate.check_int8), training's int8.json and `python -m lstm_model.quantize`."""
+
 from lstm_model import load_model
-from lstm_model.batching import Decoder
 from lstm_model.data import encode
-from lstm_model.generate import Stepper, stream
-from lstm_model.onnx_step import OrtStepper
-from lstm_model.session import ChatSession
-from lstm_model.quantize import CHECK_FILE, MAX_LOSS_RISE, check_int8, main, resolve_int8, step_loss
-from lstm_model.train import evaluate_text
+from lstm_model.evaluate import check_int8, text_loss, whole_text_loss
+from lstm_model.generate import stream
+from lstm_model.hub import INT8_CHECK_FILE as CHECK_FILE, load_int8_check
+from lstm_model.quantize import main
+from lstm_model.serving import MAX_LOSS_RISE, Serving
+from lstm_model.step import OrtStep, TorchStep
 
 
 @pytest.fixture
-def model(trained_dir):
-    return load_model(trained_dir[0])  # a fresh copy: these tests switch int8 on and off
+def model(trained_model):
+    return trained_model
 
 
 def test_int8_steps_follow_the_fp32_steps(model, play_text):
     ids = torch.tensor(model.vocab.encode(play_text[:400]))
-    fp32, int8 = Stepper(model), OrtStepper(model, int8=True)
+    fp32, int8 = TorchStep(model), OrtStep(model, int8=True)
     state_a = state_b = model.begin_state(1)
     agree = 0
     for i in ids[:-1]:
@@ -34,11 +37,15 @@ def test_int8_steps_follow_the_fp32_steps(model, play_text):
     assert not torch.equal(logits_a, logits_b)  # really a different (int8) computation
 
 
-def test_step_loss_reads_the_text_as_evaluation_does(model, play_text):
+def test_the_step_reads_the_text_as_nn_lstm_does_in_the_one_loss_loop(model, play_text):
     ids = encode(model.vocab, play_text[:3000])
-    loss, count = step_loss(model, ids, int8=False, streams=1)
-    assert count == ids.numel()
-    assert loss == pytest.approx(evaluate_text(model, ids), abs=1e-4)
+    stepped = text_loss(model, ids, step=OrtStep(model))
+    assert stepped.count == ids.numel()
+    assert stepped.mean == pytest.approx(whole_text_loss(model, ids), abs=1e-4)
+    check = check_int8(model, ids, streams=4)
+    assert check["characters"] == ids.numel() // 4 * 4 and check["streams"] == 4
+    assert check["fp32_loss"] == pytest.approx(text_loss(model, ids[: check["characters"]].view(4, -1),
+                                                         step=TorchStep(model)).mean, abs=1e-4)
 
 
 def test_training_writes_the_int8_check_and_load_model_reads_it(trained_dir, model):
@@ -48,38 +55,23 @@ def test_training_writes_the_int8_check_and_load_model_reads_it(trained_dir, mod
     assert check["loss_rise"] == pytest.approx(check["int8_loss"] - check["fp32_loss"], abs=2e-6)
     assert check["ok"] == (check["loss_rise"] <= MAX_LOSS_RISE)
     assert abs(check["loss_rise"]) < 0.05 and check["characters"] > 1000
-    assert model.int8_check == check
+    assert load_int8_check(out) == check
     assert run.metrics["int8_step_loss"] == check["int8_loss"]
     with open(f"{out}/final_metrics.json") as f:
         assert json.load(f)["fp32_step_loss"] == check["fp32_loss"]
 
 
-def test_auto_serves_int8_only_where_the_measured_rise_is_small(model):
-    model.int8_check = {"loss_rise": 0.004, "ok": True}
-    assert resolve_int8(model, "auto")[0] and model.serve_int8
-    assert Stepper.for_model(model).int8
-    model.int8_check = {"loss_rise": 0.02, "ok": False}
-    on, why = resolve_int8(model, "auto")
-    assert not on and not model.serve_int8 and "0.02" in why
-    assert not Stepper.for_model(model).int8  # the cached stepper follows the switch
-    model.int8_check = None
-    assert not resolve_int8(model, "auto")[0]
-    assert ChatSession(model).memory_report()["generation_steps"] == "fp32"
-    assert resolve_int8(model, "on")[0]
-    assert ChatSession(model).memory_report()["generation_steps"] == "int8"
-    assert not resolve_int8(model, "off")[0]
-    with pytest.raises(ValueError, match="auto, on, off"):
-        resolve_int8(model, "fast")
-
-
 def test_int8_batched_sessions_get_the_text_they_would_get_alone(model):
-    model.serve_int8 = True
+    alone_serving = Serving(model, int8="on")
+    batched = Serving(model, int8="on", batching=True)
     prompts = ["ANNA:\n", "BEN:\nThe sea is calm.\n\nCLEO:\n", "CLEO:\n", "ANNA:\nSing.\n\n"]
-    alone = ["".join(stream(model, p, max_new_chars=120, temperature=0.9, top_k=8, seed=i)) for i, p in enumerate(prompts)]
-    decoder, together = Decoder(model), [None] * len(prompts)
+    alone = ["".join(stream(model, p, max_new_chars=120, temperature=0.9, top_k=8, seed=i, serving=alone_serving))
+             for i, p in enumerate(prompts)]
+    together = [None] * len(prompts)
 
     def run(i):
-        together[i] = "".join(stream(model, prompts[i], max_new_chars=120, temperature=0.9, top_k=8, seed=i, decoder=decoder))
+        together[i] = "".join(stream(model, prompts[i], max_new_chars=120, temperature=0.9, top_k=8, seed=i,
+                                     serving=batched))
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
     for t in threads:
@@ -87,11 +79,11 @@ def test_int8_batched_sessions_get_the_text_they_would_get_alone(model):
     for t in threads:
         t.join(timeout=60)
     assert together == alone
-    assert Stepper.for_model(model).int8 and decoder.steps < decoder.rows  # the shared steps ran in int8
+    assert batched.step().int8 and batched.decoder.steps < batched.decoder.rows  # the shared steps ran in int8
 
 
 def test_check_int8_refuses_a_model_off_cpu(model, monkeypatch):
-    monkeypatch.setattr("lstm_model.quantize.int8_available", lambda m: False)
+    monkeypatch.setattr("lstm_model.step.onnxruntime_available", lambda: False)
     with pytest.raises(ValueError, match="CPU and onnxruntime"):
         check_int8(model, torch.tensor([1, 2, 3]))
 
@@ -104,14 +96,14 @@ def test_quantize_cli_measures_and_writes(trained_dir, play_file, tmp_path, caps
     out = capsys.readouterr().out
     assert "fp32 steps:" in out and "int8 steps:" in out and "rise" in out
     check = json.loads((folder / CHECK_FILE).read_text())
-    assert check["streams"] == 8 and load_model(str(folder)).int8_check == check
+    assert check["streams"] == 8 and load_int8_check(str(folder)) == check
     assert main(["--model", str(tmp_path / "missing"), "--dataset", play_file]) == 1
     assert "error:" in capsys.readouterr().err
 
 
 def test_an_int8_row_does_not_depend_on_the_rows_batched_with_it(model):
     torch.manual_seed(0)
-    stepper = OrtStepper(model, int8=True)
+    stepper = OrtStep(model, int8=True)
     h = torch.rand(2, 9, model.hidden_size) * 1.8 - 0.9
     c = torch.randn(2, 9, model.hidden_size)
     h[:, 0] *= 0.01  # a row with a much smaller range than the others

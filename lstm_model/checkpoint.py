@@ -1,0 +1,127 @@
+"""Checkpoint files, each written to a temporary file and renamed, so that a kill at any moment
+leaves the last good checkpoint readable.
+
+A training folder holds a Hub-layout model (config.json, model.safetensors) and
+`training_state.safetensors`: weights, optimizer, scheduler, step, RNG states, the carried LSTM
+state and the data position, with its JSON metadata in the safetensors header. `--resume`
+continues from it exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+
+STATE_NAME = "training_state.safetensors"
+
+
+def atomic_path(final: str) -> str:
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".", suffix=".tmp", dir=os.path.dirname(final) or ".")
+    os.close(fd)
+    return tmp
+
+
+def fsync_replace(tmp: str, final: str) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+def save_training_state(path: str, model, optimizer, scheduler, meta: dict, carry, rng_states=None) -> None:
+    """One safetensors file holding everything --resume needs; written to a temp file, then renamed."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for idx, st in opt["state"].items():
+        for key, value in st.items():
+            tensors[f"opt.{idx}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if rng_states is not None:  # one CPU RNG state per rank of a torchrun job
+        for rank in range(1, rng_states.shape[0]):
+            tensors[f"rng.cpu.rank{rank}"] = rng_states[rank].contiguous()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    if carry is not None:
+        tensors["carry.h"] = carry[0].detach().cpu().contiguous()
+        tensors["carry.c"] = carry[1].detach().cpu().contiguous()
+    meta = dict(meta, param_groups=opt["param_groups"], scheduler=scheduler.state_dict())
+    tmp = atomic_path(path)
+    try:
+        save_file(tensors, tmp, metadata={"json": json.dumps(meta)})
+        fsync_replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_state_metadata(path: str) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        return json.loads(f.metadata()["json"])
+
+
+def load_training_state(path: str, model, optimizer, scheduler, device, rank: int = 0):
+    from safetensors.torch import load_file
+
+    tensors = load_file(path)
+    meta = read_state_metadata(path)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    if rank == 0:
+        torch.set_rng_state(tensors["rng.cpu"])
+    elif f"rng.cpu.rank{rank}" in tensors:
+        torch.set_rng_state(tensors[f"rng.cpu.rank{rank}"])
+    else:  # resumed with more processes than saved: a fresh, distinct stream for the new rank
+        torch.manual_seed(meta["config"]["seed"] + 7919 * rank + meta["step"])
+    if torch.cuda.is_available():
+        cuda_states = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+        if cuda_states:
+            torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+    carry = None
+    if "carry.h" in tensors:
+        carry = (tensors["carry.h"].to(device), tensors["carry.c"].to(device))
+    return meta, carry
+
+
+def save_model_folder(out: str, model) -> None:
+    """config.json + model.safetensors, each replaced atomically."""
+    if model.head.weight.device.type != "cpu":
+        # cuDNN flattens the LSTM weights into one buffer; safetensors refuses such shared storage.
+        model = copy.deepcopy(model).to("cpu")
+    with tempfile.TemporaryDirectory(dir=out, prefix=".save-") as tmp:
+        model.save_pretrained(tmp)
+        for name in ("config.json", "model.safetensors"):
+            fsync_replace(os.path.join(tmp, name), os.path.join(out, name))
+
+
+
+def write_json(path: str, data: dict) -> None:
+    """A JSON file written to a temporary file and renamed (never half-written)."""
+    tmp = atomic_path(path)
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
+
+
+def remove_stale_temporaries(out: str) -> None:
+    """Temporary files of a save that was killed midway (the real files are intact)."""
+    for name in os.listdir(out):
+        path = os.path.join(out, name)
+        if name.startswith(".") and name.endswith(".tmp") and os.path.isfile(path):
+            os.remove(path)
+        elif name.startswith(".save-") and os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,125 @@
+"""The one loss loop, and the measures built on it.
+
+`text_loss` reads ids with the LSTM state carried through them and scores every character
+against the prediction made before it. Everything that measures a loss uses it: training's
+estimates (`stream_loss` over contiguous batches, `whole_text_loss` over the whole validation
+text), the int8 check (`check_int8`: the same loop through the serving step, one character a
+step), the benchmarks and the chat session's memory benefit (a message scored from the carried
+state and from a fresh one).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .serving import MAX_LOSS_RISE
+from .step import make_step, pick_engine
+
+LN2 = math.log(2)
+
+
+@dataclass
+class Loss:
+    """Summed cross-entropy (nats) over `count` scored characters, and the state after reading."""
+
+    total: float
+    count: int
+    state: tuple
+
+    @property
+    def mean(self) -> float | None:
+        """nats per character (None when nothing was scored)."""
+        return self.total / self.count if self.count else None
+
+
+@torch.no_grad()
+def text_loss(model, ids: torch.Tensor, state=None, *, score_first: bool = True, scored: int | None = None,
+              chunk: int = 4096, step=None) -> Loss:
+    """The loss loop. `ids` (batch, T), or (T,) for one text, read in order from `state`
+    (default fresh), the state carried through all of it.
+
+    Character t is scored against the prediction made after t-1; the first one against the
+    prediction of `state` itself (unless `score_first` is False). Only the first `scored`
+    characters of each row count (all by default; the rest is still read). By default nn.LSTM
+    reads `chunk` characters a call; with `step` (a generation step, lstm_model.step) one
+    character a step, as serving does.
+    """
+    was_training = model.training
+    model.eval()
+    device = model.head.weight.device
+    ids = (ids[None] if ids.dim() == 1 else ids).to(device)
+    rows, length = ids.shape
+    limit = length if scored is None else min(scored, length)
+    if state is None:
+        state = model.begin_state(rows, device)
+    previous = model.logits_from_state(state) if score_first else None  # predicts the next character
+    total, count, width = 0.0, 0, 1 if step is not None else chunk
+    for start in range(0, length, width):
+        x = ids[:, start : start + width]
+        if step is not None:
+            logits, state = step.step(x[:, 0], state)
+            logits = logits[:, None]
+        else:
+            logits, state = model(x, state)
+        if previous is None:  # no prediction for x[:, 0]
+            predictions, targets, first = logits[:, :-1], x[:, 1:], start + 1
+        else:
+            predictions, targets, first = torch.cat([previous[:, None], logits[:, :-1]], dim=1), x, start
+        keep = max(0, min(targets.shape[1], limit - first))
+        if keep:
+            total += nn.functional.cross_entropy(predictions[:, :keep].reshape(-1, predictions.shape[-1]),
+                                                 targets[:, :keep].reshape(-1), reduction="sum").item()
+            count += rows * keep
+        previous = logits[:, -1]
+    model.train(was_training)
+    return Loss(total, count, state)
+
+
+def whole_text_loss(model, ids: torch.Tensor) -> float:
+    """nats/char of a whole text read once, batch 1, the state carried through all of it; every
+    character scored, the first from the fresh state (the head applied to H = 0)."""
+    return text_loss(model, ids).mean
+
+
+def stream_loss(model, streams: torch.Tensor, seq_len: int, max_batches: int | None = None) -> float:
+    """nats/char over contiguous (batch, length) streams as training reads them, the state carried
+    from batch to batch, at most `max_batches` windows of `seq_len` characters."""
+    if max_batches is not None:
+        streams = streams[:, : max_batches * seq_len + 1]
+    return text_loss(model, streams, score_first=False, chunk=seq_len).mean
+
+
+def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_chars: int = 1_000_000,
+               max_loss_rise: float = MAX_LOSS_RISE) -> dict:
+    """The loss of fp32 and int8 generation steps (ONNX Runtime) on the same held-out ids (at most
+    `max_chars` of them, from the start), cut into `streams` contiguous pieces read side by side,
+    each from a fresh state, every character scored. `ok` if the rise is <= `max_loss_rise`."""
+    import onnxruntime
+
+    if pick_engine(model) != "onnxruntime":
+        raise ValueError("Int8 steps need the model on CPU and onnxruntime (pip install onnxruntime onnx).")
+    ids = ids[:max_chars]
+    streams = max(1, min(streams, ids.numel()))
+    length = ids.numel() // streams
+    pieces = ids[: streams * length].view(streams, length)
+    losses = {}
+    for name, int8 in (("fp32", False), ("int8", True)):
+        step = make_step(model, "onnxruntime", int8)
+        losses[name] = text_loss(model, pieces, step=step).mean
+    rise = losses["int8"] - losses["fp32"]
+    return {
+        "fp32_loss": round(losses["fp32"], 6),
+        "int8_loss": round(losses["int8"], 6),
+        "loss_rise": round(rise, 6),
+        "max_loss_rise": max_loss_rise,
+        "ok": bool(math.isfinite(rise) and rise <= max_loss_rise),
+        "characters": streams * length,
+        "streams": streams,
+        "text": text,
+        "engine": "onnxruntime " + onnxruntime.__version__,
+        "torch": torch.__version__,
+    }

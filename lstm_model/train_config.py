@@ -1,0 +1,181 @@
+"""Training settings: the `TrainConfig` dataclass (saved with the checkpoint), the command line
+that fills it (defaults, then `--config FILE`, then the flags given), and their checks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from .checkpoint import STATE_NAME, read_state_metadata
+from .data import DEFAULT_DATASET
+
+# Flags whose value may change on --resume (the rest come from the saved config).
+RESUMABLE = {"max_steps", "epochs", "eval_every", "eval_batches", "push_to_hub", "device", "out", "resume", "quiet",
+             "sample_chars", "checkpoint_every"}
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = DEFAULT_DATASET
+    revision: str | None = None
+    text_column: str | None = None
+    train_split: str | None = None
+    val_split: str | None = None
+    val_fraction: float = 0.1
+    streaming: bool = False
+    vocab_from: str | None = None
+    # model
+    embed_dim: int = 64
+    hidden_size: int = 512
+    num_layers: int = 2
+    dropout: float = 0.2
+    forget_bias: float = 1.0
+    turn_separator: str = "\n\n"
+    stop_sequence: str = "\n\n"
+    # optimisation
+    batch_size: int = 64
+    seq_len: int = 128
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    max_steps: int | None = None
+    epochs: float = 1.0
+    # bookkeeping
+    eval_every: int = 200
+    eval_batches: int = 20
+    checkpoint_every: int | None = None
+    sample_chars: int = 300
+    seed: int = 1337
+    device: str = "auto"
+    out: str = "runs/char-lstm"
+    resume: bool = False
+    push_to_hub: str | None = None
+    quiet: bool = False
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+
+class TrainingStopped(RuntimeError):
+    """Training cannot go on; the message is for a person."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lstm_model.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
+    d = TrainConfig()
+    add = p.add_argument
+    add("--config", help="JSON file of settings (keys as the flags, with _ for -); flags given here override it")
+    add("--dataset", help=f"Hub dataset id, local .txt/.parquet/.jsonl/.csv file, folder of them, or save_to_disk folder (default {d.dataset})")
+    add("--revision", help="Hub dataset revision (default for karpathy/tiny_shakespeare: refs/convert/parquet)")
+    add("--text-column", help="column holding the text (default: 'text', or the only column)")
+    add("--train-split", help="split to train on (default: train)")
+    add("--val-split", help="validation split (default: the dataset's validation split, else --val-fraction)")
+    add("--val-fraction", type=float, help=f"hold out the last fraction of the text when there is no validation split (default {d.val_fraction})")
+    add("--streaming", action="store_true", help="stream the corpus (IterableDataset) instead of loading it into memory")
+    add("--vocab-from", help="take the vocabulary from this model (folder or repo id) instead of a first pass")
+    add("--embed-dim", type=int, help=f"character embedding size (default {d.embed_dim})")
+    add("--hidden-size", type=int, help=f"LSTM units per layer (default {d.hidden_size})")
+    add("--num-layers", type=int, help=f"LSTM layers (default {d.num_layers})")
+    add("--dropout", type=float, help=f"dropout on the embedding, between layers and before the head (default {d.dropout})")
+    add("--forget-bias", type=float, help=f"initial forget-gate bias (default {d.forget_bias})")
+    add("--turn-separator", help="text appended to each chat message (default: a blank line)")
+    add("--stop-sequence", help="text that ends a chat reply (default: a blank line)")
+    add("--batch-size", type=int, help=f"contiguous streams per batch (default {d.batch_size})")
+    add("--seq-len", type=int, help=f"characters per truncated-BPTT window (default {d.seq_len})")
+    add("--lr", type=float, help=f"peak AdamW learning rate (default {d.lr})")
+    add("--min-lr-ratio", type=float, help=f"final learning rate as a fraction of --lr (default {d.min_lr_ratio})")
+    add("--warmup-steps", type=int, help=f"linear warm-up steps (default {d.warmup_steps})")
+    add("--weight-decay", type=float, help=f"AdamW weight decay on weight matrices (default {d.weight_decay})")
+    add("--grad-clip", type=float, help=f"gradient norm clip (default {d.grad_clip})")
+    add("--max-steps", type=int, help="stop after this many optimiser steps (default: --epochs)")
+    add("--epochs", type=float, help=f"passes over the training text (default {d.epochs})")
+    add("--eval-every", type=int, help=f"steps between evaluations and checkpoints (default {d.eval_every})")
+    add("--eval-batches", type=int, help=f"batches per loss estimate (default {d.eval_batches})")
+    add("--checkpoint-every", type=int, help="steps between checkpoints (default: --eval-every)")
+    add("--sample-chars", type=int, help=f"length of the sample in the model card (default {d.sample_chars})")
+    add("--seed", type=int, help=f"random seed (default {d.seed})")
+    add("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default auto)")
+    add("--out", help=f"output folder (default {d.out})")
+    add("--resume", action="store_true", help="continue the run saved in --out")
+    add("--push-to-hub", metavar="REPO_ID", help="upload the result to this Hub model repo when done")
+    add("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def resolve_config(argv=None) -> TrainConfig:
+    """Defaults, then --config FILE, then the flags actually given."""
+    args = build_parser().parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
+    values: dict = {}
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                values = json.load(f)
+        except (OSError, ValueError) as err:
+            raise TrainingStopped(f"Could not read --config {args.config} ({err}); give a JSON file of settings.") from None
+        unknown = set(values) - TrainConfig.field_names()
+        if unknown:
+            raise TrainingStopped(f"--config {args.config} has unknown settings {sorted(unknown)}; see --help for the names.")
+    values.update(given)
+    if values.get("resume"):
+        saved = read_saved_config(values.get("out", TrainConfig.out))
+        if saved is not None:
+            changed = {k for k, v in values.items() if k not in RESUMABLE and k in saved and saved[k] != v}
+            if changed:
+                print(f"note: --resume keeps the saved settings for {sorted(changed)}", file=sys.stderr)
+            merged = dict(saved)
+            merged.update({k: v for k, v in values.items() if k in RESUMABLE})
+            values = merged
+    config = TrainConfig(**{k: v for k, v in values.items() if k in TrainConfig.field_names()})
+    check_settings(config)
+    return config
+
+
+def check_settings(c: TrainConfig) -> None:
+    problems = []
+    for name in ("embed_dim", "hidden_size", "num_layers", "batch_size", "seq_len", "eval_every", "eval_batches"):
+        if getattr(c, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0.0 <= c.dropout < 1.0:
+        problems.append("--dropout must be in [0, 1)")
+    if c.lr <= 0:
+        problems.append("--lr must be positive")
+    if c.max_steps is not None and c.max_steps < 1:
+        problems.append("--max-steps must be at least 1")
+    if c.epochs <= 0:
+        problems.append("--epochs must be positive")
+    if problems:
+        raise TrainingStopped("; ".join(problems) + ".")
+
+
+def read_saved_config(out: str) -> dict | None:
+    path = os.path.join(out, STATE_NAME)
+    if not os.path.isfile(path):
+        return None
+    return read_state_metadata(path)["config"]
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainingStopped("--device cuda was asked for but no CUDA GPU is available; use --device cpu or auto.")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise TrainingStopped("--device mps was asked for but Apple's MPS is not available; use --device cpu or auto.")
+    return torch.device(name)
+

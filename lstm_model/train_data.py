@@ -1,0 +1,102 @@
+"""The data a training run reads: training batches from a resumable position, and the validation
+text, for in-memory or streaming corpora (lstm_model.data), split between torchrun ranks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .data import StreamBatches, StreamingCorpus, batchify, encode, get_batch, load_corpus, num_batches
+from .distributed import Dist
+from .evaluate import stream_loss
+from .hub import ModelLoadError, load_model
+from .model import CharLSTM
+from .train_config import TrainConfig, TrainingStopped
+
+LN2 = math.log(2)
+
+
+def join_batches(batches) -> torch.Tensor:
+    """Consecutive (inputs, targets) batches of contiguous streams joined back into the streams
+    (batch, length): each batch's inputs, then the last targets' final column."""
+    return torch.cat([x for x, _ in batches] + [batches[-1][1][:, -1:]], dim=1)
+
+
+class TrainingData:
+    """Training and validation batches for in-memory or streaming corpora, with a resumable position."""
+
+    def __init__(self, c: TrainConfig, device, ddp: Dist | None = None):
+        self.c, self.device, self.ddp = c, device, ddp or Dist()
+        vocab = None
+        if c.vocab_from:
+            try:
+                vocab = load_model(c.vocab_from).vocab
+            except ModelLoadError as err:
+                raise TrainingStopped(f"--vocab-from: {err}") from None
+        if c.streaming:
+            self.corpus = StreamingCorpus(c.dataset, c.revision, c.text_column, c.val_fraction, c.train_split,
+                                          c.val_split, vocab=vocab)
+            self.vocab = self.corpus.vocab()
+            self.train = StreamBatches(self.corpus, "train", c.batch_size // self.ddp.world, c.seq_len,
+                                       rank=self.ddp.rank, world=self.ddp.world)
+            val = StreamBatches(self.corpus, "val", min(c.batch_size, 16), c.seq_len)
+            xs, ys = [], []
+            for _, x, y in val.iterate():
+                xs.append(x)
+                ys.append(y)
+                if len(xs) >= c.eval_batches:
+                    break
+            self.val_streams = join_batches(list(zip(xs, ys)))
+            self.val_ids = None
+            self.batches_per_epoch = len(self.train)
+            self.val_from = self.corpus.val_from
+            self.train_chars = self.corpus.length("train")
+        else:
+            corpus = load_corpus(c.dataset, c.revision, c.text_column, c.val_fraction, c.train_split, c.val_split)
+            self.vocab = vocab or corpus.vocab()
+            self.train_ids = encode(self.vocab, corpus.train)
+            self.val_ids = encode(self.vocab, corpus.val)
+            self.val_streams = batchify(self.val_ids, min(c.batch_size, 16)).to(device)
+            self.batches_per_epoch = num_batches(batchify(self.train_ids, c.batch_size), c.seq_len)
+            self.val_from = corpus.val_from
+            self.train_chars = len(corpus.train)
+        if self.batches_per_epoch < 1:
+            raise TrainingStopped("The training text is too short for this --batch-size and --seq-len; lower them.")
+
+    def epoch_streams(self, epoch: int, all_rows: bool = False) -> torch.Tensor:
+        """The training text as (batch, length) streams (this rank's rows unless `all_rows`); each
+        epoch after the first starts at a random offset (seeded), so BPTT windows fall at new places."""
+        offset = 0
+        if epoch > 0:
+            g = torch.Generator().manual_seed(self.c.seed * 1000 + epoch)
+            offset = int(torch.randint(0, self.c.seq_len, (1,), generator=g))
+        streams = batchify(self.train_ids[offset:], self.c.batch_size)
+        return (streams if all_rows else streams[self.ddp.rows(self.c.batch_size)]).to(self.device)
+
+    def epoch_batches(self, epoch: int, start: int):
+        """Yield (index, x, y) for one epoch from batch `start`."""
+        if self.c.streaming:
+            for index, x, y in self.train.iterate(start):
+                yield index, x.to(self.device), y.to(self.device)
+            return
+        streams = self.epoch_streams(epoch)
+        for index in range(start, num_batches(streams, self.c.seq_len)):
+            x, y = get_batch(streams, index, self.c.seq_len)
+            yield index, x, y
+
+    def estimate_loss(self, model: CharLSTM) -> dict:
+        """Train and validation loss in eval mode over `eval_batches` contiguous batches each."""
+        c = self.c
+        if c.streaming:
+            val = stream_loss(model, self.val_streams, c.seq_len)
+            train_batches = []
+            for _, x, y in self.train.iterate(0):
+                train_batches.append((x, y))
+                if len(train_batches) >= c.eval_batches:
+                    break
+            train = stream_loss(model, join_batches(train_batches), c.seq_len)
+        else:
+            val = stream_loss(model, self.val_streams, c.seq_len, c.eval_batches)
+            train = stream_loss(model, self.epoch_streams(0, all_rows=True), c.seq_len, c.eval_batches)
+        return {"train_loss": train, "val_loss": val, "train_bpc": train / LN2, "val_bpc": val / LN2}
