@@ -21,6 +21,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from appserver import percentile, start_app  # noqa: E402
+
 LINES = ["ROMEO:\nWhat light through yonder window breaks?", "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?",
          "KING RICHARD III:\nNow is the winter of our discontent.", "HAMLET:\nTo be, or not to be."]
 

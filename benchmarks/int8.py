@@ -1,4 +1,4 @@
-"""Int8 generation steps (lstm_model/quantize.py) and the ONNX Runtime step: loss and speed.
+"""Int8 generation steps and the ONNX Runtime step (lstm_model/step.py): loss and speed.
 
     python benchmarks/int8.py --model assets/shakespeare --text ../shared/data/tinyshakespeare.txt
 
@@ -9,7 +9,7 @@ serve only if the loss rises by <= 0.01 nats/char.
 
 Speed: one reply alone (batch 1, in a worker thread as the app without batching) and 16 replies
 batched by one Decoder, each with three steps run back to back in each repetition: the torch
-step (generate.Stepper, fp32), ONNX Runtime fp32 and ONNX Runtime int8 (lstm_model/onnx_step.py);
+step (TorchStep, fp32), ONNX Runtime fp32 and ONNX Runtime int8 (OrtStep), each a Serving;
 medians of --reps and the medians of the per-repetition ratios to the torch step and of int8 to
 fp32 on ONNX Runtime. Torch and ONNX Runtime use one thread each, as app.py runs them.
 """
@@ -24,12 +24,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-
 from quality import held_out, held_out_arguments  # noqa: E402
 from serve_batch import one_after_another, together  # noqa: E402
-from lstm_model.batching import Decoder  # noqa: E402
-from lstm_model.generate import Stepper  # noqa: E402
-from lstm_model.quantize import check_int8  # noqa: E402
+
+from lstm_model.evaluate import check_int8  # noqa: E402
+from lstm_model.serving import Serving  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -47,26 +46,20 @@ def main(argv=None) -> int:
           f"fp32 steps {check['fp32_loss']:.4f}, int8 steps {check['int8_loss']:.4f} nats/char, "
           f"rise {check['loss_rise']:+.4f} (limit {check['max_loss_rise']}): int8 {'allowed' if check['ok'] else 'refused'}")
 
-    decoder = Decoder(model)
-    configs = [("torch", False), ("onnxruntime", False), ("onnxruntime", True)]
-
-    def use(engine, int8):
-        os.environ["LSTM_STEP_ENGINE"] = engine  # read by generate.step_engine at every reply
-        model.serve_int8 = int8
-
-    for config in configs:  # build (and quantise) every step before any timing
-        use(*config)
-        Stepper.for_model(model)
+    configs = [("torch", "off"), ("onnxruntime", "off"), ("onnxruntime", "on")]
+    servings = [(Serving(model, engine=e, int8=i, threads=1), Serving(model, engine=e, int8=i, threads=1, batching=True))
+                for e, i in configs]
+    for alone, batched in servings:  # build (and quantise) every step before any timing
+        alone.step(), batched.step()
     runs = {"alone": [], "batched": []}
     for _ in range(args.reps):
         for name in runs:
             speeds = []
-            for config in configs:
-                use(*config)
+            for alone, batched in servings:
                 if name == "alone":
-                    speeds.append(args.chars / one_after_another(model, [0], args.chars))
+                    speeds.append(args.chars / one_after_another(alone, [0], args.chars))
                 else:
-                    speeds.append(together(model, decoder, args.sessions, args.chars))
+                    speeds.append(together(batched, args.sessions, args.chars))
             runs[name].append(speeds)
     for name, reps in runs.items():
         what = "one reply alone" if name == "alone" else f"{args.sessions} replies batched"

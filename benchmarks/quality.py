@@ -19,8 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lstm_model import load_model  # noqa: E402
 from lstm_model.data import encode, load_corpus  # noqa: E402
+from lstm_model.evaluate import whole_text_loss  # noqa: E402
 from lstm_model.generate import generate  # noqa: E402
-from lstm_model.train import evaluate_text  # noqa: E402
 
 
 def held_out_arguments(p: argparse.ArgumentParser) -> None:
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     model, corpus, ids = held_out(args)
     unknown = model.vocab.unknown(corpus.val)
     start = time.perf_counter()
-    loss = evaluate_text(model, ids)
+    loss = whole_text_loss(model, ids)
     seconds = time.perf_counter() - start
     print(f"model: {args.model or 'bundled default'} ({model.num_parameters():,} parameters)")
     print(f"held-out text: {corpus.val_from} of {args.text}: {ids.numel():,} characters"

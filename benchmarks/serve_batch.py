@@ -14,8 +14,9 @@ within 10%).
 The machine is shared and its speed drifts by up to 2x within a minute, so each repetition runs
 half the sessions one after another, then all together, then the other half one after another,
 and the ratio is taken per repetition; the figures are medians over --reps.
---steps measures fp32 and/or int8 generation steps (lstm_model/quantize.py), --engine the step's
-engine (ONNX Runtime or torch), the same on both sides of each ratio. Torch (and with it ONNX
+--steps measures fp32 and/or int8 generation steps, --engine the step's engine (ONNX Runtime or
+torch), the same on both sides of each ratio (two lstm_model.serving.Serving objects that differ
+only in batching). Torch (and with it ONNX
 Runtime) runs with one thread, as in app.py: in threads other than the main one, a second OpenMP
 thread makes the torch step slower, not faster.
 """
@@ -34,17 +35,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from lstm_model import CharLSTM  # noqa: E402
-from lstm_model.batching import Decoder  # noqa: E402
-from lstm_model.generate import step_engine, stream  # noqa: E402
+from lstm_model.generate import stream  # noqa: E402
+from lstm_model.serving import Serving  # noqa: E402
 
 VOCAB = [chr(c) for c in range(32, 127)] + ["\n"]
 
 
-def together(model, decoder, n, chars) -> float:
+def together(batched: Serving, n, chars) -> float:
+    """n sessions at once through `batched` (a Serving with batching); aggregate chars/s."""
     barrier = threading.Barrier(n + 1)
 
     def session(k):
-        s = stream(model, "ROMEO:\n", max_new_chars=chars, temperature=0.9, top_k=40, seed=k, decoder=decoder)
+        s = stream(batched.model, "ROMEO:\n", max_new_chars=chars, temperature=0.9, top_k=40, seed=k, serving=batched)
         barrier.wait()
         for _ in s:
             pass
@@ -59,7 +61,7 @@ def together(model, decoder, n, chars) -> float:
     return n * chars / (time.perf_counter() - start)
 
 
-def one_after_another(model, sessions, chars) -> float:
+def one_after_another(alone: Serving, sessions, chars) -> float:
     """Sessions `sessions` (their seeds) in turn, each stepping alone in a worker thread (as the app
     without batching); returns the seconds taken."""
     result = []
@@ -67,7 +69,8 @@ def one_after_another(model, sessions, chars) -> float:
     def work():
         start = time.perf_counter()
         for k in sessions:
-            for _ in stream(model, "ROMEO:\n", max_new_chars=chars, temperature=0.9, top_k=40, seed=k):
+            for _ in stream(alone.model, "ROMEO:\n", max_new_chars=chars, temperature=0.9, top_k=40, seed=k,
+                            serving=alone):
                 pass
         result.append(time.perf_counter() - start)
 
@@ -77,23 +80,22 @@ def one_after_another(model, sessions, chars) -> float:
     return result[0]
 
 
-def paired(model, decoder, n, chars) -> tuple[float, float]:
+def paired(alone, batched, n, chars) -> tuple[float, float]:
     """One repetition: the first half of the sessions one after another, all n together, then the
     second half one after another (so both see the same moment of a drifting machine).
     Returns (together, one after another) aggregate chars/s."""
-    first = one_after_another(model, range(n // 2), chars)
-    batched = together(model, decoder, n, chars)
-    second = one_after_another(model, range(n // 2, n), chars)
-    return batched, n * chars / (first + second)
+    first = one_after_another(alone, range(n // 2), chars)
+    rate = together(batched, n, chars)
+    second = one_after_another(alone, range(n // 2, n), chars)
+    return rate, n * chars / (first + second)
 
 
-def one_user(model, decoder, chars, pairs) -> tuple[float, float, float]:
+def one_user(alone, batched, chars, pairs) -> tuple[float, float, float]:
     """One session through the decoder vs stepping alone, `pairs` times back to back (seeds vary).
     Returns the medians (alone chars/s, decoder chars/s, decoder / alone)."""
     runs = []
     for k in range(pairs):
-        alone = chars / one_after_another(model, [k], chars)
-        runs.append((alone, together(model, decoder, 1, chars)))
+        runs.append((chars / one_after_another(alone, [k], chars), together(batched, 1, chars)))
     return (statistics.median(a for a, _ in runs), statistics.median(b for _, b in runs),
             statistics.median(b / a for a, b in runs))
 
@@ -108,32 +110,33 @@ def main(argv=None) -> int:
                    help="back-to-back pairs for the one-user check (decoder vs alone); 0 to skip")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py sets them (default 1)")
     p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto",
-                   help="the step's engine (LSTM_STEP_ENGINE; default auto: ONNX Runtime where installed)")
+                   help="the step's engine (default auto: ONNX Runtime where installed)")
     p.add_argument("--steps", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"],
-                   help="generation steps to measure: fp32 and/or int8 (lstm_model/quantize.py); default both")
+                   help="generation steps to measure: fp32 and/or int8; default both")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    os.environ["LSTM_STEP_ENGINE"] = args.engine
     if args.engine == "torch" and "int8" in args.steps:
         p.error("int8 steps run on ONNX Runtime: with --engine torch, measure --steps fp32")
     torch.manual_seed(0)
     model = CharLSTM(vocab=VOCAB, embed_dim=64, hidden_size=args.hidden, num_layers=2, dropout=0.0).eval()
-    decoder = Decoder(model)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, steps on {step_engine(model)}, 2x{args.hidden} model, "
-          f"{args.chars} characters per session, medians of {args.reps}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, steps on {Serving(model, engine=args.engine).engine}, "
+          f"2x{args.hidden} model, {args.chars} characters per session, medians of {args.reps}")
     for steps in args.steps:
-        model.serve_int8 = steps == "int8"  # what resolve_int8 sets; both sides of each ratio use it
-        together(model, decoder, 2, 50)  # warm up
+        int8 = "on" if steps == "int8" else "off"
+        alone = Serving(model, engine=args.engine, int8=int8, threads=args.threads)
+        batched = Serving(model, engine=args.engine, int8=int8, threads=args.threads, batching=True)
+        together(batched, 2, 50)  # warm up (builds both steps)
+        one_after_another(alone, [0], 50)
         if args.one_user_pairs:
-            alone, batched, ratio = one_user(model, decoder, args.chars, args.one_user_pairs)
-            print(f"{steps} one user: alone {alone:,.0f} chars/s, through the decoder {batched:,.0f} chars/s, "
+            rate_alone, rate_batched, ratio = one_user(alone, batched, args.chars, args.one_user_pairs)
+            print(f"{steps} one user: alone {rate_alone:,.0f} chars/s, through the decoder {rate_batched:,.0f} chars/s, "
                   f"decoder / alone = {ratio:.2f} (median of {args.one_user_pairs} back-to-back pairs)", flush=True)
         for n in args.sessions:
-            runs = [paired(model, decoder, n, args.chars) for _ in range(args.reps)]
-            batched = statistics.median(t for t, _ in runs)
+            runs = [paired(alone, batched, n, args.chars) for _ in range(args.reps)]
+            rate = statistics.median(t for t, _ in runs)
             serial = statistics.median(s for _, s in runs)
             ratio = statistics.median(t / s for t, s in runs)
-            print(f"{steps} {n:>3} sessions: together {batched:8,.0f} chars/s aggregate ({batched / n:6,.0f} per session); "
+            print(f"{steps} {n:>3} sessions: together {rate:8,.0f} chars/s aggregate ({rate / n:6,.0f} per session); "
                   f"one after another {serial:6,.0f} chars/s; together / one after another = {ratio:5.1f}x "
                   f"(range {min(t / s for t, s in runs):.1f}-{max(t / s for t, s in runs):.1f})", flush=True)
     return 0

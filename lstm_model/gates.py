@@ -1,4 +1,4 @@
-"""The LSTM equations of DESIGN.md, step by step, from nn.LSTM's own weights.
+"""The LSTM equations (ARCHITECTURE.md, "The model"), step by step, from nn.LSTM's own weights.
 
     F_t  = σ(X_t W_xf + H_{t-1} W_hf + b_f)      I_t = σ(X_t W_xi + H_{t-1} W_hi + b_i)
     O_t  = σ(X_t W_xo + H_{t-1} W_ho + b_o)      C'_t = tanh(X_t W_xc + H_{t-1} W_hc + b_c)

@@ -27,6 +27,7 @@ from .gates import join_traces, trace
 from .generate import Stream, default_serving
 from .sampling import Sampling, SamplingError
 from .serving import Serving
+
 MAX_MESSAGE_CHARS = 20_000  # longer messages are cut to this many characters, with a notice
 MAX_SNAPSHOTS = 64  # turns that keep their state snapshots (undo/retry reach this far back)
 MAX_TURNS = 500  # turns kept in the transcript

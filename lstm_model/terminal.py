@@ -12,11 +12,11 @@ import argparse
 import json
 import sys
 
+from .generate import stream
 from .hub import ModelLoadError, load_int8_check, load_model
 from .sampling import SamplingError
 from .serving import INT8_MODES, Serving
 from .session import ChatSession
-from .generate import stream
 from .step import EngineError
 
 

@@ -10,7 +10,6 @@ import shutil
 
 import pytest
 
-
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,6 +22,38 @@ def url(app_url):
     return app_url
 
 
+# Counts the updates Gradio streams to the page: every response of the queue's event stream is
+# copied (as the page reads it) into window.__streams.
+RECORD_STREAMS = """
+window.__streams = [];
+const originalFetch = window.fetch;
+window.fetch = async (...args) => {
+  const response = await originalFetch(...args);
+  const url = String((args[0] && args[0].url) || args[0]);
+  if (!url.includes('/queue/data') || !response.body) return response;
+  const [copy, forPage] = response.body.tee();
+  const record = {text: ''};
+  window.__streams.push(record);
+  (async () => {
+    const reader = copy.getReader(), decoder = new TextDecoder();
+    for (;;) { const {done, value} = await reader.read(); if (done) break; record.text += decoder.decode(value); }
+  })();
+  return new Response(forPage, {status: response.status, statusText: response.statusText, headers: response.headers});
+};
+window.__events = () => {  // the messages received so far, by event: {event_id: [msg, ...]}
+  const events = {};
+  for (const record of window.__streams) {
+    for (const line of record.text.split('\\n')) {
+      if (!line.startsWith('data: {')) continue;
+      try { const m = JSON.parse(line.slice(6)); if (m.event_id) (events[m.event_id] = events[m.event_id] || []).push(m.msg); }
+      catch (e) { /* a line still arriving */ }
+    }
+  }
+  return events;
+};
+"""
+
+
 @pytest.fixture(scope="module")
 def page(url, tmp_path_factory):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
@@ -33,6 +64,7 @@ def page(url, tmp_path_factory):
                   "--disable-sync", "--no-first-run", "--disable-quic"],
         )
         page = browser.new_page(viewport={"width": 1500, "height": 1250})
+        page.add_init_script(RECORD_STREAMS)
         page.goto(url, wait_until="load")
         page.locator("#message textarea").wait_for()
         yield page
@@ -52,43 +84,60 @@ def timeline_src(page) -> str:
     return images.first.get_attribute("src") if images.count() else ""
 
 
-def send(page, text: str) -> list[str]:
-    """Type and send a message; return the reply's text as seen while it streamed."""
-    before = bot_messages(page).count()
+# True once every event the page has started has completed (its messages all arrived).
+IDLE = "() => Object.values(window.__events()).every(msgs => msgs.includes('process_completed'))"
+# True once an event not in `seen` has streamed updates and completed.
+REPLY_COMPLETED = """seen => Object.entries(window.__events()).some(([id, msgs]) => !seen.includes(id)
+    && msgs.includes('process_generating') && msgs.includes('process_completed'))"""
+
+
+def streamed_events(page) -> dict[str, list[dict]]:
+    """The messages Gradio streamed to the page so far, by event."""
+    events = {}
+    for record in page.evaluate("window.__streams"):
+        for line in record["text"].split("\n"):
+            try:
+                message = json.loads(line[len("data: "):]) if line.startswith("data: {") else None
+            except ValueError:  # a line still arriving
+                message = None
+            if message and message.get("event_id"):
+                events.setdefault(message["event_id"], []).append(message)
+    return events
+
+
+def send(page, text: str) -> list[dict]:
+    """Type and send a message, wait until the reply and the memory panel are done; return the
+    streamed updates of the reply, as Gradio sent them to the page."""
+    page.wait_for_function(IDLE, timeout=60_000)  # earlier events (a panel refresh) are done
+    turns = user_messages(page).count() + 1
+    seen = set(streamed_events(page))
     page.locator("#message textarea").fill(text)
     page.locator("#send").click()
-    page.wait_for_function(
-        "n => document.querySelectorAll('#chatbot .message-row.bot-row').length > n",
-        arg=before, timeout=30_000)
-    seen = []
-    last = bot_messages(page).last
-    for _ in range(200):
-        text_now = last.inner_text()
-        if not seen or text_now != seen[-1]:
-            seen.append(text_now)
-        if page.locator("#chatbot .generating, .progress-text").count() == 0 and len(seen) > 1:
-            break
-        page.wait_for_timeout(25)
-    page.wait_for_timeout(1500)
-    seen.append(last.inner_text())
-    return seen
+    page.get_by_text(f"Memory panel after turn {turns}").wait_for(timeout=60_000)  # chained after the reply
+    page.wait_for_function(REPLY_COMPLETED, arg=sorted(seen), timeout=60_000)
+    new = {k: v for k, v in streamed_events(page).items() if k not in seen}
+    replies = [messages for messages in new.values() if any(m["msg"] == "process_generating" for m in messages)]
+    assert len(replies) == 1 and replies[0][-1]["msg"] == "process_completed", new
+    return [m for m in replies[0] if m["msg"] == "process_generating"]
 
 
-def test_chat_streams_memory_panel_changes_undo_and_reset(page):
+def set_sampling(page, **values):
+    page.get_by_text("Sampling and memory").click()
+    for label, value in values.items():
+        page.get_by_label(label, exact=False).fill(value)
+    page.get_by_text("Sampling and memory").click()
+
+
+def test_chat_memory_panel_changes_undo_and_reset(page):
     assert "LSTM Memory Chat" in page.content()
     page.get_by_text("No turns yet").wait_for(timeout=30_000)
     empty_timeline = timeline_src(page)
-    # A fixed seed whose first reply is 137 characters long: long enough to watch it stream.
-    page.get_by_text("Sampling and memory").click()
-    page.get_by_label("Seed", exact=False).fill("4")
-    page.get_by_text("Sampling and memory").click()
-    seen = send(page, "ROMEO:\nWhat light through yonder window breaks?")
-    assert len(seen) >= 3, seen  # the reply grew while we watched: it streamed
-    page.get_by_text("Memory panel after turn 1").wait_for(timeout=30_000)
+    set_sampling(page, Seed="4")
+    send(page, "ROMEO:\nWhat light through yonder window breaks?")
     first_timeline = timeline_src(page)
     assert first_timeline and first_timeline != empty_timeline  # the memory panel changed
+    assert bot_messages(page).last.inner_text().strip()
     send(page, "JULIET:\nIt is the east, and Juliet is the sun.")
-    page.get_by_text("Memory panel after turn 2").wait_for(timeout=30_000)
     assert timeline_src(page) != first_timeline
     assert user_messages(page).count() == 2 and bot_messages(page).count() == 2
     assert page.locator("#heatmap img").count() == 1
@@ -101,6 +150,19 @@ def test_chat_streams_memory_panel_changes_undo_and_reset(page):
     page.locator("#reset").click()
     page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
     assert "Fresh conversation" in page.locator("#notice").inner_text()
+
+
+def test_the_reply_streams_into_the_page(page):
+    # 3,000 characters without a stop sequence take a second or more to write, and the app sends
+    # an update at least every 40 ms of it: many updates, each the reply so far.
+    set_sampling(page, **{"number input for Max characters": "3000", "Stop sequence": ""})
+    updates = send(page, "JULIET:\nO Romeo, Romeo!")
+    assert len(updates) >= 5, updates[:2]
+    reply = bot_messages(page).last.inner_text()
+    assert len(reply) >= 2500  # the whole reply arrived (line breaks aside)
+    set_sampling(page, **{"number input for Max characters": "500", "Stop sequence": "\\n\\n"})
+    page.locator("#reset").click()
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
 
 
 def test_html_in_messages_is_shown_as_text(page):

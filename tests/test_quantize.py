@@ -8,11 +8,11 @@ import torch
 """Int8 generation steps: how close they follow fp32, the check that decides whether they serve
 (lstm_model.evaluate.check_int8), training's int8.json and `python -m lstm_model.quantize`."""
 
-from lstm_model import load_model
 from lstm_model.data import encode
 from lstm_model.evaluate import check_int8, text_loss, whole_text_loss
 from lstm_model.generate import stream
-from lstm_model.hub import INT8_CHECK_FILE as CHECK_FILE, load_int8_check
+from lstm_model.hub import INT8_CHECK_FILE as CHECK_FILE
+from lstm_model.hub import load_int8_check
 from lstm_model.quantize import main
 from lstm_model.serving import MAX_LOSS_RISE, Serving
 from lstm_model.step import OrtStep, TorchStep

@@ -1,0 +1,292 @@
+"""The app's handlers: one per action (chat, retry, undo, reset, memory, load), used by the page
+and, through their type hints, by the named API endpoints; the sessions and served models they
+work on; the memory panel's figures for a session. Options come from app.py's command line.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+
+import gradio as gr
+
+from lstm_model import views
+from lstm_model.gates import units_following
+from lstm_model.hub import ModelLoadError, load_int8_check, load_model
+from lstm_model.sampling import SamplingError
+from lstm_model.serving import Serving
+from lstm_model.session import ChatSession
+from lstm_model.step import EngineError
+
+SESSION_TTL_S = 2 * 3600  # an idle session's memory is freed after this long
+RECENT_CHARS = 1500  # characters of the conversation shown in the unit inspector
+STREAM_INTERVAL_S = 0.04  # the streamed reply is updated at most 25 times a second
+DEFAULTS = dict(temperature=0.8, top_k=40, top_p=1.0, max_chars=500, seed=-1, memory=True)
+# The ranges of the sampling controls, for the page's sliders and for values sent to the API.
+RANGES = dict(temperature=(0.05, 2.0), top_p=(0.05, 1.0), max_chars=(1, 5000))
+
+
+@dataclass
+class Options:
+    """How the app serves: explicit choices, filled by app.py from its flags and the environment."""
+
+    model: str | None = None
+    int8: str = "auto"  # int8 generation steps: auto = where the model's int8.json allows them
+    engine: str = "auto"  # the generation step's engine (lstm_model.step)
+    batching: bool = True  # one decoder steps all replies of a model together (lstm_model.batching)
+    concurrency: int = 16  # replies generated at once; the others queue
+    threads: int = 1  # torch's and ONNX Runtime's threads: the other core serves the page
+    share: bool = False
+    host: str | None = None
+    port: int | None = None
+
+
+# -- text helpers -----------------------------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+
+
+def unescape(text: str) -> str:
+    out, i = [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "nt\\":
+            out.append({"n": "\n", "t": "\t", "\\": "\\"}[text[i + 1]])
+            i += 2
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def as_text(text: str) -> str:
+    """Text for the Chatbot, which renders HTML: escaped, so that tags and scripts show as typed."""
+    return html.escape(text, quote=False)
+
+
+def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]:
+    """The chat transcript as Chatbot messages (the session is the source of truth)."""
+    messages = []
+    for i, turn in enumerate(session.turns):
+        messages.append({"role": "user", "content": as_text(turn.user) if turn.user.strip() else "(empty message)"})
+        reply = streaming if (streaming is not None and i == len(session.turns) - 1) else turn.reply
+        messages.append({"role": "assistant", "content": as_text(reply) if reply else "…"})
+    return messages
+
+
+def paced(pieces, interval: float = STREAM_INTERVAL_S):
+    """The reply so far, at most once per `interval` seconds (and at the end): each update costs
+    Gradio a few milliseconds, more than sampling a character."""
+    text, last = "", time.monotonic()
+    for piece in pieces:
+        text += piece
+        now = time.monotonic()
+        if now - last >= interval:
+            yield text
+            last = now
+    yield text
+
+
+def sampling_from(temperature, top_k, top_p, max_chars, seed, stop) -> dict:
+    """ChatSession's sampling settings from the controls' values (or the API's), or gr.Error with
+    one sentence for a value out of range or of the wrong type."""
+
+    def number(label, value, kind=float, default=None):
+        if value is None or value == "":
+            return default
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            number = float(value)
+            if number != number or number in (float("inf"), float("-inf")) or (kind is int and number != int(number)):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise gr.Error(f"{label} must be {'a whole number' if kind is int else 'a number'}; got {value!r}.") from None
+        return kind(number)
+
+    def within(label, value, name):
+        low, high = RANGES[name]
+        if not low <= value <= high:
+            raise gr.Error(f"{label} must be from {low:g} to {high:g}; got {value:g}.")
+        return value
+
+    temperature = within("Temperature", number("Temperature", temperature, float, DEFAULTS["temperature"]), "temperature")
+    top_p = within("Top-p", number("Top-p", top_p, float, DEFAULTS["top_p"]), "top_p")
+    max_chars = within("Max characters", number("Max characters", max_chars, int, DEFAULTS["max_chars"]), "max_chars")
+    top_k, seed = number("Top-k", top_k, int, DEFAULTS["top_k"]), number("Seed", seed, int, DEFAULTS["seed"])
+    if top_k < 0:
+        raise gr.Error(f"Top-k must be 0 (off) or more; got {top_k}.")
+    settings = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None,
+                    max_new_chars=max_chars, seed=seed if seed >= 0 else None)
+    if stop is not None:
+        settings["stop"] = unescape(str(stop)) or None
+    return settings
+
+
+# -- models and sessions ------------------------------------------------------------------------
+
+
+class ChatState:
+    """One browser (or API client) session: its served model, its ChatSession, a lock for its turns."""
+
+    def __init__(self, source: str | None, serving: Serving):
+        self.source, self.serving = source, serving
+        self.session = ChatSession(serving.model, memory=True, serving=serving)
+        self.notes: list[str] = []  # notices about the last message, for the page
+        self.lock = threading.Lock()
+        self.used = time.monotonic()
+
+    def switch(self, source: str | None, serving: Serving) -> None:
+        self.source, self.serving = source, serving
+        self.session = ChatSession(serving.model, memory=self.session.memory, serving=serving)
+
+
+class ChatApp:
+    """The app's state (served models, sessions) and its handlers: one per action, used by the page
+    and, with their type hints, by the named API endpoints (gr.api)."""
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.served = lru_cache(maxsize=4)(self._serve)  # models are read-only: sessions share them
+        self.default = self.served(options.model)
+        self._sessions: dict[str, ChatState] = {}
+        self._sessions_lock = threading.Lock()
+
+    def _serve(self, source: str | None) -> Serving:
+        o = self.options
+        try:
+            return Serving(load_model(source), engine=o.engine, int8=o.int8, int8_check=load_int8_check(source),
+                           batching=o.batching, threads=o.threads)
+        except EngineError as err:
+            raise ModelLoadError(str(err)) from None
+
+    def state(self, request: gr.Request | None) -> ChatState:
+        """The session of this browser tab or API client (made on first use; idle ones expire)."""
+        key = getattr(request, "session_hash", None) or "local"
+        now = time.monotonic()
+        with self._sessions_lock:
+            for old in [k for k, st in self._sessions.items() if now - st.used > SESSION_TTL_S]:
+                del self._sessions[old]
+            st = self._sessions.get(key)
+            if st is None:
+                st = self._sessions[key] = ChatState(self.options.model, self.default)
+            st.used = now
+            return st
+
+    def forget(self, request: gr.Request) -> None:
+        """A closed browser tab: free its session."""
+        with self._sessions_lock:
+            self._sessions.pop(getattr(request, "session_hash", None), None)
+
+    def _prepare(self, st: ChatState, temperature, top_k, top_p, max_chars, seed, stop, memory) -> None:
+        settings = sampling_from(temperature, top_k, top_p, max_chars, seed, stop)
+        st.session.memory = bool(memory)
+        try:
+            st.session.update_settings(**settings)
+        except SamplingError as err:
+            raise gr.Error(str(err)) from None
+
+    # -- actions: the API endpoints, and what the page's buttons do --------------------------
+
+    def chat(self, message: str, temperature: float = 0.8, top_k: int = 40, top_p: float = 1.0,
+             max_chars: int = 500, seed: int = -1, stop: str = "\\n\\n", memory: bool = True,
+             request: gr.Request = None) -> str:
+        """Send a message; streams the reply. The LSTM memory carries over between calls of the same
+        client session. Top-k 0 = off, top-p 1 = off, seed -1 = random; the stop sequence is written
+        with \\n for a newline."""
+        st = self.state(request)
+        self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
+        with st.lock:
+            reply = st.session.send(message if isinstance(message, str) else "")
+            st.notes = st.session.notices()
+            for note in st.notes:
+                gr.Warning(note)
+            yield from paced(reply)
+
+    def retry(self, temperature: float = 0.8, top_k: int = 40, top_p: float = 1.0, max_chars: int = 500,
+              seed: int = -1, stop: str = "\\n\\n", memory: bool = True, request: gr.Request = None) -> str:
+        """Resample the last reply from the memory just after the last message; streams it."""
+        st = self.state(request)
+        self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
+        with st.lock:
+            reply = st.session.retry()
+            if reply is None:
+                raise gr.Error("Nothing to retry: send a message first.")
+            yield from paced(reply)
+
+    def undo(self, request: gr.Request = None) -> str:
+        """Forget the last turn and restore the exact memory from before it."""
+        st = self.state(request)
+        with st.lock:
+            done = st.session.undo()
+        return "Undid the last turn: the memory is back to its state before it." if done else "Nothing to undo."
+
+    def reset(self, request: gr.Request = None) -> str:
+        """Start a fresh conversation: transcript and memory cleared."""
+        st = self.state(request)
+        with st.lock:
+            st.session.reset()
+        return "Fresh conversation: transcript and memory cleared."
+
+    def memory(self, request: gr.Request = None) -> dict:
+        """The memory report: settings, and per turn the text, state norms and memory benefit."""
+        return self.state(request).session.memory_report()
+
+    def load(self, picked: str | None, typed: str | None, request: gr.Request = None) -> str:
+        """Switch this session to another model (a bundled name, a Hub repo id or a local folder)."""
+        wanted = (typed or "").strip() or picked
+        if not wanted:
+            return "Pick a bundled model or type a Hub repo id."
+        try:
+            serving = self.served(wanted)
+        except ModelLoadError as err:
+            return f"❌ {err} The current model keeps working."
+        st = self.state(request)
+        with st.lock:
+            st.switch(wanted, serving)
+        return serving_line(wanted, serving) + "; the conversation was reset."
+
+
+def serving_line(name: str, serving: Serving) -> str:
+    return f"Serving **{name}** ({serving.model.num_parameters():,} parameters; {serving.describe()})"
+
+
+# -- the memory panel ---------------------------------------------------------------------------
+
+
+def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
+    """The panel's figures after the latest turn (or empty ones before the first)."""
+    session, model = st.session, st.serving.model
+    if not session.turns:
+        return (views.timeline_figure({"turns": []}), views.heatmap_figure(None), [], {"turns": []}, gr.skip(),
+                gr.skip(), "No turns yet: the memory is fresh (all zeros).")
+    report = session.memory_report()
+    layer_index = min(int(layer) - 1, model.num_layers - 1)
+    recent = session.trace_recent(max_chars=RECENT_CHARS)  # one trace serves every view
+    last = recent.tail(len(session.turn_text(session.turns[-1])))
+    unit = max(0, min(int(unit or 0), model.hidden_size - 1))
+    status = (f"Memory panel after turn {len(report['turns'])}"
+              + ("" if session.memory else " (memory off: every turn starts fresh)") + ".")
+    return (views.timeline_figure(report), views.heatmap_figure(last, quantity, layer_index),
+            views.unit_highlights(recent, unit, layer_index), report, gr.update(maximum=model.hidden_size - 1),
+            gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status)
+
+
+def found_units(st: ChatState, pattern_name: str, layer) -> tuple:
+    """The units that best follow a pattern over the conversation, and the best one's activation."""
+    if not st.session.turns:
+        return gr.skip(), "Chat first: units are found on the conversation's text.", gr.skip()
+    layer_index = min(int(layer) - 1, st.serving.model.num_layers - 1)
+    recent = st.session.trace_recent(max_chars=RECENT_CHARS)
+    ranked = units_following(recent, pattern_name, layer=layer_index, k=5)
+    if not ranked:
+        return gr.skip(), f"The pattern “{pattern_name}” does not vary over this conversation yet.", gr.skip()
+    rows = ", ".join(f"unit {u} (r = {r:+.2f})" for u, r in ranked)
+    best = ranked[0][0]
+    return (best, f"Units whose cell state follows “{pattern_name}”: {rows}. Showing unit {best}.",
+            views.unit_highlights(recent, best, layer_index))
+

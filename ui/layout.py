@@ -1,0 +1,206 @@
+"""The page: one function per section (chat, sampling, model, memory panel), the wiring of their
+events to the handlers in ui.actions, and `build_app`, which puts them together with the named
+API endpoints."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from lstm_model import views
+from lstm_model.gates import PATTERNS
+from lstm_model.hub import bundled_models
+from lstm_model.serving import Serving
+
+from .actions import (
+    DEFAULTS,
+    RANGES,
+    RECENT_CHARS,
+    SESSION_TTL_S,
+    ChatApp,
+    Options,
+    escape,
+    found_units,
+    history_of,
+    panel_figures,
+    serving_line,
+)
+
+# -- layout: one function per section -------------------------------------------------------------
+
+
+def chat_section() -> SimpleNamespace:
+    ui = SimpleNamespace()
+    ui.chatbot = gr.Chatbot(label="Conversation", height=430, render_markdown=False, sanitize_html=True,
+                            line_breaks=True, feedback_options=None, elem_id="chatbot")
+    with gr.Row():
+        ui.message = gr.Textbox(placeholder="ROMEO:\nWhat light through yonder window breaks?", lines=2, max_lines=8,
+                                show_label=False, scale=5, elem_id="message")
+        ui.send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+    with gr.Row():
+        ui.undo = gr.Button("Undo", size="sm", elem_id="undo")
+        ui.retry = gr.Button("Retry", size="sm", elem_id="retry")
+        ui.reset = gr.Button("Reset (fresh memory)", size="sm", elem_id="reset")
+    ui.notice = gr.Markdown("", elem_id="notice")
+    return ui
+
+
+def sampling_section(serving: Serving) -> list:
+    """The sampling controls, in the order the chat and retry handlers take them."""
+    with gr.Accordion("Sampling and memory", open=False):
+        with gr.Row():
+            temperature = gr.Slider(*RANGES["temperature"], value=DEFAULTS["temperature"], step=0.05, label="Temperature")
+            top_k = gr.Slider(0, serving.model.vocab_size, value=DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")
+            top_p = gr.Slider(*RANGES["top_p"], value=DEFAULTS["top_p"], step=0.05, label="Top-p (1 = off)")
+        with gr.Row():
+            max_chars = gr.Slider(*RANGES["max_chars"], value=DEFAULTS["max_chars"], step=1, label="Max characters")
+            seed = gr.Number(value=DEFAULTS["seed"], precision=0, label="Seed (-1 = random)")
+            stop = gr.Textbox(value=escape(serving.model.stop_sequence), label="Stop sequence (\\n = newline)")
+            memory = gr.Checkbox(value=DEFAULTS["memory"], label="Memory on (carry H and C across turns)")
+    return [temperature, top_k, top_p, max_chars, seed, stop, memory]
+
+
+def model_section(source: str | None, serving: Serving) -> SimpleNamespace:
+    ui = SimpleNamespace()
+    models = list(bundled_models())
+    with gr.Accordion("Model", open=False):
+        with gr.Row():
+            picked = source if source in models else (models[0] if models and source is None else None)
+            ui.picked = gr.Dropdown(models, value=picked, label="Bundled models", allow_custom_value=False)
+            ui.typed = gr.Textbox(label="…or a Hub repo id (user/name[@revision]) or a local folder")
+            ui.load = gr.Button("Load model")
+        ui.status = gr.Markdown(serving_line(source or "the bundled default (shakespeare)", serving) + ".",
+                                elem_id="model-status")
+    return ui
+
+
+def memory_section() -> SimpleNamespace:
+    ui = SimpleNamespace()
+    gr.Markdown("## What the memory holds")
+    ui.timeline = gr.Plot(label="Memory timeline", elem_id="timeline")
+    ui.status = gr.Markdown("", elem_id="panel-status")
+    ui.quantity = gr.Radio(["cell", "forget", "input", "output", "hidden"], value="cell", label="Heatmap of the last turn")
+    ui.heatmap = gr.Plot(label="Last turn, character by character", elem_id="heatmap")
+    with gr.Row():
+        ui.unit = gr.Number(value=0, precision=0, label="Unit", minimum=0)
+        ui.layer = gr.Radio(["1", "2"], value="2", label="Layer")
+        ui.pattern = gr.Dropdown(list(PATTERNS), value="position in the line", label="Pattern")
+        ui.find = gr.Button("Find units")
+    ui.found = gr.Markdown("")
+    ui.highlights = gr.HighlightedText(label="The unit's cell state over the conversation", show_legend=False,
+                                       combine_adjacent=False, elem_id="highlights")
+    with gr.Accordion("How to read this", open=False):
+        gr.Markdown(views.EXPLANATION)
+    with gr.Accordion("Memory report (JSON, also at the /memory endpoint)", open=False):
+        ui.report = gr.JSON()
+    return ui
+
+
+# -- wiring ---------------------------------------------------------------------------------------
+
+
+def wire_chat(app: ChatApp, chat, controls, panel) -> None:
+    """The chat buttons: each runs the action's handler and shows the session's transcript."""
+
+    def page_send(message, temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
+        st = app.state(request)
+        values = temperature, top_k, top_p, max_chars, seed, stop, memory
+        for i, text in enumerate(app.chat(message, *values, request=request)):
+            notice = "\n".join(f"⚠️ {n}" for n in st.notes) if i == 0 else gr.skip()
+            yield history_of(st.session, text), "", notice
+        yield history_of(st.session), "", gr.skip()
+
+    def page_retry(temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
+        st = app.state(request)
+        values = temperature, top_k, top_p, max_chars, seed, stop, memory
+        for text in app.retry(*values, request=request):
+            yield history_of(st.session, text), gr.skip()
+        yield history_of(st.session), "Resampled the last reply from the memory after your message."
+
+    def status_action(action):
+        def run(request: gr.Request):
+            status = action(request=request)
+            return history_of(app.state(request).session), status
+        return run
+
+    shown = [chat.chatbot, chat.notice]
+    for trigger in (chat.send.click, chat.message.submit):
+        trigger(page_send, [chat.message, *controls], [chat.chatbot, chat.message, chat.notice],
+                api_visibility="private").then(**panel)
+    chat.retry.click(page_retry, controls, shown, api_visibility="private").then(**panel)
+    chat.undo.click(status_action(app.undo), None, shown, api_visibility="private").then(**panel)
+    chat.reset.click(status_action(app.reset), None, shown, api_visibility="private").then(**panel)
+
+
+def wire_panel(app: ChatApp, memory) -> dict:
+    """The memory panel's own controls; returns the panel refresh that other events chain."""
+
+    def refresh(quantity, unit, layer, request: gr.Request):
+        return panel_figures(app.state(request), quantity, unit, layer)
+
+    def find(pattern, layer, request: gr.Request):
+        return found_units(app.state(request), pattern, layer)
+
+    def inspect_unit(unit, layer, request: gr.Request):
+        st = app.state(request)
+        if not st.session.turns:
+            return []
+        model = st.serving.model
+        unit = max(0, min(int(unit or 0), model.hidden_size - 1))
+        recent = st.session.trace_recent(max_chars=RECENT_CHARS)
+        return views.unit_highlights(recent, unit, min(int(layer) - 1, model.num_layers - 1))
+
+    panel = dict(fn=refresh, inputs=[memory.quantity, memory.unit, memory.layer],
+                 outputs=[memory.timeline, memory.heatmap, memory.highlights, memory.report, memory.unit, memory.layer,
+                          memory.status], api_visibility="private")
+    memory.quantity.change(**panel)
+    memory.layer.change(**panel)
+    memory.unit.submit(inspect_unit, [memory.unit, memory.layer], [memory.highlights], api_visibility="private")
+    memory.find.click(find, [memory.pattern, memory.layer], [memory.unit, memory.found, memory.highlights],
+                      api_visibility="private")
+    return panel
+
+
+def wire_model(app: ChatApp, model, chat, controls, panel) -> None:
+    def load(picked, typed, request: gr.Request, progress=gr.Progress()):
+        progress(0.2, desc=f"Loading {(typed or '').strip() or picked}…")
+        before = app.state(request).session
+        status = app.load(picked, typed, request=request)
+        st = app.state(request)
+        if st.session is before:  # not loaded: the conversation goes on
+            return status, gr.skip(), gr.skip()
+        return status, [], gr.update(value=escape(st.serving.model.stop_sequence))
+
+    stop_box = controls[5]
+    model.load.click(load, [model.picked, model.typed], [model.status, chat.chatbot, stop_box],
+                     api_visibility="private").then(**panel)
+
+
+def build_app(source: str | None = None, options: Options | None = None) -> gr.Blocks:
+    """The Gradio app serving `source` (default: the bundled model), as `options` say."""
+    options = options or Options()
+    options.model = source if source is not None else options.model
+    app = ChatApp(options)
+    with gr.Blocks(title="LSTM Memory Chat", delete_cache=(3600, SESSION_TTL_S)) as demo:
+        gr.Markdown(
+            "# LSTM Memory Chat\nChat with a character-level LSTM that **keeps its memory (H and C) from turn to "
+            "turn**, and watch what that memory holds. The default model writes Shakespeare-like plays: "
+            "start a speech with a name and a colon, e.g. `ROMEO:` and a line.")
+        with gr.Row():
+            with gr.Column(scale=5):
+                chat = chat_section()
+                controls = sampling_section(app.default)
+                model = model_section(options.model, app.default)
+            with gr.Column(scale=6):
+                memory = memory_section()
+        for action in (app.chat, app.retry, app.undo, app.reset, app.memory):  # first: they own these names
+            gr.api(action, api_name=action.__name__)
+        panel = wire_panel(app, memory)
+        wire_chat(app, chat, controls, panel)
+        wire_model(app, model, chat, controls, panel)
+        demo.load(**panel)
+        demo.unload(app.forget)
+    demo.queue(default_concurrency_limit=options.concurrency, max_size=256)
+    return demo
+
