@@ -100,3 +100,16 @@ def test_app_cli_reports_a_bad_model_in_one_sentence():
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: Could not reach the Hugging Face Hub")
     assert "Traceback" not in result.stderr
+
+
+def test_options_come_from_the_flags_then_the_environment():
+    from app import parse_args
+
+    options = parse_args(["--int8", "off", "--port", "7000"], environ={"INT8": "on", "LSTM_STEP_ENGINE": "torch",
+                                                                       "BATCHING": "0", "CHAT_CONCURRENCY": "4"})
+    assert (options.int8, options.port, options.engine, options.batching, options.concurrency, options.threads) == (
+        "off", 7000, "torch", False, 4, 1)
+    assert parse_args([], environ={"INT8": "on"}).int8 == "on"
+    for environ in ({"INT8": "fast"}, {"LSTM_STEP_ENGINE": "gpu"}, {"TORCH_THREADS": "0"}):
+        with pytest.raises(SystemExit):
+            parse_args([], environ=environ)

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 
-import pytest
 import torch
 
 from lstm_model import load_model
@@ -40,25 +39,38 @@ def leftovers(out) -> list[str]:
     return [n for n in os.listdir(out) if n.endswith(".tmp") or n.startswith(".save-")]
 
 
-# Checkpoints every step: renames 1-3 save step 1, renames 4-6 step 2. Killed at rename 4, the
-# step-2 training state never replaced step 1's; at 5 it did, but the model folder is step 1's;
-# at 6 the config is new and the weights old (the same shapes: still a consistent model).
-@pytest.mark.parametrize("kill_at, saved_step", [(4, 1), (5, 2), (6, 2)])
-def test_kill_9_inside_a_save_never_breaks_the_checkpoint(play_file, tmp_path, kill_at, saved_step):
-    out = tmp_path / "run"
+def train(out, play_file, *flags, kill_at=None):
+    """Run the training CLI (killed at its `kill_at`-th rename when given); the finished process."""
     args = ["--out", str(out), "--quiet", "--dataset", play_file, "--hidden-size", "32", "--embed-dim", "8",
-            "--batch-size", "4", "--seq-len", "16", "--max-steps", "100", "--eval-every", "1000",
-            "--checkpoint-every", "1", "--sample-chars", "10"]
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(kill_at), *args], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr
+            "--batch-size", "4", "--seq-len", "16", "--eval-every", "1000", "--checkpoint-every", "1",
+            "--sample-chars", "10", *flags]
+    command = ["-c", KILLER, str(kill_at)] if kill_at else ["-m", "lstm_model.train"]
+    return subprocess.run([sys.executable, *command, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def assert_killed_with_a_good_checkpoint(run, out, step):
+    assert run.returncode == -signal.SIGKILL, run.stderr
     assert leftovers(out)  # the kill landed inside a save
     model = load_model(out)  # whatever the moment, the model folder is complete and consistent
     assert model.hidden_size == 32 and all(torch.isfinite(p).all() for p in model.parameters())
-    assert read_state_metadata(str(out / STATE_NAME))["step"] == saved_step
+    assert read_state_metadata(str(out / STATE_NAME))["step"] == step
+
+
+def test_kill_9_inside_a_save_never_breaks_the_checkpoint(play_file, tmp_path):
+    out = tmp_path / "run"
+    # A checkpoint every step, three renames each. Killed at rename 4, step 2's training state
+    # never replaced step 1's.
+    run = train(out, play_file, "--max-steps", "100", kill_at=4)
+    assert_killed_with_a_good_checkpoint(run, out, step=1)
+    # Resumed, killed at rename 3 of step 2's checkpoint: its state and config.json are new, its
+    # weights are step 1's (the same shapes: still a consistent model).
+    run = train(out, play_file, "--resume", kill_at=3)
+    assert_killed_with_a_good_checkpoint(run, out, step=2)
+    # Resumed, killed at rename 2 of step 3's checkpoint: the state is newer than the model folder.
+    run = train(out, play_file, "--resume", kill_at=2)
+    assert_killed_with_a_good_checkpoint(run, out, step=3)
     # --resume continues from the last good checkpoint and cleans the leftovers.
-    done = subprocess.run([sys.executable, "-m", "lstm_model.train", "--out", str(out), "--quiet", "--resume",
-                           "--max-steps", str(saved_step + 3)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = train(out, play_file, "--resume", "--max-steps", "6")
     assert done.returncode == 0, done.stderr
-    assert read_state_metadata(str(out / STATE_NAME))["step"] == saved_step + 3
+    assert read_state_metadata(str(out / STATE_NAME))["step"] == 6
     assert not leftovers(out)

@@ -35,8 +35,9 @@ def chat_section() -> SimpleNamespace:
     ui.chatbot = gr.Chatbot(label="Conversation", height=430, render_markdown=False, sanitize_html=True,
                             line_breaks=True, feedback_options=None, elem_id="chatbot")
     with gr.Row():
-        ui.message = gr.Textbox(placeholder="ROMEO:\nWhat light through yonder window breaks?", lines=2, max_lines=8,
-                                show_label=False, scale=5, elem_id="message")
+        ui.message = gr.Textbox(placeholder="ROMEO:\nWhat light through yonder window breaks?\n"
+                                            "(Enter: a new line. Shift+Enter or Send: send.)",
+                                lines=3, max_lines=8, show_label=False, scale=5, elem_id="message")
         ui.send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
     with gr.Row():
         ui.undo = gr.Button("Undo", size="sm", elem_id="undo")
