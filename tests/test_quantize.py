@@ -48,7 +48,7 @@ def test_the_step_reads_the_text_as_nn_lstm_does_in_the_one_loss_loop(model, pla
                                                          step=TorchStep(model)).mean, abs=1e-4)
 
 
-def test_training_writes_the_int8_check_and_load_model_reads_it(trained_dir, model):
+def test_training_writes_the_int8_check_and_load_int8_check_reads_it(trained_dir, model):
     out, run = trained_dir
     with open(f"{out}/{CHECK_FILE}") as f:
         check = json.load(f)
