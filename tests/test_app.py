@@ -113,3 +113,24 @@ def test_options_come_from_the_flags_then_the_environment():
     for environ in ({"INT8": "fast"}, {"LSTM_STEP_ENGINE": "gpu"}, {"TORCH_THREADS": "0"}):
         with pytest.raises(SystemExit):
             parse_args([], environ=environ)
+
+
+def test_a_panel_refresh_overtaken_by_a_newer_change_is_not_shown(trained_model):
+    import gradio as gr
+    import matplotlib.pyplot as plt
+
+    from lstm_model.serving import Serving
+    from ui.actions import ChatState, panel_figures
+
+    st = ChatState(None, Serving(trained_model))
+    "".join(st.session.send("ANNA:\nThe moon."))
+    assert "after turn 1" in panel_figures(st, "cell", 0, "2")[-1]
+    original = st.session.trace_recent
+
+    def meanwhile(*args, **kwargs):
+        st.changes += 1  # another action changes the conversation while this refresh computes
+        return original(*args, **kwargs)
+
+    st.session.trace_recent = meanwhile
+    assert panel_figures(st, "cell", 0, "2") == (gr.skip(),) * 7
+    plt.close("all")

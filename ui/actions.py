@@ -138,6 +138,7 @@ class ChatState:
         self.session = ChatSession(serving.model, memory=True, serving=serving)
         self.notes: list[str] = []  # notices about the last message, for the page
         self.lock = threading.Lock()
+        self.changes = 0  # counts the changes to the conversation, so that a stale panel is not shown
         self.used = time.monotonic()
 
     def switch(self, source: str | None, serving: Serving) -> None:
@@ -202,6 +203,7 @@ class ChatApp:
         self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
         with st.lock:
             reply = st.session.send(message if isinstance(message, str) else "")
+            st.changes += 1
             st.notes = st.session.notices()
             for note in st.notes:
                 gr.Warning(note)
@@ -214,6 +216,7 @@ class ChatApp:
         self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
         with st.lock:
             reply = st.session.retry()
+            st.changes += 1
             if reply is None:
                 raise gr.Error("Nothing to retry: send a message first.")
             yield from paced(reply)
@@ -223,6 +226,7 @@ class ChatApp:
         st = self.state(request)
         with st.lock:
             done = st.session.undo()
+            st.changes += 1
         return "Undid the last turn: the memory is back to its state before it." if done else "Nothing to undo."
 
     def reset(self, request: gr.Request = None) -> str:
@@ -230,6 +234,7 @@ class ChatApp:
         st = self.state(request)
         with st.lock:
             st.session.reset()
+            st.changes += 1
         return "Fresh conversation: transcript and memory cleared."
 
     def memory(self, request: gr.Request = None) -> dict:
@@ -248,6 +253,7 @@ class ChatApp:
         st = self.state(request)
         with st.lock:
             st.switch(wanted, serving)
+            st.changes += 1
         return serving_line(wanted, serving) + "; the conversation was reset."
 
 
@@ -260,7 +266,7 @@ def serving_line(name: str, serving: Serving) -> str:
 
 def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     """The panel's figures after the latest turn (or empty ones before the first)."""
-    session, model = st.session, st.serving.model
+    changes, session, model = st.changes, st.session, st.serving.model
     if not session.turns:
         return (views.timeline_figure({"turns": []}), views.heatmap_figure(None), [], {"turns": []}, gr.skip(),
                 gr.skip(), "No turns yet: the memory is fresh (all zeros).")
@@ -271,6 +277,8 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     unit = max(0, min(int(unit or 0), model.hidden_size - 1))
     status = (f"Memory panel after turn {len(report['turns'])}"
               + ("" if session.memory else " (memory off: every turn starts fresh)") + ".")
+    if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
+        return (gr.skip(),) * 7
     return (views.timeline_figure(report), views.heatmap_figure(last, quantity, layer_index),
             views.unit_highlights(recent, unit, layer_index), report, gr.update(maximum=model.hidden_size - 1),
             gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status)
