@@ -64,6 +64,7 @@ class Decoder:
         self._active: list[Request] = []
         self._wake = threading.Condition()
         self._cancelled = False  # some request was cancelled since the last scan
+        self._closed = False  # the thread ends once nothing is left to do
         self._thread: threading.Thread | None = None
         self.steps = 0  # batched steps taken (for tests and benchmarks)
         self.rows = 0  # characters produced
@@ -74,6 +75,7 @@ class Decoder:
         exception); `request.matcher` holds the final text and why it stopped."""
         request = Request(self, logits, state, sampling, generator)
         with self._wake:
+            self._closed = False  # a reply after close() starts the thread again
             self._pending.append(request)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._loop, name="lstm-decoder", daemon=True)
@@ -81,11 +83,25 @@ class Decoder:
             self._wake.notify()
         return request
 
-    def _take_pending(self, active: list[Request]) -> list[Request]:
-        """The requests that join now (waiting while there is nothing to do)."""
+    def close(self) -> None:
+        """End the thread once the replies it is writing are done (it holds the model while it runs)."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _take_pending(self, active: list[Request]) -> list[Request] | None:
+        """The requests that join now (waiting while there is nothing to do); None once closed
+        with nothing to do."""
         with self._wake:
             while not active and not self._pending:
                 self._active = active
+                if self._closed:
+                    self._thread = None
+                    return None
                 self._wake.wait()
             room = self.max_batch - len(active)
             joining, self._pending = self._pending[:room], self._pending[room:]
@@ -98,6 +114,8 @@ class Decoder:
         h = c = logits = None  # the active requests' states and next logits, one row each, in order
         while True:
             joining = self._take_pending(active) if self._pending or not active else []
+            if joining is None:
+                return
             try:
                 if self._cancelled:
                     self._cancelled = False

@@ -88,6 +88,15 @@ def resolve_source(source: str | os.PathLike | None) -> tuple[str, str | None]:
     return parse_source(source)
 
 
+def source_key(source: str | os.PathLike | None) -> str:
+    """One name for every spelling of a source: a local folder's real path (a bundled name and
+    None resolved first), else `repo@revision` (revision `main` when none is given)."""
+    path, revision = resolve_source(source)
+    if os.path.exists(path):
+        return os.path.realpath(path)
+    return f"{path}@{revision or 'main'}"
+
+
 def load_model(source: str | os.PathLike | None = None, device: str = "cpu") -> CharLSTM:
     """Load a CharLSTM for inference (eval mode).
 

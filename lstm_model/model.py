@@ -198,6 +198,7 @@ class CharLSTM(
                 token=token,
                 local_files_only=local_files_only,
             )
+        check_weight_file(model_file, model_kwargs)  # before anything is allocated
         known = {"vocab", "embed_dim", "hidden_size", "num_layers", "dropout", "turn_separator", "stop_sequence", "forget_bias"}
         model = cls(**{k: v for k, v in model_kwargs.items() if k in known})
         load_weights(model, model_file, map_location)
@@ -205,37 +206,56 @@ class CharLSTM(
         return model
 
 
+def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
+    """The tensors a checkpoint of this config holds, and their shapes (nothing allocated)."""
+    vocab, hidden = len(config["vocab"]), config.get("hidden_size", 512)
+    embed, layers = config.get("embed_dim", 64), config.get("num_layers", 2)
+    shapes = {"embedding.weight": (vocab, embed), "head.weight": (vocab, hidden), "head.bias": (vocab,)}
+    for k in range(layers):
+        shapes[f"lstm.weight_ih_l{k}"] = (4 * hidden, embed if k == 0 else hidden)
+        shapes[f"lstm.weight_hh_l{k}"] = (4 * hidden, hidden)
+        shapes[f"lstm.bias_ih_l{k}"] = shapes[f"lstm.bias_hh_l{k}"] = (4 * hidden,)
+    return shapes
+
+
+def check_weight_file(model_file: str, config: dict) -> None:
+    """The file's tensor names, shapes and dtypes against what `config` implies, from the
+    safetensors header alone: a mismatch is refused before the model is allocated."""
+    from safetensors import safe_open
+
+    expected = expected_shapes(config)
+    try:
+        handle = safe_open(model_file, framework="pt")
+    except Exception as err:  # safetensors raises its own error types for corrupt headers
+        raise CheckpointError(f"{os.path.basename(model_file)} is not a readable safetensors file ({err}); "
+                              "re-save or re-download it.") from None
+    with handle as f:
+        names = set(f.keys())
+        missing, extra = sorted(set(expected) - names), sorted(names - set(expected))
+        if missing:
+            raise CheckpointError(f"{WEIGHTS_NAME} lacks the tensors {missing[:3]}; it does not match config.json.")
+        if extra:
+            raise CheckpointError(f"{WEIGHTS_NAME} has unexpected tensors {extra[:3]}; it does not match config.json.")
+        for name, want in expected.items():
+            tensor = f.get_slice(name)
+            shape = tuple(tensor.get_shape())
+            if shape != want:
+                raise CheckpointError(f"{WEIGHTS_NAME}: tensor {name} has shape {shape}, but config.json implies {want}.")
+            if tensor.get_dtype() not in ("F32", "F16", "BF16", "F64"):
+                raise CheckpointError(f"{WEIGHTS_NAME}: tensor {name} has dtype {tensor.get_dtype()}; "
+                                      "weights must be floating point.")
+
+
 def load_weights(model: CharLSTM, model_file: str, map_location="cpu") -> None:
     """Load a safetensors file into `model`, refusing anything that does not match exactly."""
     from safetensors import safe_open
 
-    expected = {name: p for name, p in model.state_dict().items()}
-    try:
-        handle = safe_open(model_file, framework="pt", device=str(map_location))
-    except Exception as err:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{model_file} is not a readable safetensors file ({err}); re-save or re-download it.") from None
-    with handle as f:
-        names = set(f.keys())
-        missing = sorted(set(expected) - names)
-        extra = sorted(names - set(expected))
-        if missing:
-            raise CheckpointError(f"{model_file} lacks the tensors {missing[:3]}; it does not match config.json.")
-        if extra:
-            raise CheckpointError(f"{model_file} has unexpected tensors {extra[:3]}; it does not match config.json.")
-        loaded = {}
-        for name, target in expected.items():
-            sl = f.get_slice(name)
-            shape = tuple(sl.get_shape())
-            if shape != tuple(target.shape):
-                raise CheckpointError(
-                    f"{model_file}: tensor {name} has shape {shape}, but config.json implies {tuple(target.shape)}."
-                )
-            dtype = sl.get_dtype()
-            if dtype not in ("F32", "F16", "BF16", "F64"):
-                raise CheckpointError(f"{model_file}: tensor {name} has dtype {dtype}; weights must be floating point.")
+    check_weight_file(model_file, model.config)
+    loaded = {}
+    with safe_open(model_file, framework="pt", device=str(map_location)) as f:
+        for name, target in model.state_dict().items():
             tensor = f.get_tensor(name)
             if not torch.isfinite(tensor).all():
-                raise CheckpointError(f"{model_file}: tensor {name} contains NaN or infinite values; the model is broken.")
+                raise CheckpointError(f"{WEIGHTS_NAME}: tensor {name} contains NaN or infinite values; the model is broken.")
             loaded[name] = tensor.to(target.dtype)
     model.load_state_dict(loaded, strict=True)
-

@@ -27,6 +27,8 @@ class SamplingError(ValueError):
 
 
 def _number(name, value, kind=float):
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value  # exact, however large (a seed)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise SamplingError(f"{name} must be a number; got {value!r}.")
     if kind is int and float(value) != int(value):

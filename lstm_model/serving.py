@@ -84,6 +84,13 @@ class Serving:
                 self._decoder = Decoder(self.model, self.step, self.max_batch)
             return self._decoder
 
+    def close(self) -> None:
+        """Let the decoder thread end (once its replies are done): the serving no longer holds
+        the model alive through it. A later reply starts it again."""
+        with self._lock:
+            if self._decoder is not None:
+                self._decoder.close()
+
     def describe(self) -> str:
         """One line for people: the precision and why, and the engine."""
         engine = "ONNX Runtime" if self.engine == "onnxruntime" else "torch"

@@ -18,6 +18,7 @@ Per turn the session measures:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -38,7 +39,7 @@ def snapshot(state) -> tuple[torch.Tensor, torch.Tensor]:
     return state[0].detach().clone(), state[1].detach().clone()
 
 
-@dataclass
+@dataclass(eq=False)  # a turn is itself: compared by identity, never by its tensors
 class Turn:
     """One exchange: what the user typed, what the LSTM read and wrote, and the states around it."""
 
@@ -120,7 +121,8 @@ class ChatSession:
             self._notices.append(f"The model has never seen {len(encoded.skipped)} of your characters ({shown}); "
                                  "they were skipped.")
         separator = self.model.vocab.encode_report(self.model.turn_separator)
-        turn = Turn(user=message, fed=encoded.text + separator.text, skipped=encoded.skipped, truncated=truncated)
+        turn = Turn(user=message[:MAX_MESSAGE_CHARS], fed=encoded.text + separator.text, skipped=encoded.skipped,
+                    truncated=truncated)
         turn.state_before = snapshot(self.state)
         turn.state_after_user, turn.measures = self._ingest(turn.state_before, encoded.ids, encoded.ids + separator.ids)
         self.turns.append(turn)
@@ -132,10 +134,11 @@ class ChatSession:
         if not self.turns or self.turns[-1].state_after_user is None:
             return None
         turn = self.turns[-1]
+        previous = dataclasses.replace(turn, measures=dict(turn.measures))  # restored if the retry fails
         turn.attempt += 1
         turn.reply, turn.done, turn.state_after = "", False, None
         self._state = turn.state_before
-        return self._reply(turn)
+        return self._reply(turn, previous)
 
     def undo(self) -> bool:
         """Forget the last turn and restore the exact state from before it. False if nothing to undo."""
@@ -152,14 +155,16 @@ class ChatSession:
         self._dropped_turns = 0
         self._state = self.model.begin_state(1)
 
-    def _reply(self, turn: Turn):
+    def _reply(self, turn: Turn, previous: Turn | None = None):
         index = len(self.turns) - 1
         sampling = self.sampling
         if sampling.seed is not None:  # reproducible, yet each turn and each retry draws differently
             sampling = sampling.replace(seed=sampling.seed + 1000 * (self._dropped_turns + index) + turn.attempt)
-        return self._run(turn, Stream(self.serving, "", turn.state_after_user, sampling))
+        return self._run(turn, Stream(self.serving, "", turn.state_after_user, sampling), previous)
 
-    def _run(self, turn: Turn, s: Stream):
+    def _run(self, turn: Turn, s: Stream, previous: Turn | None):
+        """Stream the reply and record it in `turn`. If writing it fails, the turn is taken back
+        (a retry restores the reply it replaced): no turn stays half-recorded."""
         emitted = []
         try:
             for piece in s:
@@ -167,13 +172,27 @@ class ChatSession:
                 turn.reply = "".join(emitted)
                 yield piece
             turn.done = True
+        except Exception:
+            if previous is not None:
+                self.turns[self.turns.index(turn)] = previous
+                self._state = previous.state_after
+            else:
+                self.turns.remove(turn)
+                self._state = turn.state_before
+            raise
+        else:
+            self._record(turn, s)
         finally:
-            turn.reply = s.text if turn.done else "".join(emitted)
-            turn.stopped_by = s.stopped_by or "interrupted"
-            turn.stop = s.stop_text
-            turn.state_after = snapshot(s.state)
-            self._state = turn.state_after
-            self._measure_after(turn)
+            if not turn.done and turn in self.turns:  # closed early: the reply so far is kept
+                self._record(turn, s, "".join(emitted))
+
+    def _record(self, turn: Turn, s: Stream, partial: str | None = None) -> None:
+        turn.reply = s.text if partial is None else partial
+        turn.stopped_by = s.stopped_by or "interrupted"
+        turn.stop = s.stop_text
+        turn.state_after = snapshot(s.state)
+        self._state = turn.state_after
+        self._measure_after(turn)
 
     # -- measurements -------------------------------------------------------------------------
 

@@ -134,3 +134,65 @@ def test_a_panel_refresh_overtaken_by_a_newer_change_is_not_shown(trained_model)
     st.session.trace_recent = meanwhile
     assert panel_figures(st, "cell", 0, "2") == (gr.skip(),) * 7
     plt.close("all")
+
+
+def test_the_model_endpoint_switches_the_session_and_tells_nothing_about_the_disk(server, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    c = client(server)
+    assert "Serving **timemachine**" in c.predict("timemachine", api_name="/model")
+    assert c.predict(api_name="/memory")["hidden_size"] == 384
+    c.predict("The time traveller", api_name="/chat")
+    assert len(c.predict(api_name="/memory")["turns"]) == 1
+    (tmp_path / "config.json").write_text("{}")
+    sentences = []
+    for path in ("/root", "/etc/passwd", str(tmp_path), str(tmp_path / "missing"), "./nowhere"):
+        with pytest.raises(AppError) as info:
+            c.predict(path, api_name="/model")
+        sentences.append(str(info.value))
+    assert len(set(sentences)) == 1 and "local path" in sentences[0] and "keeps working" in sentences[0]
+    with pytest.raises(AppError, match="Could not reach the Hugging Face Hub"):
+        c.predict("nobody/no-such-model", api_name="/model")
+    assert c.predict(api_name="/memory")["hidden_size"] == 384  # still the model it had
+
+
+def test_every_spelling_of_a_folder_is_one_served_model_and_evicted_models_end_their_threads(trained_dir):
+    import os
+    import shutil
+
+    from lstm_model.generate import generate
+    from ui.actions import MAX_MODELS, Options, ServedModels
+
+    folder = trained_dir[0]
+    served = ServedModels(Options(model=folder))
+    aliases = [folder, folder + "/", folder + "//", os.path.relpath(folder), os.path.join(folder, ".")]
+    assert len({id(served.get(a)) for a in aliases}) == 1 and len(served) == 1
+    first = served.get(folder)
+    generate(first.model, "ANNA:\n", max_new_chars=5, serving=first)  # starts its decoder thread
+    assert first.decoder.running
+    copies = []
+    for i in range(MAX_MODELS):  # other models push the first one out
+        copy = os.path.join(os.path.dirname(folder), f"copy{i}")
+        shutil.copytree(folder, copy, dirs_exist_ok=True)
+        copies.append(served.get(copy))
+    assert len(served) == MAX_MODELS and served.get(folder) is not first
+    first.decoder._thread and first.decoder._thread.join(timeout=60)
+    assert not first.decoder.running
+
+
+def test_seeds_of_any_size_and_non_finite_numbers_through_the_api(server):
+    from gradio_client.exceptions import AppError
+
+    c = client(server)
+    replies = [c.predict("ROMEO:", 0.8, 40, 1.0, 30, 2**70, "", True, api_name="/chat") for _ in range(2)]
+    assert all(len(r) == 30 for r in replies) and len(c.predict(api_name="/memory")["turns"]) == 2
+    with pytest.raises(AppError, match="Seed must be a whole number; got 1.5"):
+        c.predict("ROMEO:", 0.8, 40, 1.0, 30, 1.5, "", True, api_name="/chat")
+    assert len(c.predict(api_name="/memory")["turns"]) == 2  # refused before any turn began
+    import gradio as gr
+
+    from ui.actions import sampling_from
+
+    for bad in (float("nan"), float("inf"), "NaN"):  # as raw JSON sends them
+        with pytest.raises(gr.Error, match="Top-p must be a number"):
+            sampling_from(0.8, 40, bad, 30, 1, "")

@@ -1,6 +1,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 from lstm_model.session import MAX_MESSAGE_CHARS, ChatSession
@@ -132,3 +133,41 @@ def _feed(model, text, state):
     ids = torch.tensor([model.vocab.encode(text)])
     with torch.no_grad():
         return model.lstm(model.embedding(ids), state)[1]
+
+
+def test_a_reply_that_fails_leaves_no_half_recorded_turn(trained_model):
+    from lstm_model.serving import Serving
+
+    serving = Serving(trained_model, engine="torch")
+    chat = ChatSession(trained_model, seed=1, max_new_chars=40, serving=serving)
+    first = "".join(chat.send("ANNA:\nThe moon."))
+    state = chat.state[1].clone()
+    step = serving.step()
+    original, calls = step.step, []
+
+    def failing(ids, state):
+        calls.append(1)
+        if len(calls) > 5:
+            raise RuntimeError("the engine failed")
+        return original(ids, state)
+
+    step.step = failing
+    try:
+        with pytest.raises(RuntimeError):
+            "".join(chat.send("BEN:\nSing."))
+        assert len(chat.turns) == 1 and torch.equal(chat.state[1], state)  # taken back whole
+        calls.clear()
+        with pytest.raises(RuntimeError):
+            "".join(chat.retry())
+        assert len(chat.turns) == 1 and chat.turns[0].reply == first and chat.turns[0].done
+        assert torch.equal(chat.state[1], state)
+    finally:
+        step.step = original
+    assert len(chat.memory_report()["turns"]) == 1
+
+
+def test_the_transcript_keeps_what_was_read(trained_model):
+    chat = ChatSession(trained_model, max_new_chars=5)
+    "".join(chat.send("a" * (MAX_MESSAGE_CHARS + 7)))
+    turn = chat.memory_report()["turns"][0]
+    assert len(turn["user"]) == MAX_MESSAGE_CHARS and turn["truncated_chars"] == 7

@@ -6,16 +6,17 @@ work on; the memory panel's figures for a session. Options come from app.py's co
 from __future__ import annotations
 
 import html
+import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from functools import lru_cache
 
 import gradio as gr
 
 from lstm_model import views
 from lstm_model.gates import units_following
-from lstm_model.hub import ModelLoadError, load_int8_check, load_model
+from lstm_model.hub import ModelLoadError, bundled_models, load_int8_check, load_model, source_key
 from lstm_model.sampling import SamplingError
 from lstm_model.serving import Serving
 from lstm_model.session import ChatSession
@@ -25,6 +26,9 @@ SESSION_TTL_S = 2 * 3600  # an idle session's memory is freed after this long
 RECENT_CHARS = 1500  # characters of the conversation shown in the unit inspector
 STREAM_INTERVAL_S = 0.04  # the streamed reply is updated at most 25 times a second
 DEFAULTS = dict(temperature=0.8, top_k=40, top_p=1.0, max_chars=500, seed=-1, memory=True)
+MAX_MODELS = 4  # models served at once; the least recently used leaves first
+MAX_PARAMETERS = 200_000_000  # all served models together (~800 MB of fp32 weights)
+LOADS_AT_ONCE = 2  # models being loaded at the same moment
 # The ranges of the sampling controls, for the page's sliders and for values sent to the API.
 RANGES = dict(temperature=(0.05, 2.0), top_p=(0.05, 1.0), max_chars=(1, 5000))
 
@@ -98,6 +102,8 @@ def sampling_from(temperature, top_k, top_p, max_chars, seed, stop) -> dict:
     def number(label, value, kind=float, default=None):
         if value is None or value == "":
             return default
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value  # exact, however large (a seed)
         try:
             if isinstance(value, bool):
                 raise TypeError
@@ -146,24 +152,81 @@ class ChatState:
         self.session = ChatSession(serving.model, memory=self.session.memory, serving=serving)
 
 
-class ChatApp:
-    """The app's state (served models, sessions) and its handlers: one per action, used by the page
-    and, with their type hints, by the named API endpoints (gr.api)."""
+class ServedModels:
+    """The models the app serves, one per source however it is spelled (`hub.source_key`): at
+    most MAX_MODELS and MAX_PARAMETERS together, the least recently used leaving first (its
+    decoder thread ends; sessions still using it keep it alive until they switch or expire); at
+    most LOADS_AT_ONCE loads at a time."""
 
     def __init__(self, options: Options):
         self.options = options
-        self.served = lru_cache(maxsize=4)(self._serve)  # models are read-only: sessions share them
-        self.default = self.served(options.model)
-        self._sessions: dict[str, ChatState] = {}
-        self._sessions_lock = threading.Lock()
+        self._servings: OrderedDict[str, Serving] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loads = threading.BoundedSemaphore(LOADS_AT_ONCE)
 
-    def _serve(self, source: str | None) -> Serving:
+    def __len__(self) -> int:
+        return len(self._servings)
+
+    def get(self, source: str | None) -> Serving:
+        """The serving of `source`, loaded on first use. ModelLoadError with one sentence."""
+        key = source_key(source)
+        with self._lock:
+            if key in self._servings:
+                self._servings.move_to_end(key)
+                return self._servings[key]
+        with self._loads:
+            with self._lock:  # loaded meanwhile by another request?
+                if key in self._servings:
+                    return self._servings[key]
+            serving = self._load(source)
+            with self._lock:
+                self._servings[key] = serving
+                self._evict()
+        return serving
+
+    def _load(self, source: str | None) -> Serving:
         o = self.options
         try:
             return Serving(load_model(source), engine=o.engine, int8=o.int8, int8_check=load_int8_check(source),
                            batching=o.batching, threads=o.threads)
         except EngineError as err:
             raise ModelLoadError(str(err)) from None
+
+    def _evict(self) -> None:
+        def total():
+            return sum(s.model.num_parameters() for s in self._servings.values())
+
+        while len(self._servings) > 1 and (len(self._servings) > MAX_MODELS or total() > MAX_PARAMETERS):
+            _, old = self._servings.popitem(last=False)
+            old.close()
+
+
+def is_local_path(source: str) -> bool:
+    """Whether a model source names a place on this server's disk (not a bundled name or a repo id)."""
+    return source not in bundled_models() and (source.startswith((".", "/", "~", "\\")) or os.sep in source.replace("/", "", 1)
+                                               or source.count("/") != 1 or os.path.exists(source))
+
+
+def load_error(source: str, err: Exception) -> str:
+    """A model loading error for a visitor: nothing about what exists on the server's disk."""
+    if is_local_path(source):
+        return ("Could not load a model from that local path; the app loads a folder written by save_pretrained() "
+                "that it can read, a bundled model's name or a Hub repo id (user/name[@revision]).")
+    from huggingface_hub import constants
+
+    return str(err).replace(constants.HF_HUB_CACHE, "the Hub cache")
+
+
+class ChatApp:
+    """The app's state (served models, sessions) and its handlers: one per action, used by the page
+    and, with their type hints, by the named API endpoints (gr.api)."""
+
+    def __init__(self, options: Options):
+        self.options = options
+        self.served = ServedModels(options)  # models are read-only: sessions share them
+        self.default = self.served.get(options.model)
+        self._sessions: dict[str, ChatState] = {}
+        self._sessions_lock = threading.Lock()
 
     def state(self, request: gr.Request | None) -> ChatState:
         """The session of this browser tab or API client (made on first use; idle ones expire)."""
@@ -241,15 +304,16 @@ class ChatApp:
         """The memory report: settings, and per turn the text, state norms and memory benefit."""
         return self.state(request).session.memory_report()
 
-    def load(self, picked: str | None, typed: str | None, request: gr.Request = None) -> str:
-        """Switch this session to another model (a bundled name, a Hub repo id or a local folder)."""
-        wanted = (typed or "").strip() or picked
+    def model(self, source: str, request: gr.Request = None) -> str:
+        """Switch this session to another model: a bundled model's name (shakespeare, timemachine),
+        a Hub repo id user/name[@revision] or a local model folder. Resets the conversation."""
+        wanted = (source or "").strip() if isinstance(source, str) else ""
         if not wanted:
-            return "Pick a bundled model or type a Hub repo id."
+            raise gr.Error("Give a bundled model's name or a Hub repo id (user/name[@revision]).")
         try:
-            serving = self.served(wanted)
+            serving = self.served.get(wanted)
         except ModelLoadError as err:
-            return f"❌ {err} The current model keeps working."
+            raise gr.Error(f"{load_error(wanted, err)} The current model keeps working.") from None
         st = self.state(request)
         with st.lock:
             st.switch(wanted, serving)

@@ -165,13 +165,15 @@ def wire_panel(app: ChatApp, memory) -> dict:
 
 def wire_model(app: ChatApp, model, chat, controls, panel) -> None:
     def load(picked, typed, request: gr.Request, progress=gr.Progress()):
-        progress(0.2, desc=f"Loading {(typed or '').strip() or picked}…")
-        before = app.state(request).session
-        status = app.load(picked, typed, request=request)
-        st = app.state(request)
-        if st.session is before:  # not loaded: the conversation goes on
-            return status, gr.skip(), gr.skip()
-        return status, [], gr.update(value=escape(st.serving.model.stop_sequence))
+        wanted = (typed or "").strip() or picked
+        if not wanted:
+            return "Pick a bundled model or type a Hub repo id.", gr.skip(), gr.skip()
+        progress(0.2, desc=f"Loading {wanted}…")
+        try:
+            status = app.model(wanted, request=request)
+        except gr.Error as err:  # not loaded: the conversation goes on
+            return f"❌ {err.message}", gr.skip(), gr.skip()
+        return status, [], gr.update(value=escape(app.state(request).serving.model.stop_sequence))
 
     stop_box = controls[5]
     model.load.click(load, [model.picked, model.typed], [model.status, chat.chatbot, stop_box],
@@ -195,7 +197,7 @@ def build_app(source: str | None = None, options: Options | None = None) -> gr.B
                 model = model_section(options.model, app.default)
             with gr.Column(scale=6):
                 memory = memory_section()
-        for action in (app.chat, app.retry, app.undo, app.reset, app.memory):  # first: they own these names
+        for action in (app.chat, app.retry, app.undo, app.reset, app.memory, app.model):  # first: they own these names
             gr.api(action, api_name=action.__name__)
         panel = wire_panel(app, memory)
         wire_chat(app, chat, controls, panel)
