@@ -21,14 +21,24 @@ STATE_NAME = "training_state.safetensors"
 
 
 def atomic_path(final: str) -> str:
+    """A temporary file beside `final`, with the permissions a new file gets (mkstemp's are 0600)."""
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(final) + ".", suffix=".tmp", dir=os.path.dirname(final) or ".")
     os.close(fd)
+    normal_mode(tmp)
     return tmp
+
+
+def normal_mode(path: str) -> None:
+    """Give a file the permissions a new file gets under the umask (temporary files get 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def fsync_replace(tmp: str, final: str) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
+    normal_mode(tmp)
     os.replace(tmp, final)
 
 

@@ -166,8 +166,16 @@ def _split_names(dd, train_split: str | None, val_split: str | None):
     return train, val
 
 
-def _join_rows(ds, column: str) -> str:
-    return "\n".join(t for t in ds[column] if t is not None)
+def _text_of(value, column: str, source: str):
+    """A row's text, or DataError when the column holds something else (numbers, lists)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise DataError(f"The column '{column}' of {source} holds {type(value).__name__} values (e.g. {str(value)[:40]!r}), "
+                    "not text; choose a text column with --text-column.")
+
+
+def _join_rows(ds, column: str, source: str = "the dataset") -> str:
+    return "\n".join(t for t in (_text_of(v, column, source) for v in ds[column]) if t is not None)
 
 
 def load_corpus(
@@ -184,10 +192,10 @@ def load_corpus(
     dd = load_dataset_dict(dataset, revision)
     train_name, val_name = _split_names(dd, train_split, val_split)
     column = _text_column(dd[train_name].column_names, text_column, dataset)
-    train = _join_rows(dd[train_name], column)
+    train = _join_rows(dd[train_name], column, dataset)
     rev = default_revision(dataset, revision) if not os.path.exists(dataset) else None
     if val_name is not None:
-        val = _join_rows(dd[val_name], column)
+        val = _join_rows(dd[val_name], column, dataset)
         corpus = Corpus(train=train, val=val, source=dataset, revision=rev, val_from=f"split:{val_name}")
     else:
         cut = int(len(train) * (1.0 - val_fraction))
@@ -215,20 +223,20 @@ class StreamingCorpus:
         train_name, val_name = _split_names(dd, train_split, val_split)
         self._train = dd[train_name]
         self._val = dd[val_name] if val_name else None
-        names = self._train.column_names or list(next(iter(self._train)).keys())
-        self.column = _text_column(names, text_column, dataset)
-        chars: set[str] = set()
-        total = 0
-        for piece in self._pieces(self._train):
-            total += len(piece)
-            if vocab is None:
-                chars.update(piece)
-        val_total = 0
+        try:
+            names = self._train.column_names or list(next(iter(self._train)).keys())
+            self.column = _text_column(names, text_column, dataset)
+            total, val_total, chars = self._count(vocab is None)
+        except DataError:
+            raise
+        except StopIteration:
+            raise DataError(f"{dataset} holds no text; give a corpus with some characters in it.") from None
+        except Exception as err:  # the reader's own errors (a binary file, a broken row) while streaming
+            raise DataError(f"Could not read {dataset} ({type(err).__name__}: {str(err)[:120]}); check that it is "
+                            "UTF-8 text in a .txt, .parquet, .jsonl or .csv file.") from None
+        if total + val_total < 2 or (vocab is None and not chars):
+            raise DataError(f"{dataset} is too small to split into training and validation text; give a longer corpus.")
         if self._val is not None:
-            for piece in self._pieces(self._val):
-                val_total += len(piece)
-                if vocab is None:
-                    chars.update(piece)
             self.train_range, self.val_range = (0, total), (0, val_total)
             self.val_from = f"split:{val_name}"
         else:
@@ -237,13 +245,27 @@ class StreamingCorpus:
             self.val_from = f"last {val_fraction:g}"
         self._vocab = vocab or CharVocab(sorted(chars))
 
+    def _count(self, collect: bool) -> tuple[int, int, set[str]]:
+        """The first pass: characters in the training and validation streams, and (if `collect`)
+        the characters seen."""
+        chars: set[str] = set()
+        totals = []
+        for ds in (self._train, self._val):
+            total = 0
+            for piece in self._pieces(ds) if ds is not None else ():
+                total += len(piece)
+                if collect:
+                    chars.update(piece)
+            totals.append(total)
+        return totals[0], totals[1], chars
+
     def vocab(self) -> CharVocab:
         return self._vocab
 
     def _pieces(self, ds):
         first = True
         for row in ds:
-            text = row.get(self.column)
+            text = _text_of(row.get(self.column), self.column, self.source)
             if text is None:
                 continue
             if not first:

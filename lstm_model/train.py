@@ -40,7 +40,7 @@ from .distributed import Dist, init_distributed
 from .evaluate import check_int8, whole_text_loss
 from .generate import generate
 from .hub import INT8_CHECK_FILE, ModelLoadError, push_folder, write_model_card
-from .model import CharLSTM
+from .model import CONFIG_NAME, MAX_PARAMETERS, WEIGHTS_NAME, CharLSTM, parameter_count
 from .step import pick_engine
 from .train_config import TrainConfig, TrainingStopped, pick_device, resolve_config
 from .train_data import LN2, TrainingData
@@ -125,6 +125,10 @@ class Trainer:
             self.data = TrainingData(c, device, ddp)
         except DataError as err:
             raise TrainingStopped(str(err)) from None
+        size = parameter_count(len(self.data.vocab), c.embed_dim, c.hidden_size, c.num_layers)
+        if size > MAX_PARAMETERS:  # refused before anything is allocated
+            raise TrainingStopped(f"These settings make a model of {size:,} parameters, over the limit of "
+                                  f"{MAX_PARAMETERS:,}; lower --hidden-size, --embed-dim or --num-layers.")
         self.model = CharLSTM(
             vocab=self.data.vocab.chars, embed_dim=c.embed_dim, hidden_size=c.hidden_size, num_layers=c.num_layers,
             dropout=c.dropout, turn_separator=c.turn_separator, stop_sequence=c.stop_sequence,
@@ -180,6 +184,9 @@ class Trainer:
         rng_states = ddp.gather_rows(torch.get_rng_state()[None], dim=0)
         if not ddp.main:
             return
+        if not all(torch.isfinite(p).all() for p in self.model.parameters()):
+            raise TrainingStopped(f"The weights became NaN or infinite by step {self.step}; nothing was saved, "
+                                  f"{self.kept()}. Lower --lr or --grad-clip and --resume.")
         meta = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
                 "config": dataclasses.asdict(self.c), "metrics": self.run.metrics, "total_steps": self.total_steps,
                 "world_size": ddp.world}
@@ -190,6 +197,12 @@ class Trainer:
             raise TrainingStopped(f"Could not save the checkpoint in {self.c.out} ({err.strerror or err}); free disk "
                                   "space or choose another --out, then --resume.") from None
 
+    def kept(self) -> str:
+        """What a stopped run leaves: the checkpoint that really exists."""
+        if os.path.isfile(self.state_path):
+            return f"the last good checkpoint (step {read_state_metadata(self.state_path)['step']}) in {self.c.out} is kept"
+        return f"no checkpoint was written yet in {self.c.out}"
+
     def train_step(self, x, y) -> float:
         """One optimiser step on a batch, the state carried in and detached out; the loss."""
         if self.carry is None or self.carry[0].shape[1] != x.shape[0]:
@@ -198,9 +211,8 @@ class Trainer:
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         value = self.ddp.mean(loss.item())
         if not math.isfinite(value):
-            raise TrainingStopped(
-                f"The loss became {value} at step {self.step + 1}; training stopped and the last good checkpoint "
-                f"in {self.c.out} is kept. Lower --lr or --grad-clip and --resume.")
+            raise TrainingStopped(f"The loss became {value} at step {self.step + 1}; training stopped and "
+                                  f"{self.kept()}. Lower --lr or --grad-clip and --resume.")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(self.model.parameters(), self.c.grad_clip)
@@ -276,10 +288,14 @@ def _prepare_out(c: TrainConfig, ddp: Dist) -> None:
     if ddp.main:
         remove_stale_temporaries(c.out)
     has_run = os.path.isfile(os.path.join(c.out, STATE_NAME))
+    has_model = any(os.path.isfile(os.path.join(c.out, name)) for name in (CONFIG_NAME, WEIGHTS_NAME))
     if c.resume and not has_run:
         raise TrainingStopped(f"--resume found no {STATE_NAME} in {c.out}; start without --resume or point --out at the run.")
-    if not c.resume and has_run:
-        raise TrainingStopped(f"{c.out} already holds a training run; add --resume to continue it or choose another --out.")
+    if not c.resume and not c.overwrite and has_run:
+        raise TrainingStopped(f"{c.out} already holds a training run; add --resume to continue it, --overwrite to "
+                              "start it again, or choose another --out.")
+    if not c.resume and not c.overwrite and has_model:
+        raise TrainingStopped(f"{c.out} already holds a model; choose another --out, or add --overwrite to replace it.")
 
 
 def _train(c: TrainConfig, command: str, ddp: Dist, device: torch.device) -> Run:

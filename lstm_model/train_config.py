@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -14,10 +15,12 @@ import torch
 
 from .checkpoint import STATE_NAME, read_state_metadata
 from .data import DEFAULT_DATASET
+from .model import LIMITS
+from .sampling import MAX_NEW_CHARS_LIMIT
 
 # Flags whose value may change on --resume (the rest come from the saved config).
 RESUMABLE = {"max_steps", "epochs", "eval_every", "eval_batches", "push_to_hub", "device", "out", "resume", "quiet",
-             "sample_chars", "checkpoint_every"}
+             "sample_chars", "checkpoint_every", "overwrite"}
 
 
 @dataclass
@@ -58,6 +61,7 @@ class TrainConfig:
     device: str = "auto"
     out: str = "runs/char-lstm"
     resume: bool = False
+    overwrite: bool = False
     push_to_hub: str | None = None
     quiet: bool = False
 
@@ -108,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default auto)")
     add("--out", help=f"output folder (default {d.out})")
     add("--resume", action="store_true", help="continue the run saved in --out")
+    add("--overwrite", action="store_true", help="replace the model already in --out (otherwise refused)")
     add("--push-to-hub", metavar="REPO_ID", help="upload the result to this Hub model repo when done")
     add("--quiet", action="store_true", help="no progress bar")
     return p
@@ -143,18 +148,37 @@ def resolve_config(argv=None) -> TrainConfig:
 
 
 def check_settings(c: TrainConfig) -> None:
+    """Every setting in range, before any data is read or memory allocated; one sentence."""
     problems = []
-    for name in ("embed_dim", "hidden_size", "num_layers", "batch_size", "seq_len", "eval_every", "eval_batches"):
+    for name in ("batch_size", "seq_len", "eval_every", "eval_batches"):
         if getattr(c, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("embed_dim", "hidden_size", "num_layers"):
+        if not 1 <= getattr(c, name) <= LIMITS[name]:
+            problems.append(f"--{name.replace('_', '-')} must be from 1 to {LIMITS[name]}")
+    for name in ("lr", "epochs", "dropout", "forget_bias", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction"):
+        if not math.isfinite(getattr(c, name)):
+            problems.append(f"--{name.replace('_', '-')} must be a finite number")
     if not 0.0 <= c.dropout < 1.0:
         problems.append("--dropout must be in [0, 1)")
-    if c.lr <= 0:
+    if math.isfinite(c.lr) and not c.lr > 0:
         problems.append("--lr must be positive")
+    if math.isfinite(c.epochs) and not c.epochs > 0:
+        problems.append("--epochs must be positive")
+    if not 0.0 <= c.min_lr_ratio <= 1.0:
+        problems.append("--min-lr-ratio must be in [0, 1]")
+    if not c.grad_clip > 0 or not c.weight_decay >= 0:
+        problems.append("--grad-clip must be positive and --weight-decay at least 0")
+    if not 0.0 < c.val_fraction < 1.0:
+        problems.append("--val-fraction must be between 0 and 1")
+    if c.warmup_steps < 0:
+        problems.append("--warmup-steps must be at least 0")
+    if not 0 <= c.sample_chars <= MAX_NEW_CHARS_LIMIT:
+        problems.append(f"--sample-chars must be from 0 to {MAX_NEW_CHARS_LIMIT}")
     if c.max_steps is not None and c.max_steps < 1:
         problems.append("--max-steps must be at least 1")
-    if c.epochs <= 0:
-        problems.append("--epochs must be positive")
+    if c.checkpoint_every is not None and c.checkpoint_every < 1:
+        problems.append("--checkpoint-every must be at least 1")
     if problems:
         raise TrainingStopped("; ".join(problems) + ".")
 

@@ -61,6 +61,10 @@ class TrainingData:
             self.batches_per_epoch = num_batches(batchify(self.train_ids, c.batch_size), c.seq_len)
             self.val_from = corpus.val_from
             self.train_chars = len(corpus.train)
+        row = self.train.row_len if c.streaming else self.train_ids.numel() // c.batch_size
+        if c.seq_len >= row:
+            raise TrainingStopped(f"--seq-len {c.seq_len} is longer than each of the {c.batch_size} training streams "
+                                  f"({row:,} characters); lower --seq-len or --batch-size.")
         if self.batches_per_epoch < 1:
             raise TrainingStopped("The training text is too short for this --batch-size and --seq-len; lower them.")
 

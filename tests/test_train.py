@@ -155,3 +155,92 @@ def test_full_disk_gives_a_clear_message(play_file, tmp_path, monkeypatch):
         train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "full"), "--max-steps", "4"]))
     # The training state itself was written before the model folder failed: --resume can go on.
     assert (tmp_path / "full" / STATE_NAME).exists()
+
+
+@pytest.mark.parametrize("flags, sentence", [
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--epochs", "nan"], "--epochs must be a finite number"),
+    (["--epochs", "inf"], "--epochs must be a finite number"),
+    (["--sample-chars", "-1"], "--sample-chars must be from 0 to 20000"),
+    (["--hidden-size", "100000"], "--hidden-size must be from 1 to 8192"),
+    (["--warmup-steps", "-5"], "--warmup-steps must be at least 0"),
+    (["--min-lr-ratio", "2"], "--min-lr-ratio must be in"),
+])
+def test_bad_arguments_end_in_one_sentence_before_anything_is_read(flags, sentence):
+    with pytest.raises(TrainingStopped, match=sentence.replace("-", "\\-")):
+        resolve_config(["--dataset", "no/such-dataset"] + flags)
+
+
+def test_sizes_and_windows_are_refused_before_training(play_file, tmp_path):
+    with pytest.raises(TrainingStopped, match="parameters, over the limit"):
+        train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "a"), "--hidden-size", "8000",
+                                      "--num-layers", "8", "--max-steps", "1"]))
+    with pytest.raises(TrainingStopped, match="--seq-len 1000000 is longer than each of the"):
+        train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "b"), "--seq-len", "1000000",
+                                      "--max-steps", "1"]))
+    assert not (tmp_path / "a" / "model.safetensors").exists() and not (tmp_path / "b" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("content, sentence", [
+    ("", "too small"),
+    (b"\x00\xb4\xff" * 1000, "UTF-8 text"),
+])
+def test_unreadable_corpora_end_in_one_sentence_when_streamed(content, sentence, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(content if isinstance(content, bytes) else content.encode())
+    result = subprocess.run([sys.executable, "-m", "lstm_model.train", "--dataset", str(corpus), "--streaming",
+                             "--out", str(tmp_path / "out"), "--quiet"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error:") and sentence in result.stderr
+
+
+def test_a_text_column_of_numbers_is_refused(tmp_path):
+    from lstm_model.data import DataError, StreamingCorpus, load_corpus
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": 5}\n{"text": 7}\n')
+    with pytest.raises(DataError, match="holds int values"):
+        load_corpus(str(rows))
+    with pytest.raises(DataError, match="holds int values"):
+        StreamingCorpus(str(rows))
+
+
+def test_an_existing_model_folder_is_not_replaced_without_overwrite(play_file, trained_dir, tmp_path):
+    import shutil
+    import stat
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained_dir[0], folder, ignore=shutil.ignore_patterns(STATE_NAME))  # a model, not a run
+    weights = (folder / "model.safetensors").read_bytes()
+    with pytest.raises(TrainingStopped, match="already holds a model; choose another --out, or add --overwrite"):
+        train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(folder), "--max-steps", "1"]))
+    assert (folder / "model.safetensors").read_bytes() == weights
+    train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(folder), "--max-steps", "1", "--overwrite"]))
+    assert (folder / "model.safetensors").read_bytes() != weights
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("model.safetensors", "config.json", STATE_NAME, "int8.json"):
+        assert stat.S_IMODE(os.stat(folder / name).st_mode) == 0o666 & ~umask, name
+
+
+def test_weights_that_are_not_finite_are_never_saved(play_file, tmp_path, monkeypatch):
+    import lstm_model.train as train_module
+
+    out = tmp_path / "run"
+    train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(out), "--max-steps", "2"]))
+    saved = (out / "model.safetensors").read_bytes()
+    original = train_module.Trainer.train_step
+
+    def poisoning(self, x, y):  # a finite loss whose update breaks the weights
+        value = original(self, x, y)
+        with torch.no_grad():
+            self.model.head.bias[0] = float("nan")
+        return value
+
+    monkeypatch.setattr(train_module.Trainer, "train_step", poisoning)
+    with pytest.raises(TrainingStopped, match=r"NaN or infinite by step 3; nothing was saved, the last good checkpoint "
+                                              r"\(step 2\)"):
+        train(resolve_config(["--out", str(out), "--resume", "--max-steps", "4", "--checkpoint-every", "1", "--quiet"]))
+    assert (out / "model.safetensors").read_bytes() == saved
