@@ -5,7 +5,10 @@
 Starts `python app.py` on a free port, runs --sessions concurrent clients of --turns chat turns
 each (every session's messages carry a marker unique to it), then checks that no session's
 memory report holds another session's marker or lacks its own turns. Prints errors, p50/p95 turn
-latency and the server's peak resident memory (VmHWM).
+latency and the server's peak resident memory (VmHWM). Then the model picker under churn: one
+client switches models --churn times through `/model`, cycling through many spellings of the two
+bundled folders, with a turn after each switch; prints the server's resident memory and threads
+before and after.
 """
 
 from __future__ import annotations
@@ -21,12 +24,38 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from appserver import percentile, start_app  # noqa: E402
 
 
-def peak_rss_mb(pid: int) -> float:
+def proc_status(pid: int, field: str) -> int:
+    """A number from /proc/<pid>/status (VmHWM and VmRSS in KB, Threads)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return -1
+
+
+def peak_rss_mb(pid: int) -> float:
+    return proc_status(pid, "VmHWM") / 1024
+
+
+def picker_churn(url: str, pid: int, switches: int) -> None:
+    """Switch models `switches` times through /model, each spelled another way, a turn after each."""
+    from gradio_client import Client
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spellings = []
+    for name in ("shakespeare", "timemachine"):
+        folder = os.path.join(root, "assets", name)
+        spellings += [name, folder, folder + "/", folder + "//", os.path.join(folder, "."), f"assets/{name}",
+                      f"./assets/{name}", f"assets/{name}/", f"assets/../assets/{name}"]
+    c = Client(url, verbose=False)
+    c.predict("ROMEO:\nHello.", api_name="/chat")
+    before = proc_status(pid, "VmRSS") / 1024, proc_status(pid, "Threads")
+    for i in range(switches):
+        c.predict(spellings[i % len(spellings)], api_name="/model")
+        c.predict("ROMEO:\nHello.", 0.8, 40, 1.0, 60, i, "\\n\\n", True, api_name="/chat")
+    after = proc_status(pid, "VmRSS") / 1024, proc_status(pid, "Threads")
+    print(f"model picker, {switches} switches over {len(spellings)} spellings of 2 folders: server RSS "
+          f"{before[0]:.0f} -> {after[0]:.0f} MB, threads {before[1]} -> {after[1]}")
 
 
 def main(argv=None) -> int:
@@ -34,6 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--sessions", type=int, default=32)
     p.add_argument("--turns", type=int, default=5)
     p.add_argument("--max-chars", type=int, default=120)
+    p.add_argument("--churn", type=int, default=36, help="model switches through /model after the sessions (0: none)")
     args = p.parse_args(argv)
     from gradio_client import Client
 
@@ -82,6 +112,8 @@ def main(argv=None) -> int:
         print(f"server peak RSS: {peak_rss_mb(server.pid):.0f} MB (after start-up: {rss_idle:.0f} MB)")
         for e in errors[:5]:
             print("  error:", e)
+        if args.churn:
+            picker_churn(url, server.pid, args.churn)
     finally:
         server.terminate()
         server.wait(timeout=30)
