@@ -90,11 +90,20 @@ def resolve_source(source: str | os.PathLike | None) -> tuple[str, str | None]:
 
 def source_key(source: str | os.PathLike | None) -> str:
     """One name for every spelling of a source: a local folder's real path (a bundled name and
-    None resolved first), else `repo@revision` (revision `main` when none is given)."""
+    None resolved first), else `repo@commit`, the commit that the revision (default `main`) points
+    to, found by fetching the repo's config.json (from the local cache when the Hub is out of
+    reach); `repo@revision` when even that fails (loading will then say why)."""
     path, revision = resolve_source(source)
     if os.path.exists(path):
         return os.path.realpath(path)
-    return f"{path}@{revision or 'main'}"
+    try:
+        validate_repo_id(path)
+        from huggingface_hub import hf_hub_download
+
+        config = hf_hub_download(path, CONFIG_NAME, revision=revision, local_files_only=not hub_reachable())
+        return f"{path}@{os.path.basename(os.path.dirname(config))}"  # .../snapshots/<commit>/config.json
+    except Exception:  # noqa: BLE001 - any failure: the plain key, and load_model's sentence
+        return f"{path}@{revision or 'main'}"
 
 
 def load_model(source: str | os.PathLike | None = None, device: str = "cpu") -> CharLSTM:

@@ -140,3 +140,23 @@ def test_a_huge_config_with_small_weights_is_refused_before_allocation(play_text
     assert "has shape" in result.stdout and "config.json implies" in result.stdout, result.stderr
     peak_kb = int(result.stdout.split()[-1])
     assert peak_kb < 1_000_000  # KB: the 1.7 GB model was never allocated
+
+
+def test_a_repo_id_loads_from_the_hub_cache_and_its_spellings_share_one_key(trained_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from huggingface_hub import constants
+
+    from lstm_model.hub import load_int8_check, source_key
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "models--someone--tiny-lstm"  # the Hub cache's layout, as a download leaves it
+    shutil.copytree(trained_dir[0], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    model = load_model("someone/tiny-lstm")  # offline: from the cache
+    assert model.hidden_size == load_model(trained_dir[0]).hidden_size
+    assert load_int8_check("someone/tiny-lstm@main") is not None
+    keys = {source_key(s) for s in ("someone/tiny-lstm", "someone/tiny-lstm@main", f"someone/tiny-lstm@{commit}")}
+    assert keys == {f"someone/tiny-lstm@{commit}"}
