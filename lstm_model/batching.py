@@ -71,8 +71,9 @@ class Decoder:
 
     def submit(self, logits, state, sampling: Sampling, generator) -> Request:
         """Add a reply: the logits and (h, c) after what it has read, its settings and random
-        generator. Its pieces arrive in `request.outbox` as (text, h, c), then None (or an
-        exception); `request.matcher` holds the final text and why it stopped."""
+        generator. Its pieces arrive in `request.outbox` as (text, h, c), the last one (whose text
+        may be empty) with the final state, then None (or an exception); `request.matcher` holds
+        the final text and why it stopped."""
         request = Request(self, logits, state, sampling, generator)
         with self._wake:
             self._closed = False  # a reply after close() starts the thread again
@@ -174,10 +175,9 @@ class Decoder:
         for i in rows:
             r = active[i]
             r.h, r.c = h[:, i : i + 1], c[:, i : i + 1]
-            text = r.matcher.text
-            if len(text) > r.sent:
-                r.outbox.put((text[r.sent :], r.h, r.c))
-                r.sent = len(text)
+            text = r.matcher.text  # the rest, possibly nothing, with the final state (after any stop)
+            r.outbox.put((text[r.sent :], r.h, r.c))
+            r.sent = len(text)
             r.outbox.put(_FINISHED)
         keep = [i for i in range(len(active)) if i not in set(rows)]
         active[:] = [active[i] for i in keep]

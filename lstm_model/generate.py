@@ -124,9 +124,10 @@ class Stream:
                 if item is None:
                     return request.matcher
                 piece, h, c = item
-                self.state = (h, c)  # the state after the piece's last character
-                self.text += piece
-                yield piece
+                self.state = (h, c)  # the state after the last character stepped
+                if piece:
+                    self.text += piece
+                    yield piece
         finally:
             request.cancel()
 

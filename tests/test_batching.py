@@ -83,8 +83,12 @@ def test_chat_sessions_share_a_decoder_and_stay_reproducible(trained_model, batc
     assert torch.allclose(shared[0].state[1], solo.state[1], atol=1e-4)
 
 
-def test_stop_sequences_end_batched_replies_as_they_end_lone_ones(trained_model, batched):
+@pytest.mark.parametrize("flush_seconds", [0.0, 0.02])
+def test_stop_sequences_end_batched_replies_as_they_end_lone_ones(trained_model, batched, flush_seconds, monkeypatch):
     # Both paths must cut at the same place, keep the stop out of the text and feed it to the LSTM.
+    # Handing the text over at every step (0 s) means that nothing is left to send when the stop
+    # completes: the final state must arrive all the same.
+    monkeypatch.setattr("lstm_model.batching.FLUSH_SECONDS", flush_seconds)
     settings = dict(max_new_chars=400, temperature=0.8, stop=["\n\n", "zzz"])
     for seed in range(30):  # the first seed whose reply ends with a blank line
         alone = stream(trained_model, "ANNA:\n", seed=seed, **settings)
