@@ -85,17 +85,27 @@ def _hub_endpoint() -> tuple[str, int]:
     return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
 
 
+_PROBES: dict[tuple[str, int], tuple[float, bool]] = {}  # endpoint -> (when, answer)
+PROBE_SECONDS = 30.0  # one probe answers for this long: loading a model asks several times
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hub answers a TCP connection within `timeout` seconds (never when offline)."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         return False
     if os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
         return False
+    endpoint, now = _hub_endpoint(), time.monotonic()
+    when, answer = _PROBES.get(endpoint, (-PROBE_SECONDS, False))
+    if now - when < PROBE_SECONDS:
+        return answer
     try:
-        with socket.create_connection(_hub_endpoint(), timeout=timeout):
-            return True
+        with socket.create_connection(endpoint, timeout=timeout):
+            answer = True
     except OSError:
-        return False
+        answer = False
+    _PROBES[endpoint] = (time.monotonic(), answer)
+    return answer
 
 
 def load_dataset_dict(dataset: str, revision: str | None = None, streaming: bool = False):

@@ -86,12 +86,14 @@ class Stream:
         logits, self.state = self._read_prompt(state)
         generator = make_generator(s.seed)
         decoder = self.serving.decoder
-        matcher = StopMatcher(s.stop, s.max_new_chars)
-        if matcher.stopped_by is None:
-            if decoder is not None:
-                matcher = yield from self._batched(decoder, logits, generator)
-            else:
-                yield from self._alone(matcher, logits, generator)
+        if s.max_new_chars == 0:
+            self.stopped_by = "length"
+            return
+        if decoder is not None:
+            matcher = yield from self._batched(decoder, logits, generator)
+        else:
+            matcher = StopMatcher(s.stop, s.max_new_chars)
+            yield from self._alone(matcher, logits, generator)
         self.text, self.stopped_by, self.stop_text = matcher.text, matcher.stopped_by, matcher.stop_text
 
     def _alone(self, matcher: StopMatcher, logits, generator):

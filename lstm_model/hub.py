@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from .data import hub_reachable
-from .model import CONFIG_NAME, WEIGHTS_NAME, CharLSTM, CheckpointError, check_config, check_weights_file
+from .model import CONFIG_NAME, WEIGHTS_NAME, CharLSTM, CheckpointError, check_config, require_safetensors
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL = "shakespeare"
@@ -61,7 +61,7 @@ def validate_repo_id(repo_id: str) -> None:
 
 def _check_local_folder(folder: str) -> None:
     try:
-        check_weights_file(folder)
+        require_safetensors(folder)
     except CheckpointError as err:
         raise ModelLoadError(str(err)) from None
     if CONFIG_NAME not in os.listdir(folder):

@@ -58,7 +58,7 @@ def check_config(config: dict) -> None:
         raise CheckpointError(f"config.json describes a model of {n:,} parameters, over the limit of {MAX_PARAMETERS:,}.")
 
 
-def check_weights_file(folder: str) -> None:
+def require_safetensors(folder: str) -> None:
     """A local model folder must hold model.safetensors; pickle weights are refused unopened."""
     names = os.listdir(folder)
     if WEIGHTS_NAME in names:
@@ -186,7 +186,7 @@ class CharLSTM(
     ):
         check_config(model_kwargs)
         if os.path.isdir(model_id):
-            check_weights_file(model_id)
+            require_safetensors(model_id)
             model_file = os.path.join(model_id, WEIGHTS_NAME)
         else:
             model_file = hf_hub_download(
@@ -247,10 +247,10 @@ def check_weight_file(model_file: str, config: dict) -> None:
 
 
 def load_weights(model: CharLSTM, model_file: str, map_location="cpu") -> None:
-    """Load a safetensors file into `model`, refusing anything that does not match exactly."""
+    """Load a safetensors file that `check_weight_file` accepted into `model`, refusing NaN and
+    infinite values."""
     from safetensors import safe_open
 
-    check_weight_file(model_file, model.config)
     loaded = {}
     with safe_open(model_file, framework="pt", device=str(map_location)) as f:
         for name, target in model.state_dict().items():

@@ -26,11 +26,13 @@ class SamplingError(ValueError):
     """Sampling settings that cannot be used; the message says the valid range."""
 
 
-def _number(name, value, kind=float):
+def as_number(name, value, kind=float):
+    """`value` as a finite float or a whole int (exact, however large), or SamplingError with one
+    sentence naming `name`."""
     if kind is int and isinstance(value, int) and not isinstance(value, bool):
-        return value  # exact, however large (a seed)
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SamplingError(f"{name} must be a number; got {value!r}.")
+        raise SamplingError(f"{name} must be {'a whole number' if kind is int else 'a number'}; got {value!r}.")
     if kind is int and float(value) != int(value):
         raise SamplingError(f"{name} must be a whole number; got {value!r}.")
     return kind(value)
@@ -55,23 +57,23 @@ class Sampling:
 
     def __post_init__(self):
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 - frozen dataclass
-        put("max_new_chars", _number("max_new_chars", self.max_new_chars, int))
+        put("max_new_chars", as_number("max_new_chars", self.max_new_chars, int))
         if not 0 <= self.max_new_chars <= MAX_NEW_CHARS_LIMIT:
             raise SamplingError(f"max_new_chars must be between 0 and {MAX_NEW_CHARS_LIMIT}; got {self.max_new_chars}.")
         put("greedy", bool(self.greedy))
-        put("temperature", _number("temperature", self.temperature))
+        put("temperature", as_number("temperature", self.temperature))
         if self.temperature <= 0 and not self.greedy:
             raise SamplingError(f"temperature must be above 0 (use greedy for the most likely character); got {self.temperature}.")
         if self.top_k is not None:
-            put("top_k", _number("top_k", self.top_k, int))
+            put("top_k", as_number("top_k", self.top_k, int))
             if self.top_k < 1:
                 raise SamplingError(f"top_k must be at least 1 (or None for no limit); got {self.top_k}.")
         if self.top_p is not None:
-            put("top_p", _number("top_p", self.top_p))
+            put("top_p", as_number("top_p", self.top_p))
             if not 0.0 < self.top_p <= 1.0:
                 raise SamplingError(f"top_p must be in (0, 1]; got {self.top_p}.")
         if self.seed is not None:
-            put("seed", _number("seed", self.seed, int))
+            put("seed", as_number("seed", self.seed, int))
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if any(not isinstance(s, str) for s in stops):
             raise SamplingError("stop must be a string or a list of strings.")

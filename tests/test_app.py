@@ -122,7 +122,7 @@ def test_a_panel_refresh_overtaken_by_a_newer_change_is_not_shown(trained_model)
     from lstm_model.serving import Serving
     from ui.actions import ChatState, panel_figures
 
-    st = ChatState(None, Serving(trained_model))
+    st = ChatState(Serving(trained_model))
     "".join(st.session.send("ANNA:\nThe moon."))
     assert "after turn 1" in panel_figures(st, "cell", 0, "2")[-1]
     original = st.session.trace_recent

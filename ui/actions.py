@@ -17,7 +17,7 @@ import gradio as gr
 from lstm_model import views
 from lstm_model.gates import units_following
 from lstm_model.hub import ModelLoadError, bundled_models, load_int8_check, load_model, source_key
-from lstm_model.sampling import SamplingError
+from lstm_model.sampling import SamplingError, as_number
 from lstm_model.serving import Serving
 from lstm_model.session import ChatSession
 from lstm_model.step import EngineError
@@ -99,20 +99,18 @@ def sampling_from(temperature, top_k, top_p, max_chars, seed, stop) -> dict:
     """ChatSession's sampling settings from the controls' values (or the API's), or gr.Error with
     one sentence for a value out of range or of the wrong type."""
 
-    def number(label, value, kind=float, default=None):
+    def number(label, value, kind, default):
         if value is None or value == "":
             return default
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value  # exact, however large (a seed)
+        if isinstance(value, str):  # raw JSON may carry numbers as text ("0.8", "NaN")
+            try:
+                value = float(value)
+            except ValueError:
+                pass  # as_number says what is wrong with it
         try:
-            if isinstance(value, bool):
-                raise TypeError
-            number = float(value)
-            if number != number or number in (float("inf"), float("-inf")) or (kind is int and number != int(number)):
-                raise ValueError
-        except (TypeError, ValueError):
-            raise gr.Error(f"{label} must be {'a whole number' if kind is int else 'a number'}; got {value!r}.") from None
-        return kind(number)
+            return as_number(label, value, kind)
+        except SamplingError as err:
+            raise gr.Error(str(err)) from None
 
     def within(label, value, name):
         low, high = RANGES[name]
@@ -139,16 +137,16 @@ def sampling_from(temperature, top_k, top_p, max_chars, seed, stop) -> dict:
 class ChatState:
     """One browser (or API client) session: its served model, its ChatSession, a lock for its turns."""
 
-    def __init__(self, source: str | None, serving: Serving):
-        self.source, self.serving = source, serving
+    def __init__(self, serving: Serving):
+        self.serving = serving
         self.session = ChatSession(serving.model, memory=True, serving=serving)
         self.notes: list[str] = []  # notices about the last message, for the page
         self.lock = threading.Lock()
         self.changes = 0  # counts the changes to the conversation, so that a stale panel is not shown
         self.used = time.monotonic()
 
-    def switch(self, source: str | None, serving: Serving) -> None:
-        self.source, self.serving = source, serving
+    def switch(self, serving: Serving) -> None:
+        self.serving = serving
         self.session = ChatSession(serving.model, memory=self.session.memory, serving=serving)
 
 
@@ -237,7 +235,7 @@ class ChatApp:
                 del self._sessions[old]
             st = self._sessions.get(key)
             if st is None:
-                st = self._sessions[key] = ChatState(self.options.model, self.default)
+                st = self._sessions[key] = ChatState(self.default)
             st.used = now
             return st
 
@@ -256,9 +254,9 @@ class ChatApp:
 
     # -- actions: the API endpoints, and what the page's buttons do --------------------------
 
-    def chat(self, message: str, temperature: float = 0.8, top_k: int = 40, top_p: float = 1.0,
-             max_chars: int = 500, seed: int = -1, stop: str = "\\n\\n", memory: bool = True,
-             request: gr.Request = None) -> str:
+    def chat(self, message: str, temperature: float = DEFAULTS["temperature"], top_k: int = DEFAULTS["top_k"],
+             top_p: float = DEFAULTS["top_p"], max_chars: int = DEFAULTS["max_chars"], seed: int = DEFAULTS["seed"],
+             stop: str = "\\n\\n", memory: bool = DEFAULTS["memory"], request: gr.Request = None) -> str:
         """Send a message; streams the reply. The LSTM memory carries over between calls of the same
         client session. Top-k 0 = off, top-p 1 = off, seed -1 = random; the stop sequence is written
         with \\n for a newline."""
@@ -272,8 +270,9 @@ class ChatApp:
                 gr.Warning(note)
             yield from paced(reply)
 
-    def retry(self, temperature: float = 0.8, top_k: int = 40, top_p: float = 1.0, max_chars: int = 500,
-              seed: int = -1, stop: str = "\\n\\n", memory: bool = True, request: gr.Request = None) -> str:
+    def retry(self, temperature: float = DEFAULTS["temperature"], top_k: int = DEFAULTS["top_k"],
+              top_p: float = DEFAULTS["top_p"], max_chars: int = DEFAULTS["max_chars"], seed: int = DEFAULTS["seed"],
+              stop: str = "\\n\\n", memory: bool = DEFAULTS["memory"], request: gr.Request = None) -> str:
         """Resample the last reply from the memory just after the last message; streams it."""
         st = self.state(request)
         self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
@@ -316,7 +315,7 @@ class ChatApp:
             raise gr.Error(f"{load_error(wanted, err)} The current model keeps working.") from None
         st = self.state(request)
         with st.lock:
-            st.switch(wanted, serving)
+            st.switch(serving)
             st.changes += 1
         return serving_line(wanted, serving) + "; the conversation was reset."
 
