@@ -5,10 +5,12 @@ page in ui/layout.py) around the model package lstm_model/ (ARCHITECTURE.md has 
 
     python app.py [--model PATH_OR_REPO[@revision]] [--share] [--host HOST] [--port PORT] [--int8 auto|on|off]
 
-Environment variables (read here and nowhere else): INT8 (as --int8), LSTM_STEP_ENGINE (auto,
-onnxruntime or torch), BATCHING (0 = every reply steps alone), CHAT_CONCURRENCY (replies
-generated at once, default 16), TORCH_THREADS (default 1); Gradio's own GRADIO_SERVER_NAME and
-GRADIO_SERVER_PORT.
+Environment variables (read here and nowhere else): MODEL (as --model: how a Hugging Face Space,
+which passes no flags, picks its model), INT8 (as --int8), LSTM_STEP_ENGINE (auto, onnxruntime or
+torch), BATCHING (0 = every reply steps alone), CHAT_CONCURRENCY (replies generated at once,
+default 16), TORCH_THREADS (default 1), CUSTOM_MODELS (1/0: whether visitors may load Hub repos
+and local folders through the model picker; default 0 on a Space, where SPACE_ID is set, else 1);
+Gradio's own GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ui.actions import Options
 from ui.layout import build_app
 
 __all__ = ["Options", "build_app", "main", "parse_args"]
+SWITCH = {"1": True, "on": True, "true": True, "yes": True, "0": False, "off": False, "false": False, "no": False}
 
 
 def parse_args(argv=None, environ=None) -> Options:
@@ -41,7 +44,12 @@ def parse_args(argv=None, environ=None) -> Options:
                    help="int8 generation steps: auto (default, or INT8) = when the model's int8.json shows a loss "
                         "rise <= 0.01 nats/char; on; off")
     args = p.parse_args(argv)
-    options = Options(model=args.model, share=args.share, host=args.host, port=args.port,
+    on_space = bool(env.get("SPACE_ID"))
+    custom = env.get("CUSTOM_MODELS", "0" if on_space else "1").strip().lower()
+    if custom not in SWITCH:
+        p.error(f"CUSTOM_MODELS must be 1 or 0 (on or off); got {custom!r}.")
+    options = Options(model=args.model or env.get("MODEL") or None, share=args.share, custom_models=SWITCH[custom],
+                      on_space=on_space, host=args.host, port=args.port,
                       int8=args.int8 or env.get("INT8", "auto"), engine=env.get("LSTM_STEP_ENGINE", "auto"),
                       batching=env.get("BATCHING", "1") != "0")
     if options.int8 not in INT8_MODES:
@@ -66,6 +74,10 @@ def main(argv=None) -> int:
     except ModelLoadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    if options.share and options.on_space:
+        print("--share does not apply on a Hugging Face Space: the Space's own address is already public; "
+              "serving without a gradio.live link.", file=sys.stderr)
+        options.share = False
     demo.launch(server_name=options.host, server_port=options.port, share=options.share, prevent_thread_lock=True)
     if options.share and not getattr(demo, "share_url", None):
         print("The public share link could not be created (no connection to gradio.live?); "

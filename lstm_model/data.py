@@ -80,8 +80,18 @@ def _is_saved_dataset(path: str) -> bool:
     return "dataset_dict.json" in names or ("state.json" in names and "dataset_info.json" in names)
 
 
+def hub_url() -> str:
+    """The Hub's address: HF_ENDPOINT (a mirror, or a local stand-in in the tests) or huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_offline() -> bool:
+    """Whether the Hub is switched off on purpose (HF_HUB_OFFLINE or HF_DATASETS_OFFLINE set)."""
+    return any(os.environ.get(name, "0").lower() in ("1", "true", "yes", "on") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
 def _hub_endpoint() -> tuple[str, int]:
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    url = urlparse(hub_url())
     return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
 
 
@@ -91,9 +101,7 @@ PROBE_SECONDS = 30.0  # one probe answers for this long: loading a model asks se
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hub answers a TCP connection within `timeout` seconds (never when offline)."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        return False
-    if os.environ.get("HF_DATASETS_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+    if hub_offline():
         return False
     endpoint, now = _hub_endpoint(), time.monotonic()
     when, answer = _PROBES.get(endpoint, (-PROBE_SECONDS, False))
@@ -131,23 +139,38 @@ def load_dataset_dict(dataset: str, revision: str | None = None, streaming: bool
     revision = default_revision(dataset, revision)
     start = time.monotonic()
     offline = not hub_reachable()
+    was_offline = datasets.config.HF_HUB_OFFLINE
     try:
-        if offline:
-            # Only a local cache can help; make `datasets` fail at once instead of retrying.
-            datasets.config.HF_HUB_OFFLINE = True
+        # Offline only a local cache can help: make `datasets` fail at once instead of retrying.
+        datasets.config.HF_HUB_OFFLINE = offline
         return datasets.load_dataset(dataset, revision=revision, streaming=streaming)
     except Exception as err:
-        if offline:
-            raise DataError(
-                f"Could not reach the Hugging Face Hub to load the dataset '{dataset}' and it is not in the local cache; "
-                "connect to the internet or pass a local path, e.g. --dataset path/to/corpus.txt."
-            ) from None
-        waited = time.monotonic() - start
-        raise DataError(
-            f"Could not load the dataset '{dataset}'" + (f" at revision {revision}" if revision else "")
+        raise DataError(_dataset_error(dataset, revision, err, offline, time.monotonic() - start)) from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE = was_offline
+
+
+def _dataset_error(dataset: str, revision: str | None, err: Exception, offline: bool, waited: float) -> str:
+    from datasets.exceptions import DatasetNotFoundError
+    from huggingface_hub.errors import GatedRepoError, RevisionNotFoundError
+
+    local = "or pass a local path, e.g. --dataset path/to/corpus.txt."
+    if offline:
+        why = ("HF_HUB_OFFLINE is set" if hub_offline() else f"the Hugging Face Hub ({hub_url()}) cannot be reached")
+        return (f"Could not load the dataset '{dataset}': {why} and it is not in the local cache; "
+                f"{'unset HF_HUB_OFFLINE' if hub_offline() else 'connect to the internet'}, {local}")
+    chain = [err, err.__cause__, err.__context__]
+    if any(isinstance(e, GatedRepoError) for e in chain) or "gated" in str(err).lower():
+        return (f"The dataset '{dataset}' is gated: accept its conditions on its Hub page and log in with "
+                f"`hf auth login` (or set HF_TOKEN), {local}")
+    if any(isinstance(e, RevisionNotFoundError) for e in chain) or (revision and "revision" in str(err).lower()):
+        return f"The dataset '{dataset}' has no branch, tag or commit '{revision}'; check --revision, {local}"
+    if isinstance(err, DatasetNotFoundError):
+        return (f"There is no dataset '{dataset}' on the Hub (or it is private and you are not logged in); "
+                f"check the id or log in with `hf auth login`, {local}")
+    return (f"Could not load the dataset '{dataset}'" + (f" at revision {revision}" if revision else "")
             + f" ({type(err).__name__} after {waited:.0f}s: {str(err).splitlines()[0] if str(err) else ''}); "
-            "check the id and revision, or pass a local path with --dataset."
-        ) from None
+            f"check the id and revision, {local}")
 
 
 def _text_column(features_or_names, text_column: str | None, source: str) -> str:

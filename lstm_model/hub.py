@@ -1,6 +1,7 @@
 """Models on disk and on the Hub: `load_model(source)` (a local folder, a Hub repo id
-user/name[@revision], a bundled model's name, or the bundled default), `load_int8_check`, model
-cards, and pushing a trained folder to the Hub."""
+user/name[@revision], a bundled model's name, or the bundled default), `load_int8_check`, the
+Hub's failures as one sentence each, and pushing a trained folder to the Hub (`push_folder`).
+Model cards are written by cards.py; the Space deploy and the publishing CLI are publish.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import math
 import os
 from pathlib import Path
 
-from .data import hub_reachable
+from .cards import write_model_card  # noqa: F401 - hub.write_model_card, its former home
+from .data import hub_offline, hub_reachable, hub_url
 from .model import CONFIG_NAME, WEIGHTS_NAME, CharLSTM, CheckpointError, check_config, require_safetensors
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -127,7 +129,7 @@ def load_model(source: str | os.PathLike | None = None, device: str = "cpu") -> 
     except (CheckpointError, ModelLoadError) as err:
         raise ModelLoadError(str(err)) from None
     except Exception as err:
-        raise ModelLoadError(_hub_error_sentence(path, revision, err)) from None
+        raise ModelLoadError(hub_error_sentence(path, revision, err)) from None
     return model
 
 
@@ -151,10 +153,12 @@ def load_int8_check(source: str | os.PathLike | None = None) -> dict | None:
     return check if math.isfinite(rise) else None
 
 
-def _hub_error_sentence(repo_id: str, revision: str | None, err: Exception) -> str:
+def hub_error_sentence(repo_id: str, revision: str | None, err: Exception) -> str:
+    """One sentence for each way a Hub download fails, saying what to do."""
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
+        HfHubHTTPError,
         LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
@@ -162,93 +166,80 @@ def _hub_error_sentence(repo_id: str, revision: str | None, err: Exception) -> s
     )
 
     where = f"'{repo_id}'" + (f" at revision '{revision}'" if revision else "")
-    if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled, OSError)):
-        return (
-            f"Could not reach the Hugging Face Hub to download {where}, and it is not in the local cache; "
-            "connect to the internet or give a local folder."
-        )
-    if isinstance(err, GatedRepoError):
-        return f"The model repo {where} is gated; accept its terms on the Hub and log in with `hf auth login`."
+    if isinstance(err, (LocalEntryNotFoundError, OfflineModeIsEnabled)):
+        if hub_offline():
+            return (f"The model {where} is not in the local Hub cache and HF_HUB_OFFLINE is set; "
+                    "unset HF_HUB_OFFLINE to download it, or give a local folder.")
+        return (f"Could not reach the Hugging Face Hub ({hub_url()}) to download the model {where}, and it is not in "
+                "the local cache; check your internet connection (or HF_ENDPOINT), or give a local folder.")
+    if isinstance(err, GatedRepoError):  # before RepositoryNotFoundError, its parent class
+        return (f"The model repo {where} is gated: accept its conditions on its Hub page, then log in with "
+                "`hf auth login` (or set HF_TOKEN).")
     if isinstance(err, RepositoryNotFoundError):
-        return f"The model repo {where} was not found on the Hub (or is private); check the id or log in with `hf auth login`."
+        return (f"There is no model repo '{repo_id}' on the Hub (or it is private and you are not logged in); "
+                "check the id, or log in with `hf auth login`.")
     if isinstance(err, RevisionNotFoundError):
-        return f"The model repo '{repo_id}' has no revision '{revision}'; check the branch, tag or commit."
-    if isinstance(err, EntryNotFoundError):  # after LocalEntryNotFoundError, its subclass
-        return f"The model repo {where} has no {WEIGHTS_NAME}; only safetensors CharLSTM checkpoints can be loaded."
+        return f"The model repo '{repo_id}' has no branch, tag or commit '{revision}'; check the revision after the @."
+    if isinstance(err, EntryNotFoundError):
+        url = str(getattr(getattr(err, "response", None), "url", "") or "")
+        if url.endswith("/" + CONFIG_NAME):
+            return (f"The Hub repo {where} has no {CONFIG_NAME}, so it is not a CharLSTM model; give a repo written by "
+                    "save_pretrained() or push_to_hub() of this project.")
+        return (f"The Hub repo {where} has a {CONFIG_NAME} but no {WEIGHTS_NAME}; only safetensors CharLSTM "
+                "checkpoints can be loaded (upload one with `python -m lstm_model.publish push FOLDER REPO`).")
+    if isinstance(err, HfHubHTTPError):
+        status = getattr(getattr(err, "response", None), "status_code", "?")
+        return (f"The Hub answered with an error (HTTP {status}) while downloading the model {where}; "
+                "try again later, or give a local folder.")
+    if isinstance(err, OSError):  # the connection dropped mid-download, a full disk, an unwritable cache
+        return (f"Could not download the model {where} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                "check your connection and the free space of the Hub cache (HF_HOME), or give a local folder.")
     return f"Could not load the model {where} ({type(err).__name__}: {err}); check the id or give a local folder."
 
 
-# -- model cards and pushing ------------------------------------------------------------------
+# -- pushing models (deploying the app: publish.py) ---------------------------------------------
+
+# What a model repo needs: everything load_model and load_int8_check read, the card, and the
+# training record (never training_state.safetensors, the optimizer's resume file).
+MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME, INT8_CHECK_FILE, "README.md", "metrics.jsonl", "final_metrics.json",
+               "loss_curve.png", "train_config.json")
 
 
-def write_model_card(folder: str | os.PathLike, *, model: CharLSTM, dataset: str, split: str, train_config: dict,
-                     metrics: dict, sample: str, command: str = "", extra: str = "") -> None:
-    """Write README.md (a Hub model card with metadata) into a model folder."""
-    from huggingface_hub import ModelCard, ModelCardData
+def push_error(what: str, repo_id: str, err: Exception, then: str) -> ModelLoadError:
+    """One sentence for a failed upload: what failed, why (token, permission, the Hub's answer,
+    offline, unreachable) and `then`, what happens or what to do next."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
-    is_hub_dataset = not os.path.exists(dataset) and dataset.count("/") == 1
-    data = ModelCardData(
-        library_name="lstm-memory-chat",
-        license="mit",
-        tags=["lstm", "char-level", "text-generation", "lstm-memory-chat"],
-        pipeline_tag="text-generation",
-        datasets=[dataset] if is_hub_dataset else None,
-    )
-    cfg = model.config
-    lines = [
-        "---", data.to_yaml(), "---", "",
-        f"# CharLSTM trained on {os.path.basename(dataset.rstrip('/')) or dataset}", "",
-        "A character-level LSTM language model (embedding -> nn.LSTM -> linear head) made with "
-        "[LSTM Memory Chat](" + "https://github.com/lstm-memory-chat/lstm-memory-chat" + "). "
-        "Load it with `lstm_model.load_model(\"<folder or user/name>\")` or `CharLSTM.from_pretrained(...)`.", "",
-        "## Model", "",
-        f"- vocabulary: {len(cfg['vocab'])} characters; embedding {cfg['embed_dim']}, "
-        f"{cfg['num_layers']} LSTM layers of {cfg['hidden_size']} units, dropout {cfg['dropout']}",
-        f"- parameters: {model.num_parameters():,}",
-        f"- chat turn separator {cfg['turn_separator']!r}, stop sequence {cfg['stop_sequence']!r}", "",
-        "## Data", "",
-        f"- dataset: `{dataset}`" + (f" (revision `{train_config.get('revision')}`)" if train_config.get("revision") else ""),
-        f"- validation: {split}", "",
-        "## Training", "",
-    ]
-    if command:
-        lines += ["```", command, "```", ""]
-    lines += ["```json", json.dumps(train_config, indent=2, sort_keys=True), "```", "", "## Metrics", ""]
-    for key, value in metrics.items():
-        lines.append(f"- {key}: {value:.4f}" if isinstance(value, float) else f"- {key}: {value}")
-    lines += ["", "## Sample", "", "```", sample, "```", ""]
-    if extra:
-        lines += [extra, ""]
-    lines += [
-        "## Intended use and limits", "",
-        "A teaching and exploration model: it shows what an LSTM's memory holds while you chat with it. "
-        "It imitates the surface of its corpus one character at a time; it has no knowledge, "
-        "makes things up, and should not be used for anything that needs facts.", "",
-    ]
-    ModelCard("\n".join(lines)).save(os.path.join(folder, "README.md"))
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if status == 401 or isinstance(err, RepositoryNotFoundError):
+        why = "the Hub did not accept your token: log in with `hf auth login` (a token with write access) or set HF_TOKEN"
+    elif status == 403:
+        why = f"your token may not write to '{repo_id}': use your own user or organisation name and a write token"
+    elif isinstance(err, HfHubHTTPError):
+        why = f"the Hub answered with an error (HTTP {status}: {str(err).splitlines()[0]}); try again later"
+    elif hub_offline():
+        why = "HF_HUB_OFFLINE is set, which forbids uploads: unset it"
+    elif not hub_reachable():
+        why = f"the Hugging Face Hub ({hub_url()}) cannot be reached: check your connection (or HF_ENDPOINT)"
+    else:
+        why = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return ModelLoadError(f"Could not {what} '{repo_id}': {why}. {then}")
 
 
 def push_folder(folder: str | os.PathLike, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Upload a model folder (config.json, model.safetensors, README.md, metrics) to the Hub.
-
-    Uses the usual token sources (HF_TOKEN, `hf auth login`). Returns the repo URL; raises
-    ModelLoadError with one sentence on failure (the local folder is untouched).
-    """
+    """Upload a model folder to the Hub: MODEL_FILES that exist (weights, config, int8.json, card,
+    training record). Uses the usual token sources (HF_TOKEN, `hf auth login`). Returns the repo
+    URL; raises ModelLoadError with one sentence on failure (the local folder is untouched)."""
     from huggingface_hub import HfApi
 
     validate_repo_id(repo_id)
+    _check_local_folder(str(folder))
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(
-            folder_path=str(folder), repo_id=repo_id, repo_type="model",
-            allow_patterns=["config.json", WEIGHTS_NAME, "README.md", "metrics.jsonl", "loss_curve.png", "train_config.json"],
-            commit_message="Upload CharLSTM trained with LSTM Memory Chat",
-        )
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model", allow_patterns=list(MODEL_FILES),
+                          commit_message="Upload CharLSTM trained with LSTM Memory Chat")
     except Exception as err:
-        raise ModelLoadError(
-            f"Could not push {folder} to the Hub repo '{repo_id}' ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-            "the local checkpoint is kept: check your token (`hf auth login` or HF_TOKEN) and network, then run "
-            f"`hf upload {repo_id} {folder}`."
-        ) from None
+        raise push_error("push the model to the Hub repo", repo_id, err,
+                          f"The local checkpoint is kept; push it later with `python -m lstm_model.publish push {folder} {repo_id}`.") from None
     return str(url)

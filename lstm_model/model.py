@@ -14,6 +14,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from torch import nn
 
+from . import cards
 from .vocab import CharVocab, VocabError
 
 REPO_URL = "https://github.com/lstm-memory-chat/lstm-memory-chat"
@@ -171,6 +172,26 @@ class CharLSTM(
     # -- Hub loading: safetensors + JSON only, validated before allocation -----------------------
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *, revision=None, cache_dir=None, force_download=False,
+                        local_files_only=False, token=None, **model_kwargs):
+        """Load from a local folder or a Hub repo id. For a repo id, config.json and
+        model.safetensors are downloaded first, from one commit, so that a missing repo, revision,
+        gated repo or missing file raises the Hub's own error (RepositoryNotFoundError,
+        RevisionNotFoundError, GatedRepoError, EntryNotFoundError: `hub.load_model` turns them
+        into sentences) instead of the mixin's "no config" fallback; then the snapshot folder is
+        loaded like a local one."""
+        source = str(pretrained_model_name_or_path)
+        if not os.path.isdir(source):
+            source = download_checkpoint(source, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                                         local_files_only=local_files_only, token=token)
+        return super().from_pretrained(source, **model_kwargs)
+
+    def generate_model_card(self, *args, **kwargs):
+        """The card `save_pretrained` and `push_to_hub` write when the folder has none: the
+        project's card (architecture, how to load it, limits), not the mixin's generic one."""
+        return cards.model_card(self)
+
+    @classmethod
     def _from_pretrained(
         cls,
         *,
@@ -185,25 +206,27 @@ class CharLSTM(
         **model_kwargs,
     ):
         check_config(model_kwargs)
-        if os.path.isdir(model_id):
-            require_safetensors(model_id)
-            model_file = os.path.join(model_id, WEIGHTS_NAME)
-        else:
-            model_file = hf_hub_download(
-                repo_id=model_id,
-                filename=WEIGHTS_NAME,
-                revision=revision,
-                cache_dir=cache_dir,
-                force_download=force_download,
-                token=token,
-                local_files_only=local_files_only,
-            )
+        if not os.path.isdir(model_id):  # from_pretrained downloads first; a direct call still works
+            model_id = download_checkpoint(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
+                                           local_files_only=local_files_only, token=token)
+        require_safetensors(model_id)
+        model_file = os.path.join(model_id, WEIGHTS_NAME)
         check_weight_file(model_file, model_kwargs)  # before anything is allocated
         known = {"vocab", "embed_dim", "hidden_size", "num_layers", "dropout", "turn_separator", "stop_sequence", "forget_bias"}
         model = cls(**{k: v for k, v in model_kwargs.items() if k in known})
         load_weights(model, model_file, map_location)
         model.eval()
         return model
+
+
+def download_checkpoint(repo_id: str, revision: str | None = None, **download) -> str:
+    """Download config.json, then model.safetensors from the same commit, into the Hub cache;
+    returns the snapshot folder. The Hub's errors propagate (the config's first: a missing repo or
+    revision is reported before anything large is fetched)."""
+    config = hf_hub_download(repo_id, CONFIG_NAME, revision=revision, **download)
+    snapshot = os.path.dirname(config)  # .../snapshots/<commit>
+    hf_hub_download(repo_id, WEIGHTS_NAME, revision=os.path.basename(snapshot), **download)
+    return snapshot
 
 
 def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:

@@ -371,7 +371,7 @@ def finish(c: TrainConfig, model: CharLSTM, data: TrainingData, run: Run, comman
         c.out, model=cpu_model, dataset=c.dataset,
         split=data.val_from if data.val_from.startswith("split") else f"the {data.val_from} of the text",
         train_config=dict(dataclasses.asdict(c), revision=default_revision(c.dataset, c.revision)),
-        metrics=run.metrics, sample=sample, command=command,
+        metrics=run.metrics, sample=sample, command=command, language=c.language,
     )
     if c.push_to_hub:
         try:

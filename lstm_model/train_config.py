@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ from .sampling import MAX_NEW_CHARS_LIMIT
 
 # Flags whose value may change on --resume (the rest come from the saved config).
 RESUMABLE = {"max_steps", "epochs", "eval_every", "eval_batches", "push_to_hub", "device", "out", "resume", "quiet",
-             "sample_chars", "checkpoint_every", "overwrite"}
+             "sample_chars", "checkpoint_every", "overwrite", "language"}
 
 
 @dataclass
@@ -63,6 +64,7 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     push_to_hub: str | None = None
+    language: str = "en"  # the corpus's language (ISO 639-1), for the model card's metadata
     quiet: bool = False
 
     @classmethod
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--resume", action="store_true", help="continue the run saved in --out")
     add("--overwrite", action="store_true", help="replace the model already in --out (otherwise refused)")
     add("--push-to-hub", metavar="REPO_ID", help="upload the result to this Hub model repo when done")
+    add("--language", help=f"the corpus's language code for the model card (default {d.language})")
     add("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -179,6 +182,8 @@ def check_settings(c: TrainConfig) -> None:
         problems.append("--max-steps must be at least 1")
     if c.checkpoint_every is not None and c.checkpoint_every < 1:
         problems.append("--checkpoint-every must be at least 1")
+    if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})?", str(c.language)):
+        problems.append(f"--language must be a language code such as en, fr or pt-BR; got {c.language!r}")
     if problems:
         raise TrainingStopped("; ".join(problems) + ".")
 

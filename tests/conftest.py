@@ -84,3 +84,35 @@ def app_url():
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    """A local stand-in for the Hugging Face Hub (tests/hub_standin.py) that this process's
+    huggingface_hub and datasets talk to, as they would to the Hub through HF_ENDPOINT, with an
+    empty cache and a token. Upload tests go through the Hub's LFS protocol (Xet switched off)."""
+    import datasets
+    from huggingface_hub import constants
+
+    from lstm_model import data
+    from hub_standin import HubStandIn
+
+    with HubStandIn() as standin:
+        url = standin.endpoint
+        for name, value in {"HF_ENDPOINT": url, "HF_TOKEN": "hf_standin_token", "HF_HUB_DISABLE_XET": "1"}.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        for module, name, value in [
+            (constants, "ENDPOINT", url),
+            (constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"),
+            (constants, "HF_HUB_OFFLINE", False),
+            (constants, "HF_HUB_DISABLE_XET", True),
+            (constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache")),
+            (datasets.config, "HF_ENDPOINT", url),
+            (datasets.config, "HUB_DATASETS_URL", url + "/datasets/{repo_id}/resolve/{revision}/{path}"),
+            (datasets.config, "HF_HUB_OFFLINE", False),
+            (datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets-cache")),
+        ]:
+            monkeypatch.setattr(module, name, value)
+        monkeypatch.setattr(data, "_PROBES", {})
+        yield standin

@@ -98,7 +98,9 @@ def test_app_cli_reports_a_bad_model_in_one_sentence():
     result = subprocess.run([sys.executable, "app.py", "--model", "nobody/no-such-model"], cwd=root,
                             capture_output=True, text=True, timeout=120, env=dict(os.environ, HF_HUB_OFFLINE="1"))
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: Could not reach the Hugging Face Hub")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: The model 'nobody/no-such-model' is not in the local Hub cache and HF_HUB_OFFLINE is set; "
+        "unset HF_HUB_OFFLINE to download it, or give a local folder.")
     assert "Traceback" not in result.stderr
 
 
@@ -151,7 +153,7 @@ def test_the_model_endpoint_switches_the_session_and_tells_nothing_about_the_dis
             c.predict(path, api_name="/model")
         sentences.append(str(info.value))
     assert len(set(sentences)) == 1 and "local path" in sentences[0] and "keeps working" in sentences[0]
-    with pytest.raises(AppError, match="Could not reach the Hugging Face Hub"):
+    with pytest.raises(AppError, match="not in the local Hub cache and HF_HUB_OFFLINE is set"):
         c.predict("nobody/no-such-model", api_name="/model")
     assert c.predict(api_name="/memory")["hidden_size"] == 384  # still the model it had
 

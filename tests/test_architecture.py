@@ -76,7 +76,7 @@ def find_cycle(graph) -> list[str] | None:
 def test_the_import_graph_has_no_cycle():
     trees = modules()
     graph = {name: package_imports(tree, trees) - {name} for name, tree in trees.items()}
-    assert graph["model"] <= {"vocab"}  # the model depends on nothing that serves or trains it
+    assert graph["model"] <= {"vocab", "cards"}  # the model depends on nothing that serves or trains it
     assert "session" not in graph["generate"] and "serving" in graph["generate"]
     cycle = find_cycle(graph)
     assert cycle is None, " -> ".join(cycle)

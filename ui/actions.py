@@ -43,6 +43,8 @@ class Options:
     batching: bool = True  # one decoder steps all replies of a model together (lstm_model.batching)
     concurrency: int = 16  # replies generated at once; the others queue
     threads: int = 1  # torch's and ONNX Runtime's threads: the other core serves the page
+    custom_models: bool = True  # visitors may load Hub repos and local folders (off on a public Space)
+    on_space: bool = False  # running on Hugging Face Spaces (SPACE_ID set)
     share: bool = False
     host: str | None = None
     port: int | None = None
@@ -226,6 +228,17 @@ class ChatApp:
         self._sessions: dict[str, ChatState] = {}
         self._sessions_lock = threading.Lock()
 
+    def choices(self) -> list[str]:
+        """The models a visitor can pick: the bundled ones, and the one the app was started with."""
+        names = list(bundled_models())
+        if self.options.model and self.options.model not in names:
+            names.append(self.options.model)
+        return names
+
+    def allowed(self, source: str) -> bool:
+        """Whether visitors may load `source`: anything when custom models are on, else a choice."""
+        return self.options.custom_models or source in self.choices()
+
     def state(self, request: gr.Request | None) -> ChatState:
         """The session of this browser tab or API client (made on first use; idle ones expire)."""
         key = getattr(request, "session_hash", None) or "local"
@@ -309,6 +322,8 @@ class ChatApp:
         wanted = (source or "").strip() if isinstance(source, str) else ""
         if not wanted:
             raise gr.Error("Give a bundled model's name or a Hub repo id (user/name[@revision]).")
+        if not self.allowed(wanted):
+            raise gr.Error(custom_models_off(self.choices()))
         try:
             serving = self.served.get(wanted)
         except ModelLoadError as err:
@@ -318,6 +333,12 @@ class ChatApp:
             st.switch(serving)
             st.changes += 1
         return serving_line(wanted, serving) + "; the conversation was reset."
+
+
+def custom_models_off(choices: list[str]) -> str:
+    return (f"This app serves only {', '.join(choices)}: loading other Hub repos or local folders is switched off "
+            "here (CUSTOM_MODELS=0, the default on a public Space, so that visitors cannot make the server download "
+            "or read anything). Run the app on your own machine to load your own model.")
 
 
 def serving_line(name: str, serving: Serving) -> str:

@@ -10,7 +10,6 @@ import gradio as gr
 
 from lstm_model import views
 from lstm_model.gates import PATTERNS
-from lstm_model.hub import bundled_models
 from lstm_model.serving import Serving
 
 from .actions import (
@@ -62,16 +61,21 @@ def sampling_section(serving: Serving) -> list:
     return [temperature, top_k, top_p, max_chars, seed, stop, memory]
 
 
-def model_section(source: str | None, serving: Serving) -> SimpleNamespace:
+def model_section(app: ChatApp) -> SimpleNamespace:
     ui = SimpleNamespace()
-    models = list(bundled_models())
+    source, models = app.options.model, app.choices()
     with gr.Accordion("Model", open=False):
         with gr.Row():
             picked = source if source in models else (models[0] if models and source is None else None)
-            ui.picked = gr.Dropdown(models, value=picked, label="Bundled models", allow_custom_value=False)
-            ui.typed = gr.Textbox(label="…or a Hub repo id (user/name[@revision]) or a local folder")
+            ui.picked = gr.Dropdown(models, value=picked, label="Models", allow_custom_value=False)
+            ui.typed = gr.Textbox(label="…or a Hub repo id (user/name[@revision]) or a local folder",
+                                  visible=app.options.custom_models)
             ui.load = gr.Button("Load model")
-        ui.status = gr.Markdown(serving_line(source or "the bundled default (shakespeare)", serving) + ".",
+        if not app.options.custom_models:
+            gr.Markdown("Only these models are served here: loading other Hub repos or local folders is switched "
+                        "off on this public app (`CUSTOM_MODELS=0`). Run it on your own machine to load your own.",
+                        elem_id="custom-models-off")
+        ui.status = gr.Markdown(serving_line(source or "the bundled default (shakespeare)", app.default) + ".",
                                 elem_id="model-status")
     return ui
 
@@ -194,7 +198,7 @@ def build_app(source: str | None = None, options: Options | None = None) -> gr.B
             with gr.Column(scale=5):
                 chat = chat_section()
                 controls = sampling_section(app.default)
-                model = model_section(options.model, app.default)
+                model = model_section(app)
             with gr.Column(scale=6):
                 memory = memory_section()
         for action in (app.chat, app.retry, app.undo, app.reset, app.memory, app.model):  # first: they own these names

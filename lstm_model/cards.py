@@ -1,0 +1,133 @@
+"""Model cards: the README.md of a model folder or Hub repo, with the Hub's metadata (library,
+license, language, datasets, tags, and `model-index` with the validation loss) and the project's
+text (architecture, data, training command, metrics, a sample, limits).
+
+`write_model_card` is what training writes; `model_card(model)` is what `save_pretrained` and
+`push_to_hub` write for a model that has no card yet; `refresh_metadata(folder)` rewrites the
+metadata of an existing card from its own Metrics section (used for the bundled models).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+PROJECT_URL = "https://github.com/lstm-memory-chat/lstm-memory-chat"
+LIBRARY_NAME = "lstm-memory-chat"
+# The project's tags and the ones PyTorchModelHubMixin adds to every card it makes.
+TAGS = ["lstm", "char-level", "text-generation", "lstm-memory-chat", "model_hub_mixin", "pytorch_model_hub_mixin"]
+NATS_KEY, BITS_KEY = "validation loss (nats/char)", "validation loss (bits/char)"
+# Where the validation loss is found in a metrics dict, best first: the bundled cards' wording, then
+# training's whole-split figure (val_loss_full), then its estimate over a few batches.
+NATS_KEYS, BITS_KEYS = (NATS_KEY, "val_loss_full", "val_loss"), (BITS_KEY, "val_bpc_full", "val_bpc")
+
+
+def _first(metrics: dict, keys) -> float | None:
+    return next((float(metrics[k]) for k in keys if isinstance(metrics.get(k), (int, float))), None)
+LIMITS_TEXT = (
+    "A teaching and exploration model: it shows what an LSTM's memory holds while you chat with it. "
+    "It imitates the surface of its corpus one character at a time; it has no knowledge, "
+    "makes things up, and should not be used for anything that needs facts."
+)
+
+
+def is_hub_dataset(dataset: str | None) -> bool:
+    return bool(dataset) and not os.path.exists(dataset) and dataset.count("/") == 1
+
+
+def card_data(*, name: str, dataset: str | None = None, metrics: dict | None = None,
+              language: str | None = "en") -> ModelCardData:
+    """The card's metadata. With a validation loss in `metrics`, `model-index` reports it (nats
+    and bits per character on the validation split) so that the Hub shows it as an evaluation."""
+    nats, bits = _first(metrics or {}, NATS_KEYS), _first(metrics or {}, BITS_KEYS)
+    results = []
+    if dataset and nats is not None:
+        dataset_type = dataset if is_hub_dataset(dataset) else os.path.splitext(os.path.basename(dataset.rstrip("/")))[0]
+        common = dict(task_type="text-generation", task_name="Character-level language modelling",
+                      dataset_type=dataset_type, dataset_name=dataset_type, dataset_split="validation")
+        results.append(EvalResult(**common, metric_type="loss", metric_name=NATS_KEY, metric_value=round(nats, 4)))
+        if bits is not None:
+            results.append(EvalResult(**common, metric_type="bpc", metric_name=BITS_KEY, metric_value=round(bits, 4)))
+    return ModelCardData(
+        language=language or None, license="mit", library_name=LIBRARY_NAME, tags=list(TAGS),
+        pipeline_tag="text-generation", datasets=[dataset] if is_hub_dataset(dataset) else None,
+        model_name=name if results else None, eval_results=results or None,
+    )
+
+
+def _model_lines(model) -> list[str]:
+    cfg = model.config
+    return [
+        "## Model", "",
+        f"- vocabulary: {len(cfg['vocab'])} characters; embedding {cfg['embed_dim']}, "
+        f"{cfg['num_layers']} LSTM layers of {cfg['hidden_size']} units, dropout {cfg['dropout']}",
+        f"- parameters: {model.num_parameters():,}",
+        f"- chat turn separator {cfg['turn_separator']!r}, stop sequence {cfg['stop_sequence']!r}", "",
+    ]
+
+
+def _intro(title: str) -> list[str]:
+    return [
+        f"# {title}", "",
+        "A character-level LSTM language model (embedding -> nn.LSTM -> linear head) made with "
+        f"[LSTM Memory Chat]({PROJECT_URL}). Load it with `lstm_model.load_model(\"<folder or user/name>\")` or "
+        "`CharLSTM.from_pretrained(...)`, or chat with it: `python app.py --model <folder or user/name>`.", "",
+    ]
+
+
+def _compose(data: ModelCardData, body: list[str]) -> ModelCard:
+    return ModelCard("\n".join(["---", data.to_yaml(), "---", "", *body]).rstrip("\n") + "\n")
+
+
+def model_card(model, language: str | None = "en") -> ModelCard:
+    """The card of a model known only by its weights (no dataset or metrics)."""
+    return _compose(card_data(name="char-lstm", language=language),
+                    [*_intro("CharLSTM"), *_model_lines(model), "## Intended use and limits", "", LIMITS_TEXT, ""])
+
+
+def write_model_card(folder: str | os.PathLike, *, model, dataset: str, split: str, train_config: dict,
+                     metrics: dict, sample: str, command: str = "", extra: str = "", language: str | None = "en") -> None:
+    """Write README.md (a Hub model card with metadata) into a model folder."""
+    name = os.path.basename(dataset.rstrip("/")) or dataset
+    body = [*_intro(f"CharLSTM trained on {name}"), *_model_lines(model), "## Data", "",
+            f"- dataset: `{dataset}`" + (f" (revision `{train_config.get('revision')}`)" if train_config.get("revision") else ""),
+            f"- validation: {split}", "", "## Training", ""]
+    if command:
+        body += ["```", command, "```", ""]
+    body += ["```json", json.dumps(train_config, indent=2, sort_keys=True), "```", "", "## Metrics", ""]
+    for key, value in metrics.items():
+        body.append(f"- {key}: {value:.4f}" if isinstance(value, float) else f"- {key}: {value}")
+    body += ["", "## Sample", "", "```", sample, "```", ""]
+    if extra:
+        body += [extra, ""]
+    body += ["## Intended use and limits", "", LIMITS_TEXT, ""]
+    data = card_data(name=f"char-lstm-{re.sub(r'[^a-z0-9]+', '-', os.path.splitext(name)[0].lower()).strip('-')}",
+                     dataset=dataset, metrics=metrics, language=language)
+    _compose(data, body).save(os.path.join(folder, "README.md"))
+
+
+def read_metrics(card_text: str) -> dict:
+    """The `- name: number` lines of a card's Metrics section."""
+    section = card_text.split("## Metrics", 1)[1].split("\n## ", 1)[0] if "## Metrics" in card_text else ""
+    metrics = {}
+    for key, value in re.findall(r"^- (.+?): ([-+0-9.eE]+)\s*$", section, flags=re.M):
+        metrics[key] = float(value)
+    return metrics
+
+
+def refresh_metadata(folder: str | os.PathLike, dataset: str | None = None, language: str | None = "en") -> ModelCard:
+    """Rewrite the metadata of the card in `folder` (its text kept) from its Metrics section and
+    the dataset it names (or `dataset`)."""
+    path = os.path.join(folder, "README.md")
+    card = ModelCard.load(path)
+    if dataset is None:
+        named = re.search(r"^- dataset: `([^`]+)`", card.text, flags=re.M)
+        dataset = named.group(1) if named else None
+    name = os.path.basename(os.path.abspath(folder))
+    card = _compose(card_data(name=f"char-lstm-{name}", dataset=dataset, metrics=read_metrics(card.text), language=language),
+                    card.text.lstrip("\n").splitlines())
+    card.save(path)
+    return card
