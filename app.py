@@ -7,8 +7,8 @@ page in ui/layout.py) around the model package lstm_model/ (ARCHITECTURE.md has 
 
 Environment variables (read here and nowhere else): MODEL (as --model: how a Hugging Face Space,
 which passes no flags, picks its model), INT8 (as --int8), LSTM_STEP_ENGINE (auto, onnxruntime or
-torch), BATCHING (0 = every reply steps alone), CHAT_CONCURRENCY (replies generated at once,
-default 16), TORCH_THREADS (default 1), CUSTOM_MODELS (1/0: whether visitors may load Hub repos
+torch), BATCHING (0 = every reply steps alone), CHAT_CONCURRENCY (replies streaming at once,
+default 256; beyond, a "busy" sentence), TORCH_THREADS (default 1), CUSTOM_MODELS (1/0: whether visitors may load Hub repos
 and local folders through the model picker; default 0 on a Space, where SPACE_ID is set, else 1);
 Gradio's own GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
 """
@@ -78,7 +78,9 @@ def main(argv=None) -> int:
         print("--share does not apply on a Hugging Face Space: the Space's own address is already public; "
               "serving without a gradio.live link.", file=sys.stderr)
         options.share = False
-    demo.launch(server_name=options.host, server_port=options.port, share=options.share, prevent_thread_lock=True)
+    # A streaming reply holds a worker thread while it waits for its characters: room for all.
+    demo.launch(server_name=options.host, server_port=options.port, share=options.share, prevent_thread_lock=True,
+                max_threads=options.concurrency + 40)
     if options.share and not getattr(demo, "share_url", None):
         print("The public share link could not be created (no connection to gradio.live?); "
               f"the app keeps serving locally at {demo.local_url}.", file=sys.stderr)

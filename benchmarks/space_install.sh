@@ -12,7 +12,8 @@
 #    $WHEELS, stands in for it (--retries 0 makes the unreachable one fail at once).
 # 3. requirements.txt once that torch is installed: what else the Space installs.
 # 4. The README's install command in fresh virtual environments, BEFORE_REV's requirements and the
-#    working tree's alternating, ROUNDS times each (pip's cache warm), in seconds.
+#    working tree's alternating (each first in every other round), ROUNDS times each (pip's cache
+#    warm), in seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before=${1:-HEAD}
@@ -68,7 +69,9 @@ summary "$work/3.json"
 echo "4. README install (pip install -r requirements.txt -r requirements-dev.txt) in a fresh venv, seconds:"
 git show "$before:requirements.txt" > "$work/before-requirements.txt"
 for round in $(seq "$rounds"); do
-  for which in before after; do
+  order="before after"
+  [ $((round % 2)) -eq 0 ] && order="after before"  # each side goes first as often: the second install of a pair
+  for which in $order; do                          # runs while the first one's files are still being written out
     req=requirements.txt
     [ "$which" = before ] && req="$work/before-requirements.txt"
     rm -rf "$work/venv" && python3 -m venv "$work/venv"

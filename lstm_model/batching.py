@@ -3,10 +3,14 @@
 One step for 16 replies costs about twice one step for one reply on 2 CPU cores (1.7x fp32, 2.4x
 int8 on ONNX Runtime; benchmarks/README.md), far less than 16 steps. A `Decoder` owns one
 background thread for one served model (lstm_model.serving builds it). A reply `submit`s the
-logits and (h, c) after what it has read, its checked `Sampling` and its own random generator; at
-every step the thread gathers all active replies, samples each row with its own settings and
-generator (`sample_rows`), runs one step for the whole batch and follows each row's text with its
-own `StopMatcher`. Replies join and leave between steps. A reply's text equals what it would get
+logits and (h, c) it starts from, the ids it must first read (its prompt: a chat message and the
+turn separator) and how many of them to score, its checked `Sampling` and its own random
+generator; at every step the thread gathers all active replies, feeds each reading row its next
+prompt character (scoring it against the row's prediction: the message's loss comes for free) and
+samples each writing row with its own settings and generator (`sample_rows`), runs one step for
+the whole batch and follows each row's text with its own `StopMatcher`. Replies join and leave
+between steps, so a crowd's messages are read together, as one batch, instead of one LSTM call
+each. A reply's text equals what it would get
 alone with the same seed: its draw depends only on its own logits, settings and generator (int8
 rows are quantised independently of one another, with a fixed input scale, see step.py; fp32 rows
 differ from batch-1 only by float rounding, which can flip a draw only when it falls within ~1e-7
@@ -18,6 +22,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -28,17 +33,37 @@ _FINISHED = None
 # once, and the rest when it finishes): waking every reply's thread at every step would cost more
 # than the step itself.
 FLUSH_SECONDS = 0.02
+# ...and less often when many replies are active, so that all their readers together are woken
+# about this many times a second (each wake-up costs their threads a few tens of microseconds).
+MAX_HANDOVERS_PER_S = 250
+
+
+@dataclass
+class Read:
+    """A reply's prompt has been read: the summed loss (nats) of its first `count` characters,
+    each scored against the prediction before it, and the state after the whole prompt."""
+
+    total: float
+    count: int
+    h: torch.Tensor
+    c: torch.Tensor
 
 
 class Request:
-    """One reply in the decoder: its state, settings, text so far (a StopMatcher) and an outbox."""
+    """One reply in the decoder: its state, prompt to read, settings, text so far (a StopMatcher)
+    and an outbox."""
 
-    def __init__(self, decoder, logits, state, sampling: Sampling, generator):
+    def __init__(self, decoder, logits, state, sampling: Sampling, generator, feed=(), score: int = 0):
         self.decoder = decoder
         self.logits = logits.reshape(-1)
         self.h, self.c = state
         self.sampling = sampling
         self.generator = generator
+        self.joined = self.left = None  # the decoder's step count when it joined and left the batch
+        self.feed = list(feed)  # prompt ids still to read, in order
+        self.fed = 0
+        self.score = min(score, len(self.feed))
+        self.loss = 0.0
         self.matcher = StopMatcher(sampling.stop, sampling.max_new_chars)
         self.sent = 0  # characters of the text already handed to the reply's reader
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -69,12 +94,13 @@ class Decoder:
         self.steps = 0  # batched steps taken (for tests and benchmarks)
         self.rows = 0  # characters produced
 
-    def submit(self, logits, state, sampling: Sampling, generator) -> Request:
-        """Add a reply: the logits and (h, c) after what it has read, its settings and random
-        generator. Its pieces arrive in `request.outbox` as (text, h, c), the last one (whose text
-        may be empty) with the final state, then None (or an exception); `request.matcher` holds
-        the final text and why it stopped."""
-        request = Request(self, logits, state, sampling, generator)
+    def submit(self, logits, state, sampling: Sampling, generator, feed=(), score: int = 0) -> Request:
+        """Add a reply: the logits and (h, c) it starts from, the prompt ids `feed` to read first
+        (the first `score` of them scored), its settings and random generator. With a prompt, a
+        `Read` arrives in `request.outbox` first; then its pieces as (text, h, c), the last one
+        (whose text may be empty) with the final state, then None (or an exception);
+        `request.matcher` holds the final text and why it stopped."""
+        request = Request(self, logits, state, sampling, generator, feed, score)
         with self._wake:
             self._closed = False  # a reply after close() starts the thread again
             self._pending.append(request)
@@ -124,12 +150,19 @@ class Decoder:
                     if cancelled:
                         h, c, logits = self._leave(active, cancelled, h, c, logits)
                 if joining:  # join between steps: their rows go at the end of the batch
+                    for r in joining:
+                        r.joined = self.steps
                     h, c, logits = self._join(active, joining, h, c, logits)
                     step = self.get_step()
                 self._active = active
                 if not active:
                     continue
-                ids = sample_rows(logits, [r.sampling for r in active], [r.generator.random() for r in active])
+                reading = [i for i, r in enumerate(active) if r.fed < len(r.feed)]
+                # A reading row draws no random number: its text depends only on its own generator.
+                ids = sample_rows(logits, [r.sampling for r in active],
+                                  [0.0 if r.fed < len(r.feed) else r.generator.random() for r in active])
+                if reading:
+                    self._read(active, reading, ids, logits)
                 logits, (h, c) = step.step(torch.tensor(ids), (h, c))
             except Exception as err:  # never leave a reply waiting forever
                 for r in active + joining:
@@ -137,8 +170,10 @@ class Decoder:
                 active, h, c, logits = [], None, None, None
                 continue
             self.steps += 1
-            self.rows += len(active)
-            done = self._hand_over(active, ids, h, c)
+            self.rows += len(active) - len(reading)
+            if reading:
+                self._finish_reading(active, reading, h, c)
+            done = self._hand_over(active, ids, h, c, set(reading))
             if done:
                 h, c, logits = self._leave(active, done, h, c, logits)
 
@@ -152,15 +187,42 @@ class Decoder:
         active.extend(joining)
         return new_h, new_c, new_logits
 
-    def _hand_over(self, active, ids, h, c) -> list[int]:
-        """Add each row's character to its text; hand the new text over (every FLUSH_SECONDS, and
-        a reply's first character at once); return the rows that finished."""
+    @staticmethod
+    def _read(active, reading, ids, logits) -> None:
+        """Put each reading row's next prompt character in `ids`, scoring it if it is among the
+        first `score` against the row's prediction (`logits`, before the step)."""
+        scored = [i for i in reading if active[i].fed < active[i].score]
+        if scored:
+            targets = torch.tensor([active[i].feed[active[i].fed] for i in scored])
+            rows = logits.index_select(0, torch.tensor(scored)).float()
+            losses = torch.nn.functional.cross_entropy(rows, targets, reduction="none").tolist()
+            for i, loss in zip(scored, losses):
+                active[i].loss += loss
+        for i in reading:
+            r = active[i]
+            ids[i] = r.feed[r.fed]
+            r.fed += 1
+
+    @staticmethod
+    def _finish_reading(active, reading, h, c) -> None:
+        """Hand a `Read` to each row that has just read the last character of its prompt."""
+        for i in reading:
+            r = active[i]
+            if r.fed == len(r.feed):
+                r.outbox.put(Read(r.loss, r.score, h[:, i : i + 1], c[:, i : i + 1]))
+
+    def _hand_over(self, active, ids, h, c, read=()) -> list[int]:
+        """Add each writing row's character to its text (the rows in `read` stepped a prompt
+        character); hand the new text over (every FLUSH_SECONDS or less often, and a reply's first
+        character at once); return the rows that finished."""
         done, now = [], time.monotonic()
-        flush = now - self._last_flush >= FLUSH_SECONDS
+        flush = now - self._last_flush >= max(FLUSH_SECONDS, len(active) / MAX_HANDOVERS_PER_S)
         if flush:
             self._last_flush = now
         chars = self.chars
         for i, (r, idx) in enumerate(zip(active, ids)):
+            if i in read:  # a prompt character, not a written one
+                continue
             if r.matcher.push(chars[idx]):
                 done.append(i)
             elif flush or not r.sent:
@@ -174,6 +236,7 @@ class Decoder:
         """Finish the requests at `rows` (their last state handed over) and drop their rows."""
         for i in rows:
             r = active[i]
+            r.left = self.steps
             r.h, r.c = h[:, i : i + 1], c[:, i : i + 1]
             text = r.matcher.text  # the rest, possibly nothing, with the final state (after any stop)
             r.outbox.put((text[r.sent :], r.h, r.c))

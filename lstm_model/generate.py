@@ -23,6 +23,8 @@ import warnings
 
 import torch
 
+from .batching import Read
+from .evaluate import Loss, text_loss
 from .sampling import Sampling, StopMatcher, make_generator, sample_rows
 from .serving import Serving
 
@@ -44,12 +46,21 @@ class Stream:
 
     `.skipped` lists the prompt characters the vocabulary lacks (they were not fed);
     `.stop_text` is the stop sequence that ended the text (fed to the LSTM, not in `.text`).
+    `.read` is the reading of the prompt once done (before the first piece): an
+    evaluate.Loss of its first `score` characters, each scored against the prediction before it,
+    with the state after the whole prompt; `.read_by_step` says whether the generation step read
+    it (batched with other replies, or alone for a short prompt) rather than one nn.LSTM call.
     """
 
-    def __init__(self, serving: Serving, prompt: str = "", state=None, sampling: Sampling = Sampling()):
+    def __init__(self, serving: Serving, prompt: str = "", state=None, sampling: Sampling = Sampling(),
+                 score: int = 0):
         self.serving, self.model, self.sampling = serving, serving.model, sampling
         encoded = self.model.vocab.encode_report(prompt or "")
         self.prompt_ids, self.skipped = encoded.ids, encoded.skipped
+        self.score = min(score, len(self.prompt_ids))
+        self.read: Loss | None = None
+        self.read_by_step = False
+        self.steps: int | None = None  # batched: the decoder's steps from joining to leaving (prompt + text)
         self.state = state
         self.text = ""
         self.stopped_by: str | None = None  # "stop", "length" or None while running
@@ -67,25 +78,42 @@ class Stream:
 
     @torch.no_grad()
     def _read_prompt(self, state):
-        """The logits for the first character and the state after the prompt."""
+        """The logits for the first character and the state after the prompt, read here (alone)."""
         model, prompt = self.model, self.prompt_ids
+        self.read_by_step = 0 < len(prompt) <= PROMPT_STEP_CHARS
+        if self.score:  # the loss loop reads it, the same way (by the step or by one nn.LSTM call)
+            ids = torch.tensor(prompt, dtype=torch.long, device=state[0].device)
+            self.read = text_loss(model, ids, state, scored=self.score, step=self.serving.step() if self.read_by_step else None)
+            state = self.read.state
+            return model.logits_from_state(state)[0], state
         if len(prompt) > PROMPT_STEP_CHARS:  # a long prompt in one call (oneDNN: faster per character)
             ids = torch.tensor([prompt], dtype=torch.long, device=state[0].device)
             out, state = model.lstm(model.embedding(ids), state)
-            return model.head(out[0, -1]), state
-        if prompt:
+            logits = model.head(out[0, -1])
+        elif prompt:
             logits, state = self.serving.step().feed(prompt, state)
-            return logits[0], state
-        return model.logits_from_state(state)[0], state
+            logits = logits[0]
+        else:
+            logits = model.logits_from_state(state)[0]
+        self.read = Loss(0.0, 0, state)
+        return logits, state
 
     def _run(self):
         # Grad mode is set around each computation, never across a yield, so that the code reading
         # the stream runs unaffected.
         s = self.sampling
         state = self.state if self.state is not None else self.model.begin_state(1)
-        logits, self.state = self._read_prompt(state)
         generator = make_generator(s.seed)
         decoder = self.serving.decoder
+        if decoder is not None and s.max_new_chars > 0 and self.prompt_ids:
+            # The decoder reads the prompt, batched with every other reply's steps.
+            with torch.no_grad():
+                logits = self.model.logits_from_state(state)[0]
+            self.state, self.read_by_step = state, True
+            matcher = yield from self._batched(decoder, logits, generator, self.prompt_ids)
+            self.text, self.stopped_by, self.stop_text = matcher.text, matcher.stopped_by, matcher.stop_text
+            return
+        logits, self.state = self._read_prompt(state)
         if s.max_new_chars == 0:
             self.stopped_by = "length"
             return
@@ -115,16 +143,22 @@ class Stream:
                 yield matcher.text[sent:shown]
                 sent = shown
 
-    def _batched(self, decoder, logits, generator):
-        """Characters from the shared decoder, which steps this reply with all the others."""
-        request = decoder.submit(logits, self.state, self.sampling, generator)
+    def _batched(self, decoder, logits, generator, feed=()):
+        """Characters from the shared decoder, which steps this reply with all the others (after
+        reading `feed`, the prompt's ids, if any)."""
+        request = decoder.submit(logits, self.state, self.sampling, generator, feed, self.score)
         try:
             while True:
                 item = request.outbox.get()
                 if isinstance(item, Exception):
                     raise item
                 if item is None:
+                    self.steps = request.left - request.joined
                     return request.matcher
+                if isinstance(item, Read):
+                    self.state = (item.h, item.c)
+                    self.read = Loss(item.total, item.count, self.state)
+                    continue
                 piece, h, c = item
                 self.state = (h, c)  # the state after the last character stepped
                 if piece:

@@ -13,7 +13,8 @@ Per turn the session measures:
 - `loss_carried_bpc` / `loss_fresh_bpc`: bits per character of the user's message predicted from
   the carried state and from a fresh state, and `memory_benefit_bpc` = fresh - carried: the bits
   per character the memory saves on this message (what a reset would cost; negative when the
-  carried memory misleads the model).
+  carried memory misleads the model). The fresh loss needs a second pass over the message, made
+  once the reply is written so that it delays no reply's first character (None until then).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class Turn:
     state_after_user: tuple | None = None
     state_after: tuple | None = None
     measures: dict = field(default_factory=dict)
+    fed_ids: list[int] = field(default_factory=list, repr=False)
+    message_chars: int = 0  # how many of fed_ids are the message's (the rest: the turn separator)
+    read_by_step: bool = False  # the message was read by the generation step (else by one nn.LSTM call)
     attempt: int = 0
     done: bool = False
     stopped_by: str | None = None
@@ -124,14 +128,16 @@ class ChatSession:
         turn = Turn(user=message[:MAX_MESSAGE_CHARS], fed=encoded.text + separator.text, skipped=encoded.skipped,
                     truncated=truncated)
         turn.state_before = snapshot(self.state)
-        turn.state_after_user, turn.measures = self._ingest(turn.state_before, encoded.ids, encoded.ids + separator.ids)
+        turn.fed_ids, turn.message_chars = encoded.ids + separator.ids, len(encoded.ids)
+        turn.measures = {"chars_fed": len(turn.fed_ids), "message_chars": turn.message_chars,
+                         "loss_carried_bpc": None, "loss_fresh_bpc": None, "memory_benefit_bpc": None}
         self.turns.append(turn)
         self._trim()
         return self._reply(turn)
 
     def retry(self):
         """Resample the last reply from the state after the user's message; None if there is no turn."""
-        if not self.turns or self.turns[-1].state_after_user is None:
+        if not self.turns or self.turns[-1].state_before is None:
             return None
         turn = self.turns[-1]
         previous = dataclasses.replace(turn, measures=dict(turn.measures))  # restored if the retry fails
@@ -156,11 +162,16 @@ class ChatSession:
         self._state = self.model.begin_state(1)
 
     def _reply(self, turn: Turn, previous: Turn | None = None):
+        """The reply's stream: for a new turn it first reads the message and the separator (the
+        message scored on the way: the carried-memory loss), for a retry it starts after them."""
         index = len(self.turns) - 1
         sampling = self.sampling
         if sampling.seed is not None:  # reproducible, yet each turn and each retry draws differently
             sampling = sampling.replace(seed=sampling.seed + 1000 * (self._dropped_turns + index) + turn.attempt)
-        return self._run(turn, Stream(self.serving, "", turn.state_after_user, sampling), previous)
+        if turn.state_after_user is not None:
+            return self._run(turn, Stream(self.serving, "", turn.state_after_user, sampling), previous)
+        fed = self.model.vocab.decode(turn.fed_ids)
+        return self._run(turn, Stream(self.serving, fed, turn.state_before, sampling, score=turn.message_chars), previous)
 
     def _run(self, turn: Turn, s: Stream, previous: Turn | None):
         """Stream the reply and record it in `turn`. If writing it fails, the turn is taken back
@@ -168,9 +179,11 @@ class ChatSession:
         emitted = []
         try:
             for piece in s:
+                self._took_message(turn, s)
                 emitted.append(piece)
                 turn.reply = "".join(emitted)
                 yield piece
+            self._took_message(turn, s)
             turn.done = True
         except Exception:
             if previous is not None:
@@ -193,24 +206,29 @@ class ChatSession:
         turn.state_after = snapshot(s.state)
         self._state = turn.state_after
         self._measure_after(turn)
+        self._measure_fresh(turn)
 
     # -- measurements -------------------------------------------------------------------------
 
-    def _ingest(self, start, message_ids: list[int], fed_ids: list[int]):
-        """Feed the turn's text from `start`; measure the message's loss carried vs fresh."""
-        measures = {"chars_fed": len(fed_ids), "message_chars": len(message_ids),
-                    "loss_carried_bpc": None, "loss_fresh_bpc": None, "memory_benefit_bpc": None}
-        if not fed_ids:
-            return snapshot(start), measures
-        ids = torch.tensor(fed_ids, dtype=torch.long)
-        carried = text_loss(self.model, ids, start, scored=len(message_ids))
-        if carried.count:
-            fresh = carried
-            if self.memory and any(float(t.abs().max()) > 0 for t in start):
-                fresh = text_loss(self.model, ids, scored=len(message_ids))
-            measures.update(loss_carried_bpc=carried.mean / LN2, loss_fresh_bpc=fresh.mean / LN2,
-                            memory_benefit_bpc=(fresh.mean - carried.mean) / LN2)
-        return snapshot(carried.state), measures
+    def _took_message(self, turn: Turn, s: Stream) -> None:
+        """Once the stream has read the message: the state after it and its carried-memory loss."""
+        if turn.state_after_user is None and s.read is not None:
+            turn.state_after_user = snapshot(s.read.state)
+            turn.read_by_step = s.read_by_step
+            if s.read.count:
+                turn.measures["loss_carried_bpc"] = s.read.mean / LN2
+
+    def _measure_fresh(self, turn: Turn) -> None:
+        """The message's loss from a fresh memory and the memory benefit (fresh - carried)."""
+        carried = turn.measures.get("loss_carried_bpc")
+        if carried is None or turn.measures.get("loss_fresh_bpc") is not None:
+            return
+        fresh = carried
+        if self.memory and turn.state_before is not None and any(float(t.abs().max()) > 0 for t in turn.state_before):
+            ids = torch.tensor(turn.fed_ids, dtype=torch.long)  # read the way the carried loss was read
+            step = self.serving.step() if turn.read_by_step else None
+            fresh = text_loss(self.model, ids, scored=turn.message_chars, step=step).mean / LN2
+        turn.measures.update(loss_fresh_bpc=fresh, memory_benefit_bpc=fresh - carried)
 
     def _measure_after(self, turn: Turn) -> None:
         before, after = turn.state_before, turn.state_after

@@ -92,10 +92,10 @@ def hub(monkeypatch, tmp_path):
     huggingface_hub and datasets talk to, as they would to the Hub through HF_ENDPOINT, with an
     empty cache and a token. Upload tests go through the Hub's LFS protocol (Xet switched off)."""
     import datasets
+    from hub_standin import HubStandIn
     from huggingface_hub import constants
 
     from lstm_model import data
-    from hub_standin import HubStandIn
 
     with HubStandIn() as standin:
         url = standin.endpoint

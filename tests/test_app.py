@@ -198,3 +198,43 @@ def test_seeds_of_any_size_and_non_finite_numbers_through_the_api(server):
     for bad in (float("nan"), float("inf"), "NaN"):  # as raw JSON sends them
         with pytest.raises(gr.Error, match="Top-p must be a number"):
             sampling_from(0.8, 40, bad, 30, 1, "")
+
+
+def test_replies_beyond_the_admission_limit_are_told_to_come_back():
+    """CHAT_CONCURRENCY replies stream at once; one more is refused with a sentence, not queued,
+    and its place is free again when a reply ends."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from ui.actions import ChatApp, Options
+
+    app = ChatApp(Options(concurrency=2))
+    tab = [SimpleNamespace(session_hash=name) for name in ("a", "b", "c")]
+    first = app.chat("ROMEO:\nOne.", max_chars=3000, stop="", request=tab[0])
+    second = app.chat("ROMEO:\nTwo.", max_chars=3000, stop="", request=tab[1])
+    next(first), next(second)  # both streaming
+    with pytest.raises(gr.Error) as refused:
+        next(app.chat("ROMEO:\nThree.", request=tab[2]))
+    assert "replies at once" in refused.value.message and "send it again" in refused.value.message
+    assert app.state(tab[2]).session.turns == []  # nothing was read: the message is the user's to resend
+    assert app.interval() >= 0.04
+    first.close()  # a tab closed mid-reply gives its place back
+    assert next(app.chat("ROMEO:\nThree.", max_chars=5, request=tab[2]))
+    second.close()
+
+
+def test_lazy_session_state_gives_gradio_s_configs():
+    """ui/sessions.py: a session's component configs, made on first use, equal Gradio's own."""
+    from ui.layout import build_app
+    from ui.sessions import GradioSessionState, LazySessionState
+
+    demo = build_app()
+    ours, theirs = LazySessionState(demo), GradioSessionState(demo)
+    assert ours.config_values == {}  # nothing made up front
+    some = list(demo.blocks)[:5]
+    for k in some:
+        ours._update_value_in_config(k, "value")
+        theirs._update_value_in_config(k, "value")
+    assert set(ours.config_values) == set(some)
+    assert list(ours.components) == list(theirs.components)

@@ -89,6 +89,7 @@ def test_stop_sequences_end_batched_replies_as_they_end_lone_ones(trained_model,
     # Handing the text over at every step (0 s) means that nothing is left to send when the stop
     # completes: the final state must arrive all the same.
     monkeypatch.setattr("lstm_model.batching.FLUSH_SECONDS", flush_seconds)
+    monkeypatch.setattr("lstm_model.batching.MAX_HANDOVERS_PER_S", float("inf") if flush_seconds == 0 else 250)
     settings = dict(max_new_chars=400, temperature=0.8, stop=["\n\n", "zzz"])
     for seed in range(30):  # the first seed whose reply ends with a blank line
         alone = stream(trained_model, "ANNA:\n", seed=seed, **settings)
@@ -99,3 +100,50 @@ def test_stop_sequences_end_batched_replies_as_they_end_lone_ones(trained_model,
     assert "".join(together) == text == together.text and alone.stopped_by == together.stopped_by == "stop"
     assert together.stop_text == alone.stop_text == "\n\n" and "\n\n" not in text
     torch.testing.assert_close(together.state[1], alone.state[1], atol=1e-5, rtol=1e-5)
+
+
+def test_the_decoder_reads_prompts_as_the_loss_loop_does(trained_model, batched):
+    """Prompts read by the decoder, batched with other replies: the same scored loss and state as
+    the loss loop reading them alone with the same step, and the text that follows is the text
+    of a lone reply (a reading row draws no random numbers)."""
+    from lstm_model.evaluate import text_loss
+    from lstm_model.generate import Stream
+    from lstm_model.sampling import Sampling
+
+    prompts = ["ANNA:\nThe sea is calm and the moon is bright.\n\n", "BEN:\nHome.\n\n", "CLEO:\nSing to me of home, sing.\n\n"]
+    state = stream(trained_model, "ANNA:\nSo.\n\n", max_new_chars=0).state  # a carried state, not a fresh one
+    streams, threads = [None] * 3, []
+
+    def run(i):
+        sampling = Sampling(max_new_chars=40, temperature=0.9, seed=i, stop=None)
+        s = streams[i] = Stream(batched, prompts[i], state, sampling, score=len(prompts[i]) - 2)
+        "".join(s)
+
+    for i in range(3):
+        threads.append(threading.Thread(target=run, args=(i,)))
+        threads[-1].start()
+    for t in threads:
+        t.join(timeout=120)
+    for i, prompt in enumerate(prompts):
+        ids = torch.tensor(trained_model.vocab.encode(prompt))
+        alone = text_loss(trained_model, ids, state, scored=len(prompt) - 2, step=batched.step())
+        read = streams[i].read
+        assert read.count == alone.count == len(prompt) - 2 and streams[i].read_by_step
+        assert abs(read.mean - alone.mean) < 1e-5
+        torch.testing.assert_close(read.state[1], alone.state[1], atol=1e-5, rtol=1e-5)
+        lone = Serving(trained_model, batching=False)
+        expected = Stream(lone, prompt, state, Sampling(max_new_chars=40, temperature=0.9, seed=i, stop=None))
+        if len(prompt) <= 32:  # read by the step alone too: the same state, so the same text
+            assert "".join(expected) == streams[i].text
+
+
+def test_a_short_reply_is_not_held_up_by_a_long_one(trained_model, batched):
+    """Fairness: every row advances one character a step, so 50 characters asked next to 5,000
+    take 50 steps, however long the other reply is."""
+    long = stream(trained_model, "ANNA:\n", max_new_chars=5000, seed=1, stop=None, serving=batched)
+    next(long)
+    short = stream(trained_model, "BEN:\n", max_new_chars=50, seed=2, stop=None, serving=batched)
+    assert len("".join(short)) == 50
+    assert short.steps == len("BEN:\n") + 50  # its prompt read, then one character a step
+    assert batched.decoder._active  # the long reply is still being written
+    long.close()

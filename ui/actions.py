@@ -5,6 +5,7 @@ work on; the memory panel's figures for a session. Options come from app.py's co
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import threading
@@ -24,7 +25,8 @@ from lstm_model.step import EngineError
 
 SESSION_TTL_S = 2 * 3600  # an idle session's memory is freed after this long
 RECENT_CHARS = 1500  # characters of the conversation shown in the unit inspector
-STREAM_INTERVAL_S = 0.04  # the streamed reply is updated at most 25 times a second
+STREAM_INTERVAL_S = 0.04  # a streamed reply is updated at most 25 times a second...
+MAX_UPDATES_PER_S = 200  # ...and all of them together about this often: each costs Gradio ~1 ms of its event loop
 DEFAULTS = dict(temperature=0.8, top_k=40, top_p=1.0, max_chars=500, seed=-1, memory=True)
 MAX_MODELS = 4  # models served at once; the least recently used leaves first
 MAX_PARAMETERS = 200_000_000  # all served models together (~800 MB of fp32 weights)
@@ -41,7 +43,7 @@ class Options:
     int8: str = "auto"  # int8 generation steps: auto = where the model's int8.json allows them
     engine: str = "auto"  # the generation step's engine (lstm_model.step)
     batching: bool = True  # one decoder steps all replies of a model together (lstm_model.batching)
-    concurrency: int = 16  # replies generated at once; the others queue
+    concurrency: int = 256  # replies streaming at once (all in one decoder batch); beyond, "busy"
     threads: int = 1  # torch's and ONNX Runtime's threads: the other core serves the page
     custom_models: bool = True  # visitors may load Hub repos and local folders (off on a public Space)
     on_space: bool = False  # running on Hugging Face Spaces (SPACE_ID set)
@@ -84,14 +86,14 @@ def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]
     return messages
 
 
-def paced(pieces, interval: float = STREAM_INTERVAL_S):
-    """The reply so far, at most once per `interval` seconds (and at the end): each update costs
-    Gradio a few milliseconds, more than sampling a character."""
-    text, last = "", time.monotonic()
+def paced(pieces, interval=lambda: STREAM_INTERVAL_S):
+    """The reply so far, at most once per `interval()` seconds (and at once for the first piece,
+    and at the end): each update costs Gradio more than sampling a character does."""
+    text, last = "", None
     for piece in pieces:
         text += piece
         now = time.monotonic()
-        if now - last >= interval:
+        if last is None or now - last >= interval():
             yield text
             last = now
     yield text
@@ -188,7 +190,7 @@ class ServedModels:
         o = self.options
         try:
             return Serving(load_model(source), engine=o.engine, int8=o.int8, int8_check=load_int8_check(source),
-                           batching=o.batching, threads=o.threads)
+                           batching=o.batching, threads=o.threads, max_batch=o.concurrency)
         except EngineError as err:
             raise ModelLoadError(str(err)) from None
 
@@ -227,6 +229,8 @@ class ChatApp:
         self.default = self.served.get(options.model)
         self._sessions: dict[str, ChatState] = {}
         self._sessions_lock = threading.Lock()
+        self._streaming = 0  # replies being written now (admitted)
+        self._streaming_lock = threading.Lock()
 
     def choices(self) -> list[str]:
         """The models a visitor can pick: the bundled ones, and the one the app was started with."""
@@ -238,6 +242,28 @@ class ChatApp:
     def allowed(self, source: str) -> bool:
         """Whether visitors may load `source`: anything when custom models are on, else a choice."""
         return self.options.custom_models or source in self.choices()
+
+    @contextlib.contextmanager
+    def admitted(self):
+        """A reply's place among the replies streaming now: at most `options.concurrency` (all of
+        them in one decoder batch, so each joins within a step); beyond that, gr.Error (busy)."""
+        with self._streaming_lock:
+            if self._streaming >= self.options.concurrency:
+                n = self._streaming
+                raise gr.Error(f"The server is writing {n} {'reply' if n == 1 else 'replies'} at once, as many as it "
+                               "takes; your message was not sent: send it again in a few seconds.")
+            self._streaming += 1
+        try:
+            yield
+        finally:
+            with self._streaming_lock:
+                self._streaming -= 1
+
+    def interval(self) -> float:
+        """Seconds between a reply's streamed updates: STREAM_INTERVAL_S, longer when so many replies
+        stream that their updates together would pass MAX_UPDATES_PER_S (at 256 replies, 0.32 s:
+        still about 60 characters an update at the decoder's pace)."""
+        return max(STREAM_INTERVAL_S, self._streaming / MAX_UPDATES_PER_S)
 
     def state(self, request: gr.Request | None) -> ChatState:
         """The session of this browser tab or API client (made on first use; idle ones expire)."""
@@ -275,13 +301,13 @@ class ChatApp:
         with \\n for a newline."""
         st = self.state(request)
         self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
-        with st.lock:
+        with self.admitted(), st.lock:
             reply = st.session.send(message if isinstance(message, str) else "")
             st.changes += 1
             st.notes = st.session.notices()
             for note in st.notes:
                 gr.Warning(note)
-            yield from paced(reply)
+            yield from paced(reply, self.interval)
 
     def retry(self, temperature: float = DEFAULTS["temperature"], top_k: int = DEFAULTS["top_k"],
               top_p: float = DEFAULTS["top_p"], max_chars: int = DEFAULTS["max_chars"], seed: int = DEFAULTS["seed"],
@@ -289,12 +315,12 @@ class ChatApp:
         """Resample the last reply from the memory just after the last message; streams it."""
         st = self.state(request)
         self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
-        with st.lock:
+        with self.admitted(), st.lock:
             reply = st.session.retry()
             st.changes += 1
             if reply is None:
                 raise gr.Error("Nothing to retry: send a message first.")
-            yield from paced(reply)
+            yield from paced(reply, self.interval)
 
     def undo(self, request: gr.Request = None) -> str:
         """Forget the last turn and restore the exact memory from before it."""

@@ -25,6 +25,7 @@ from .actions import (
     panel_figures,
     serving_line,
 )
+from .sessions import use_lazy_session_state
 
 # -- layout: one function per section -------------------------------------------------------------
 
@@ -111,16 +112,24 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
     def page_send(message, temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
         st = app.state(request)
         values = temperature, top_k, top_p, max_chars, seed, stop, memory
-        for i, text in enumerate(app.chat(message, *values, request=request)):
-            notice = "\n".join(f"⚠️ {n}" for n in st.notes) if i == 0 else gr.skip()
-            yield history_of(st.session, text), "", notice
+        try:
+            for i, text in enumerate(app.chat(message, *values, request=request)):
+                notice = "\n".join(f"⚠️ {n}" for n in st.notes) if i == 0 else gr.skip()
+                yield history_of(st.session, text), "", notice
+        except gr.Error as err:  # busy, a bad setting, a failed reply: the message goes back in the box
+            yield history_of(st.session), message, f"⚠️ {err.message}"
+            return
         yield history_of(st.session), "", gr.skip()
 
     def page_retry(temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
         st = app.state(request)
         values = temperature, top_k, top_p, max_chars, seed, stop, memory
-        for text in app.retry(*values, request=request):
-            yield history_of(st.session, text), gr.skip()
+        try:
+            for text in app.retry(*values, request=request):
+                yield history_of(st.session, text), gr.skip()
+        except gr.Error as err:
+            yield history_of(st.session), f"⚠️ {err.message}"
+            return
         yield history_of(st.session), "Resampled the last reply from the memory after your message."
 
     def status_action(action):
@@ -136,6 +145,9 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
     chat.retry.click(page_retry, controls, shown, api_visibility="private").then(**panel)
     chat.undo.click(status_action(app.undo), None, shown, api_visibility="private").then(**panel)
     chat.reset.click(status_action(app.reset), None, shown, api_visibility="private").then(**panel)
+
+
+PANEL_QUEUE = dict(concurrency_limit=1, concurrency_id="panel")  # one panel drawn at a time
 
 
 def wire_panel(app: ChatApp, memory) -> dict:
@@ -158,12 +170,13 @@ def wire_panel(app: ChatApp, memory) -> dict:
 
     panel = dict(fn=refresh, inputs=[memory.quantity, memory.unit, memory.layer],
                  outputs=[memory.timeline, memory.heatmap, memory.highlights, memory.report, memory.unit, memory.layer,
-                          memory.status], api_visibility="private")
+                          memory.status], api_visibility="private", **PANEL_QUEUE)
     memory.quantity.change(**panel)
     memory.layer.change(**panel)
-    memory.unit.submit(inspect_unit, [memory.unit, memory.layer], [memory.highlights], api_visibility="private")
+    memory.unit.submit(inspect_unit, [memory.unit, memory.layer], [memory.highlights], api_visibility="private",
+                       **PANEL_QUEUE)
     memory.find.click(find, [memory.pattern, memory.layer], [memory.unit, memory.found, memory.highlights],
-                      api_visibility="private")
+                      api_visibility="private", **PANEL_QUEUE)
     return panel
 
 
@@ -188,6 +201,7 @@ def build_app(source: str | None = None, options: Options | None = None) -> gr.B
     """The Gradio app serving `source` (default: the bundled model), as `options` say."""
     options = options or Options()
     options.model = source if source is not None else options.model
+    use_lazy_session_state()  # a new session no longer copies every component's config up front
     app = ChatApp(options)
     with gr.Blocks(title="LSTM Memory Chat", delete_cache=(3600, SESSION_TTL_S)) as demo:
         gr.Markdown(
@@ -208,6 +222,9 @@ def build_app(source: str | None = None, options: Options | None = None) -> gr.B
         wire_model(app, model, chat, controls, panel)
         demo.load(**panel)
         demo.unload(app.forget)
-    demo.queue(default_concurrency_limit=options.concurrency, max_size=256)
+    # Replies are admitted by ChatApp.admitted (CHAT_CONCURRENCY, with a "busy" sentence beyond),
+    # not held in Gradio's queue; the panel's figures (matplotlib) are drawn one at a time, so a
+    # crowd's panels never take both cores from the decoder.
+    demo.queue(default_concurrency_limit=None, max_size=None)
     return demo
 
