@@ -1,10 +1,12 @@
-"""Validation loss of a model over the whole held-out text, the state carried through.
+"""Validation loss of a model, both ways, from the one loss loop (lstm_model.evaluate.text_loss).
 
     python benchmarks/quality.py --model assets/shakespeare --text ../shared/data/tinyshakespeare.txt --val-fraction 0.1
 
 The held-out text is the last --val-fraction of the file (nanoGPT's split; the training CLI holds
-out the same characters), read once at batch 1 from a fresh state: every character is scored.
-Prints nats and bits per character, then a few samples.
+out the same characters). Stateful: read once at batch 1 from a fresh state, the state carried
+through, every character scored. nanoGPT's way (`window_loss`): --windows windows of 256 + 1
+characters at random offsets (seed 1337), each from a fresh state, every position scored, with
+the standard error of the mean. Prints nats and bits per character, then a few samples.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lstm_model import load_model  # noqa: E402
 from lstm_model.data import encode, load_corpus  # noqa: E402
-from lstm_model.evaluate import whole_text_loss  # noqa: E402
+from lstm_model.evaluate import whole_text_loss, window_loss  # noqa: E402
 from lstm_model.generate import generate  # noqa: E402
 
 
@@ -43,6 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=3)
     p.add_argument("--sample-chars", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--windows", type=int, default=4096, help="windows for nanoGPT's estimate (0: skip it)")
     args = p.parse_args(argv)
 
     model, corpus, ids = held_out(args)
@@ -53,7 +56,13 @@ def main(argv=None) -> int:
     print(f"model: {args.model or 'bundled default'} ({model.num_parameters():,} parameters)")
     print(f"held-out text: {corpus.val_from} of {args.text}: {ids.numel():,} characters"
           + (f" ({len(unknown)} characters outside the vocabulary skipped: {unknown!r})" if unknown else ""))
-    print(f"validation loss: {loss:.4f} nats/char = {loss / math.log(2):.4f} bits/char ({seconds:.1f} s)")
+    print(f"validation loss, stateful over the whole split: {loss:.4f} nats/char = {loss / math.log(2):.4f} bits/char "
+          f"({seconds:.1f} s)")
+    if args.windows:
+        start = time.perf_counter()
+        mean, error = window_loss(model, ids, windows=args.windows)
+        print(f"validation loss, nanoGPT's way ({args.windows} random windows of 256, each from a fresh state): "
+              f"{mean:.4f} +- {error:.4f} nats/char = {mean / math.log(2):.4f} bits/char ({time.perf_counter() - start:.1f} s)")
     prompts = ["\n", "ROMEO:\n", "The "] if args.samples else []
     for i in range(args.samples):
         prompt = prompts[i % len(prompts)]

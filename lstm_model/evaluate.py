@@ -3,7 +3,7 @@
 `text_loss` reads ids with the LSTM state carried through them and scores every character
 against the prediction made before it. Everything that measures a loss uses it: training's
 estimates (`stream_loss` over contiguous batches, `whole_text_loss` over the whole validation
-text), the int8 check (`check_int8`: the same loop through the serving step, one character a
+text), nanoGPT's windowed estimate (`window_loss`), the int8 check (`check_int8`: the same loop through the serving step, one character a
 step), the benchmarks and the chat session's memory benefit (a message scored from the carried
 state and from a fresh one).
 """
@@ -83,6 +83,26 @@ def whole_text_loss(model, ids: torch.Tensor) -> float:
     """nats/char of a whole text read once, batch 1, the state carried through all of it; every
     character scored, the first from the fresh state (the head applied to H = 0)."""
     return text_loss(model, ids).mean
+
+
+def window_loss(model, ids: torch.Tensor, windows: int = 4096, length: int = 256, batch: int = 64,
+                seed: int = 1337) -> tuple[float, float]:
+    """nats/char the way nanoGPT estimates its validation loss: `windows` windows of `length` + 1
+    characters at random offsets of `ids`, each read from a fresh state, every one of the `length`
+    predictions scored (the first from one character of context). Returns (mean, standard error),
+    the error from the spread of the means of `batch`-window groups."""
+    generator = torch.Generator().manual_seed(seed)
+    span = length + 1
+    if ids.numel() < span:
+        raise ValueError(f"The text has {ids.numel()} characters; a window needs {span}.")
+    starts = torch.randint(0, ids.numel() - span + 1, (windows,), generator=generator)
+    means = []
+    for first in range(0, windows, batch):
+        group = torch.stack([ids[i : i + span] for i in starts[first : first + batch].tolist()])
+        means.append(text_loss(model, group, score_first=False, chunk=span).mean)
+    mean = sum(means) / len(means)
+    spread = math.sqrt(sum((m - mean) ** 2 for m in means) / max(1, len(means) - 1))
+    return mean, spread / math.sqrt(len(means))
 
 
 def stream_loss(model, streams: torch.Tensor, seq_len: int, max_batches: int | None = None) -> float:

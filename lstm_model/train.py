@@ -41,6 +41,7 @@ from .evaluate import check_int8, whole_text_loss
 from .generate import generate
 from .hub import INT8_CHECK_FILE, ModelLoadError, push_folder, write_model_card
 from .model import CONFIG_NAME, MAX_PARAMETERS, WEIGHTS_NAME, CharLSTM, parameter_count
+from .regularize import Regularized
 from .step import pick_engine
 from .train_config import TrainConfig, TrainingStopped, pick_device, resolve_config
 from .train_data import LN2, TrainingData
@@ -134,6 +135,9 @@ class Trainer:
             dropout=c.dropout, turn_separator=c.turn_separator, stop_sequence=c.stop_sequence,
             forget_bias=c.forget_bias,
         ).to(device)
+        # What the loop calls: the model, or the model inside AWD-LSTM's regularisation (same weights).
+        self.trained = (Regularized(self.model, c.weight_drop, c.locked_dropout, c.embed_dropout)
+                        if c.weight_drop or c.locked_dropout or c.embed_dropout else self.model)
         if ddp.world > 1 and not c.resume:  # same initial weights everywhere, distinct dropout masks per rank
             torch.manual_seed(c.seed * 7919 + ddp.rank)
         self.total_steps = c.max_steps or max(1, int(c.epochs * self.data.batches_per_epoch))
@@ -166,10 +170,10 @@ class Trainer:
     def _wrap(self):
         """The model as the loop calls it: DistributedDataParallel under torchrun."""
         if self.ddp.world == 1:
-            return self.model
+            return self.trained
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        net = DistributedDataParallel(self.trained, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.c.resume:  # the checkpoint was read by every rank: make sure all hold rank 0's copy
             for p in self.model.parameters():
                 torch.distributed.broadcast(p.data, 0)
@@ -235,7 +239,7 @@ class Trainer:
         c, ddp = self.c, self.ddp
         every = c.checkpoint_every or c.eval_every
         chars_seen, t0 = 0, time.perf_counter()
-        self.model.train()
+        self.trained.train()
         while self.step < self.total_steps:
             for index, x, y in self.data.epoch_batches(self.epoch, self.batch_index):
                 value = self.train_step(x, y)

@@ -40,6 +40,10 @@ class TrainConfig:
     hidden_size: int = 512
     num_layers: int = 2
     dropout: float = 0.2
+    # AWD-LSTM regularisation (lstm_model/regularize.py), off by default; the saved model is plain
+    weight_drop: float = 0.0
+    locked_dropout: float = 0.0
+    embed_dropout: float = 0.0
     forget_bias: float = 1.0
     turn_separator: str = "\n\n"
     stop_sequence: str = "\n\n"
@@ -94,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--hidden-size", type=int, help=f"LSTM units per layer (default {d.hidden_size})")
     add("--num-layers", type=int, help=f"LSTM layers (default {d.num_layers})")
     add("--dropout", type=float, help=f"dropout on the embedding, between layers and before the head (default {d.dropout})")
+    add("--weight-drop", type=float, help="DropConnect on the hidden-to-hidden weights, one mask per batch "
+                                          "(AWD-LSTM; default 0: off)")
+    add("--locked-dropout", type=float, help="variational dropout on the LSTM's input and output, one mask per "
+                                             "sequence; replaces --dropout there (default 0: off)")
+    add("--embed-dropout", type=float, help="drop whole characters' embeddings for a batch (default 0: off)")
     add("--forget-bias", type=float, help=f"initial forget-gate bias (default {d.forget_bias})")
     add("--turn-separator", help="text appended to each chat message (default: a blank line)")
     add("--stop-sequence", help="text that ends a chat reply (default: a blank line)")
@@ -159,11 +168,13 @@ def check_settings(c: TrainConfig) -> None:
     for name in ("embed_dim", "hidden_size", "num_layers"):
         if not 1 <= getattr(c, name) <= LIMITS[name]:
             problems.append(f"--{name.replace('_', '-')} must be from 1 to {LIMITS[name]}")
-    for name in ("lr", "epochs", "dropout", "forget_bias", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction"):
+    for name in ("lr", "epochs", "dropout", "forget_bias", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction",
+                 "weight_drop", "locked_dropout", "embed_dropout"):
         if not math.isfinite(getattr(c, name)):
             problems.append(f"--{name.replace('_', '-')} must be a finite number")
-    if not 0.0 <= c.dropout < 1.0:
-        problems.append("--dropout must be in [0, 1)")
+    for name in ("dropout", "weight_drop", "locked_dropout", "embed_dropout"):
+        if not 0.0 <= getattr(c, name) < 1.0:
+            problems.append(f"--{name.replace('_', '-')} must be in [0, 1)")
     if math.isfinite(c.lr) and not c.lr > 0:
         problems.append("--lr must be positive")
     if math.isfinite(c.epochs) and not c.epochs > 0:

@@ -244,3 +244,50 @@ def test_weights_that_are_not_finite_are_never_saved(play_file, tmp_path, monkey
                                               r"\(step 2\)"):
         train(resolve_config(["--out", str(out), "--resume", "--max-steps", "4", "--checkpoint-every", "1", "--quiet"]))
     assert (out / "model.safetensors").read_bytes() == saved
+
+
+def test_awd_regularisation_trains_the_model_s_own_weights(small_model):
+    """lstm_model/regularize.py: in eval mode the model's own output; in training, weight drop
+    really drops hidden-to-hidden weights (all of them dropped = W_hh zero) and the gradient
+    reaches them."""
+    from lstm_model.regularize import Regularized
+
+    ids = torch.randint(0, small_model.vocab_size, (3, 12), generator=torch.Generator().manual_seed(0))
+    wrapped = Regularized(small_model, weight_drop=0.5, locked_dropout=0.3, embed_dropout=0.1).eval()
+    torch.testing.assert_close(wrapped(ids)[0], small_model(ids)[0])
+    assert [n for n, _ in wrapped.named_parameters()] == ["model." + n for n, _ in small_model.named_parameters()]
+
+    all_dropped = Regularized(small_model, weight_drop=1 - 1e-7).train()
+    out, _ = all_dropped(ids)
+    saved = [getattr(small_model.lstm, f"weight_hh_l{k}").detach().clone() for k in range(small_model.num_layers)]
+    with torch.no_grad():
+        for k in range(small_model.num_layers):
+            getattr(small_model.lstm, f"weight_hh_l{k}").zero_()
+        small_model.eval()
+        without, _ = small_model(ids)
+        for k in range(small_model.num_layers):
+            getattr(small_model.lstm, f"weight_hh_l{k}").copy_(saved[k])
+    torch.testing.assert_close(out, without, atol=1e-5, rtol=1e-5)
+    Regularized(small_model, weight_drop=0.5).train()(ids)[0].sum().backward()
+    assert small_model.lstm.weight_hh_l0.grad.abs().sum() > 0
+
+
+def test_a_run_with_awd_regularisation_saves_a_plain_model(play_file, tmp_path):
+    from lstm_model import load_model
+    from lstm_model.gates import trace
+    from lstm_model.model import expected_shapes
+    from lstm_model.train import resolve_config, train
+
+    out = tmp_path / "awd"
+    train(resolve_config(["--dataset", play_file, "--out", str(out), "--max-steps", "6", *SMALL,
+                          "--weight-drop", "0.3", "--locked-dropout", "0.2", "--embed-dropout", "0.1"]))
+    config = json.load(open(out / "config.json"))
+    assert not {"weight_drop", "locked_dropout", "embed_dropout"} & set(config)
+    model = load_model(str(out))
+    assert set(model.state_dict()) == set(expected_shapes(config))
+    ids = torch.tensor([model.vocab.encode("ANNA:\nThe sea.")])
+    logits, _ = model(ids)
+    tr = trace(model, "ANNA:\nThe sea.")
+    torch.testing.assert_close(model.head(tr.hidden[-1]), logits[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(TrainingStopped, match="--weight-drop must be in"):
+        resolve_config(["--dataset", play_file, "--weight-drop", "1.5"])
