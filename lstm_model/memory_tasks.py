@@ -1,0 +1,201 @@
+"""Memory tasks as chat: dialogues in the forms of the bAbI tasks (Weston et al. 2015, "Towards
+AI-Complete Question Answering"), where the user tells facts and later asks about them.
+
+    python -m lstm_model.memory_tasks --out data/babi-chat [--stories 20000 --seed 0 --max-facts 40]
+
+Tasks (bAbI's numbers): 1, single supporting fact ("Mary moved to the bathroom." ... "Where is
+Mary?" -> "bathroom"); 2, two supporting facts (objects got, picked up, grabbed and dropped,
+discarded, put down, left: "Where is the football?" -> the place of whoever holds it, or where it
+was left); 6, yes/no ("Is Mary in the kitchen?"); 7, counting ("How many objects is Mary
+carrying?" -> none, one, two, three). bAbI's vocabulary: Mary, John, Daniel, Sandra; bathroom,
+hallway, garden, office, bedroom, kitchen; moved to, went to, journeyed to, travelled to, went
+back to; the football, the apple, the milk.
+
+A story is a conversation in the Hub's chat convention, a `messages` list of
+{"role": "user"|"assistant", "content": ...}: the user tells one or several facts a message and
+the model acknowledges ("OK."); the user asks and the model answers in a word. Each question's
+task, answer and distance (facts told between its supporting fact and the question) are in the
+row's `questions` column. `build(...)` returns a `datasets.DatasetDict` (train, validation, test),
+the same for the same seed; `from_babi_qa(rows)` turns rows of the official `facebook/babi_qa`
+(configs such as `en-10k-qa1`) into the same conversations; `render(messages, separator, stop)`
+writes a conversation as the chat feeds it to the LSTM, with a mask of the assistant's characters
+(for training on the replies only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+
+PEOPLE = ("Mary", "John", "Daniel", "Sandra")
+PLACES = ("bathroom", "hallway", "garden", "office", "bedroom", "kitchen")
+MOVES = ("moved to", "went to", "journeyed to", "travelled to", "went back to")
+OBJECTS = ("football", "apple", "milk")
+GETS = ("got", "picked up", "grabbed")
+DROPS = ("dropped", "discarded", "put down", "left")
+COUNTS = ("none", "one", "two", "three")
+ACK = "OK."
+TASKS = (1, 2, 6, 7)
+SPLITS = {"train": 0, "validation": 1, "test": 2}
+
+
+class World:
+    """Where everyone is and who holds what; facts change it, questions read it."""
+
+    def __init__(self):
+        self.place: dict[str, str] = {}  # person -> place
+        self.place_told: dict[str, int] = {}  # person -> index of the fact that put them there
+        self.holder: dict[str, str | None] = {}  # object -> person holding it (None: lying somewhere)
+        self.lies: dict[str, str] = {}  # object not held -> where it was left
+        self.object_told: dict[str, int] = {}  # object -> index of the fact that last moved it
+        self.carry_told: dict[str, int] = {}  # person -> index of their last get or drop
+
+    def fact(self, rng: random.Random, index: int) -> str:
+        """A new fact (a move, or a get/drop once someone is somewhere), applied to the world."""
+        placed = [p for p in PEOPLE if p in self.place]
+        if placed and rng.random() < 0.35:
+            person = rng.choice(placed)
+            carried = [o for o in OBJECTS if self.holder.get(o) == person]
+            free = [o for o in OBJECTS if self.holder.get(o) is None and self.lies.get(o, self.place[person]) == self.place[person]]
+            if carried and (not free or rng.random() < 0.5):
+                thing = rng.choice(carried)
+                self.holder[thing], self.lies[thing], self.object_told[thing] = None, self.place[person], index
+                self.carry_told[person] = index
+                return f"{person} {rng.choice(DROPS)} the {thing}."
+            if free:
+                thing = rng.choice(free)
+                self.holder[thing], self.object_told[thing], self.carry_told[person] = person, index, index
+                self.lies.pop(thing, None)
+                return f"{person} {rng.choice(GETS)} the {thing}."
+        person = rng.choice(PEOPLE)
+        place = rng.choice([p for p in PLACES if p != self.place.get(person)])
+        self.place[person], self.place_told[person] = place, index
+        return f"{person} {rng.choice(MOVES)} the {place}."
+
+    def where_object(self, thing: str) -> str | None:
+        holder = self.holder.get(thing)
+        if holder is not None:
+            return self.place.get(holder)
+        return self.lies.get(thing)
+
+    def question(self, rng: random.Random, task: int, index: int) -> tuple[str, str, int] | None:
+        """(question, answer, distance) for `task`, or None if the world cannot answer one yet."""
+        placed = [p for p in PEOPLE if p in self.place]
+        if task in (1, 6) and placed:
+            person = rng.choice(placed)
+            distance = index - 1 - self.place_told[person]
+            if task == 1:
+                return f"Where is {person}?", self.place[person], distance
+            place = self.place[person] if rng.random() < 0.5 else rng.choice([p for p in PLACES if p != self.place[person]])
+            return f"Is {person} in the {place}?", "yes" if place == self.place[person] else "no", distance
+        if task == 2:
+            known = [o for o in OBJECTS if o in self.object_told and self.where_object(o)]
+            if known:
+                thing = rng.choice(known)
+                holder = self.holder.get(thing)
+                last = max(self.object_told[thing], self.place_told[holder]) if holder else self.object_told[thing]
+                return f"Where is the {thing}?", self.where_object(thing), index - 1 - last
+        if task == 7 and placed:
+            person = rng.choice(placed)
+            carried = [o for o in OBJECTS if self.holder.get(o) == person]
+            last = self.carry_told.get(person, self.place_told[person])  # no get or drop yet: since they appeared
+            return f"How many objects is {person} carrying?", COUNTS[len(carried)], index - 1 - last
+        return None
+
+
+def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message: int = 3) -> dict:
+    """One conversation: facts told in messages of 1 to `max_per_message` facts, questions after
+    some of them (each about the world as the facts left it)."""
+    world, messages, questions, told = World(), [], [], 0
+    total = rng.randint(1, max_facts)
+    while told < total:
+        batch = [world.fact(rng, told + i) for i in range(min(rng.randint(1, max_per_message), total - told))]
+        told += len(batch)
+        messages += [{"role": "user", "content": " ".join(batch)}, {"role": "assistant", "content": ACK}]
+        if rng.random() < 0.5 or told == total:
+            task = rng.choice(tasks)
+            asked = world.question(rng, task, told)
+            if asked is not None:
+                text, answer, distance = asked
+                questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": distance})
+                messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+    return {"messages": messages, "questions": questions}
+
+
+def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
+          test: int = 1000, max_per_message: int = 3):
+    """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
+    each split from its own random stream (the same for the same seed)."""
+    import datasets
+
+    sizes = {"train": stories, "validation": validation, "test": test}
+    splits = {}
+    for name, size in sizes.items():
+        rng = random.Random(f"{seed}:{name}")
+        splits[name] = datasets.Dataset.from_list(
+            [story(rng, max_facts, tasks, max_per_message) for _ in range(size)])
+    return datasets.DatasetDict(splits)
+
+
+def from_babi_qa(rows) -> list[dict]:
+    """Conversations from rows of `facebook/babi_qa` (each a `story` with `text`, `type` (0:
+    context, 1: question), `answer` and `supporting_ids`): one fact a message, acknowledged; a
+    question answered with its answer; distance counted from the last supporting fact."""
+    out = []
+    for row in rows:
+        s = row["story"]
+        messages, questions, fact_index, ids_to_fact = [], [], 0, {}
+        for sid, kind, text, answer, support in zip(s["id"], s["type"], s["text"], s["answer"], s["supporting_ids"]):
+            if kind == 0:
+                ids_to_fact[str(sid)] = fact_index
+                fact_index += 1
+                messages += [{"role": "user", "content": text}, {"role": "assistant", "content": ACK}]
+            else:
+                last = max((ids_to_fact[str(i)] for i in support if str(i) in ids_to_fact), default=fact_index - 1)
+                questions.append({"turn": len(messages) // 2, "task": None, "answer": answer,
+                                  "distance": fact_index - 1 - last})
+                messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+        out.append({"messages": messages, "questions": questions})
+    return out
+
+
+def render(messages: list[dict], separator: str, stop: str) -> tuple[str, list[bool]]:
+    """A conversation as the chat feeds it to the LSTM: each user message + `separator`, each
+    reply + `stop`; and, per character, whether it is the assistant's (its reply and stop)."""
+    text, mask = [], []
+    for m in messages:
+        piece = m["content"] + (separator if m["role"] == "user" else stop)
+        text.append(piece)
+        mask += [m["role"] == "assistant"] * len(piece)
+    return "".join(text), mask
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="folder for the DatasetDict (save_to_disk)")
+    p.add_argument("--stories", type=int, default=20000)
+    p.add_argument("--validation", type=int, default=1000)
+    p.add_argument("--test", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-facts", type=int, default=40)
+    p.add_argument("--max-per-message", type=int, default=3, help="facts per user message, at most")
+    p.add_argument("--tasks", type=int, nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
+    args = p.parse_args(argv)
+    dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test, args.max_per_message)
+    dd.save_to_disk(args.out)
+    print(f"Wrote {sum(len(s) for s in dd.values()):,} conversations to {args.out} ({dd})")
+    if args.push_to_hub:
+        try:
+            dd.push_to_hub(args.push_to_hub)
+        except Exception as err:  # the local copy is kept
+            print(f"error: could not push to the Hub repo '{args.push_to_hub}' ({type(err).__name__}: "
+                  f"{str(err).splitlines()[0] if str(err) else ''}); the dataset is saved in {args.out}.", file=sys.stderr)
+            return 1
+        print(f"Pushed to {args.push_to_hub}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""Memory tasks in bAbI's forms as chat (lstm_model/memory_tasks.py)."""
+
+import random
+import re
+
+from lstm_model.memory_tasks import ACK, COUNTS, build, from_babi_qa, render, story
+
+MOVE = re.compile(r"^(\w+) (?:moved to|went to|journeyed to|travelled to|went back to) the (\w+)\.$")
+GET = re.compile(r"^(\w+) (?:got|picked up|grabbed) the (\w+)\.$")
+DROP = re.compile(r"^(\w+) (?:dropped|discarded|put down|left) the (\w+)\.$")
+
+
+def answer_by_reading(facts: list[str], question: str) -> str:
+    """An independent reader of the facts: what a question's answer must be."""
+    place, holder, lies = {}, {}, {}
+    for fact in facts:
+        if m := MOVE.match(fact):
+            place[m[1]] = m[2]
+        elif m := GET.match(fact):
+            holder[m[2]] = m[1]
+            lies.pop(m[2], None)
+        elif m := DROP.match(fact):
+            holder.pop(m[2], None)
+            lies[m[2]] = place[m[1]]
+        else:
+            raise AssertionError(f"not a fact in bAbI's forms: {fact!r}")
+    if m := re.match(r"^Where is the (\w+)\?$", question):
+        return place[holder[m[1]]] if m[1] in holder else lies[m[1]]
+    if m := re.match(r"^Where is (\w+)\?$", question):
+        return place[m[1]]
+    if m := re.match(r"^Is (\w+) in the (\w+)\?$", question):
+        return "yes" if place[m[1]] == m[2] else "no"
+    if m := re.match(r"^How many objects is (\w+) carrying\?$", question):
+        return COUNTS[sum(1 for who in holder.values() if who == m[1])]
+    raise AssertionError(f"not a question in bAbI's forms: {question!r}")
+
+
+def test_every_answer_follows_from_the_facts_told():
+    rng = random.Random(5)
+    seen_tasks, longest = set(), 0
+    for _ in range(300):
+        s = story(rng, max_facts=40)
+        facts, asked = [], 0
+        for user, reply in zip(s["messages"][::2], s["messages"][1::2]):
+            assert user["role"] == "user" and reply["role"] == "assistant"
+            if reply["content"] == ACK:
+                facts += re.findall(r"[^.]+\.", user["content"])
+                facts = [f.strip() for f in facts]
+            else:
+                q = s["questions"][asked]
+                asked += 1
+                assert reply["content"] == q["answer"] == answer_by_reading(facts, user["content"])
+                assert 0 <= q["distance"] < len(facts)
+                seen_tasks.add(q["task"])
+        assert asked == len(s["questions"])
+        longest = max(longest, len(facts))
+    assert seen_tasks == {1, 2, 6, 7} and longest >= 38
+
+
+def test_the_dataset_is_the_same_for_a_seed_and_its_splits_differ():
+    a, b = build(stories=30, seed=3, validation=10, test=10), build(stories=30, seed=3, validation=10, test=10)
+    assert a["train"]["messages"] == b["train"]["messages"] and a["test"]["questions"] == b["test"]["questions"]
+    assert a["train"]["messages"][:10] != a["validation"]["messages"]
+    assert build(stories=30, seed=4, validation=10, test=10)["train"]["messages"] != a["train"]["messages"]
+    assert set(a) == {"train", "validation", "test"} and a["train"].column_names == ["messages", "questions"]
+
+
+def test_official_babi_rows_become_the_same_conversations():
+    row = {"story": {"id": ["1", "2", "3", "4", "5"], "type": [0, 0, 1, 0, 1],
+                     "text": ["Mary moved to the bathroom.", "John went to the hallway.", "Where is Mary?",
+                              "Mary went back to the garden.", "Where is Mary?"],
+                     "answer": ["", "", "bathroom", "", "garden"], "supporting_ids": [[], [], ["1"], [], ["4"]]}}
+    [conversation] = from_babi_qa([row])
+    assert [m["content"] for m in conversation["messages"]] == [
+        "Mary moved to the bathroom.", ACK, "John went to the hallway.", ACK, "Where is Mary?", "bathroom",
+        "Mary went back to the garden.", ACK, "Where is Mary?", "garden"]
+    assert [q["distance"] for q in conversation["questions"]] == [1, 0]
+
+
+def test_render_feeds_the_chat_s_protocol_and_masks_the_replies():
+    text, mask = render([{"role": "user", "content": "Where is Mary?"}, {"role": "assistant", "content": "garden"}],
+                        "\n", "\n")
+    assert text == "Where is Mary?\ngarden\n"
+    assert "".join(c for c, m in zip(text, mask) if m) == "garden\n"
