@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from .memory_tasks import render
 from .vocab import CharVocab
 
 DEFAULT_DATASET = "karpathy/tiny_shakespeare"
@@ -42,6 +43,10 @@ class Corpus:
     source: str
     revision: str | None = None
     val_from: str = "fraction"  # "split" when the dataset had a validation split
+    # A chat dataset (a `messages` column): per character of train/val, whether it is the
+    # assistant's (a reply or the stop sequence after it). None for plain text.
+    train_mask: list[bool] | None = None
+    val_mask: list[bool] | None = None
 
     def vocab(self) -> CharVocab:
         return CharVocab.from_text((self.train, self.val))
@@ -211,6 +216,22 @@ def _join_rows(ds, column: str, source: str = "the dataset") -> str:
     return "\n".join(t for t in (_text_of(v, column, source) for v in ds[column]) if t is not None)
 
 
+def _render_chats(ds, source: str, chat: tuple[str, str]) -> tuple[str, list[bool]]:
+    """Every conversation of a `messages` column, one after another, as the chat feeds it (each
+    user message + the turn separator, each reply + the stop sequence), with the reply mask."""
+    texts, masks = [], []
+    for messages in ds["messages"]:
+        if not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                                      and m.get("role") in ("user", "assistant", "system")
+                                                      for m in messages):
+            raise DataError(f"The 'messages' column of {source} must hold lists of {{'role', 'content'}} messages "
+                            "(roles user and assistant); it holds something else.")
+        text, mask = render([m for m in messages if m["role"] != "system"], *chat)
+        texts.append(text)
+        masks += mask
+    return "".join(texts), masks
+
+
 def load_corpus(
     dataset: str = DEFAULT_DATASET,
     revision: str | None = None,
@@ -218,15 +239,34 @@ def load_corpus(
     val_fraction: float = 0.1,
     train_split: str | None = None,
     val_split: str | None = None,
+    chat: tuple[str, str] | None = None,
 ) -> Corpus:
-    """Load a whole corpus into memory as a training and a validation string."""
+    """Load a whole corpus into memory as a training and a validation string.
+
+    A dataset with a `messages` column (the Hub's chat convention) and no --text-column is read as
+    conversations, rendered with `chat` = (turn separator, stop sequence) as the app feeds them,
+    with a mask of the replies' characters (`Corpus.train_mask`, `.val_mask`)."""
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"--val-fraction must be between 0 and 1 (exclusive); got {val_fraction}.")
     dd = load_dataset_dict(dataset, revision)
     train_name, val_name = _split_names(dd, train_split, val_split)
-    column = _text_column(dd[train_name].column_names, text_column, dataset)
-    train = _join_rows(dd[train_name], column, dataset)
     rev = default_revision(dataset, revision) if not os.path.exists(dataset) else None
+    names = dd[train_name].column_names
+    if "messages" in names and text_column in (None, "messages"):
+        chat = chat or ("\n\n", "\n\n")
+        train, train_mask = _render_chats(dd[train_name], dataset, chat)
+        if val_name is not None:
+            val, val_mask = _render_chats(dd[val_name], dataset, chat)
+            corpus = Corpus(train, val, dataset, rev, f"split:{val_name}", train_mask, val_mask)
+        else:
+            cut = int(len(train) * (1.0 - val_fraction))
+            corpus = Corpus(train[:cut], train[cut:], dataset, rev, f"last {val_fraction:g}", train_mask[:cut],
+                            train_mask[cut:])
+        if len(corpus.train) < 2 or len(corpus.val) < 2:
+            raise DataError(f"{dataset} is too small to split into training and validation text; give a longer corpus.")
+        return corpus
+    column = _text_column(names, text_column, dataset)
+    train = _join_rows(dd[train_name], column, dataset)
     if val_name is not None:
         val = _join_rows(dd[val_name], column, dataset)
         corpus = Corpus(train=train, val=val, source=dataset, revision=rev, val_from=f"split:{val_name}")
@@ -258,6 +298,9 @@ class StreamingCorpus:
         self._val = dd[val_name] if val_name else None
         try:
             names = self._train.column_names or list(next(iter(self._train)).keys())
+            if "messages" in names and text_column in (None, "messages"):
+                raise DataError(f"{dataset} is a chat dataset (a 'messages' column); chat datasets are read in "
+                                "memory: drop --streaming.")
             self.column = _text_column(names, text_column, dataset)
             total, val_total, chars = self._count(vocab is None)
         except DataError:
@@ -333,6 +376,13 @@ class StreamingCorpus:
 def encode(vocab: CharVocab, text: str) -> torch.Tensor:
     """The whole text as a 1-D LongTensor of ids (characters outside the vocabulary skipped)."""
     return torch.tensor(vocab.encode(text), dtype=torch.long)
+
+
+def encode_masked(vocab: CharVocab, text: str, mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`encode` and the per-character mask that goes with it (the same characters skipped)."""
+    index = vocab.index
+    kept = [(index[ch], m) for ch, m in zip(text, mask) if ch in index]
+    return (torch.tensor([i for i, _ in kept], dtype=torch.long), torch.tensor([m for _, m in kept], dtype=torch.bool))
 
 
 def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:

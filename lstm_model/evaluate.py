@@ -38,13 +38,14 @@ class Loss:
 
 @torch.no_grad()
 def text_loss(model, ids: torch.Tensor, state=None, *, score_first: bool = True, scored: int | None = None,
-              chunk: int = 4096, step=None) -> Loss:
+              chunk: int = 4096, step=None, mask: torch.Tensor | None = None) -> Loss:
     """The loss loop. `ids` (batch, T), or (T,) for one text, read in order from `state`
     (default fresh), the state carried through all of it.
 
     Character t is scored against the prediction made after t-1; the first one against the
     prediction of `state` itself (unless `score_first` is False). Only the first `scored`
-    characters of each row count (all by default; the rest is still read). By default nn.LSTM
+    characters of each row count (all by default; the rest is still read); with `mask` (bool, the
+    shape of `ids`) only the characters it marks (a chat's replies, say). By default nn.LSTM
     reads `chunk` characters a call; with `step` (a generation step, lstm_model.step) one
     character a step, as serving does.
     """
@@ -52,6 +53,8 @@ def text_loss(model, ids: torch.Tensor, state=None, *, score_first: bool = True,
     model.eval()
     device = model.head.weight.device
     ids = (ids[None] if ids.dim() == 1 else ids).to(device)
+    if mask is not None:
+        mask = (mask[None] if mask.dim() == 1 else mask).to(device)
     rows, length = ids.shape
     limit = length if scored is None else min(scored, length)
     if state is None:
@@ -71,18 +74,23 @@ def text_loss(model, ids: torch.Tensor, state=None, *, score_first: bool = True,
             predictions, targets, first = torch.cat([previous[:, None], logits[:, :-1]], dim=1), x, start
         keep = max(0, min(targets.shape[1], limit - first))
         if keep:
-            total += nn.functional.cross_entropy(predictions[:, :keep].reshape(-1, predictions.shape[-1]),
-                                                 targets[:, :keep].reshape(-1), reduction="sum").item()
-            count += rows * keep
+            losses = nn.functional.cross_entropy(predictions[:, :keep].reshape(-1, predictions.shape[-1]),
+                                                 targets[:, :keep].reshape(-1), reduction="none")
+            if mask is None:
+                total, count = total + losses.sum().item(), count + rows * keep
+            else:
+                marked = mask[:, first : first + keep].reshape(-1)
+                total, count = total + losses[marked].sum().item(), count + int(marked.sum())
         previous = logits[:, -1]
     model.train(was_training)
     return Loss(total, count, state)
 
 
-def whole_text_loss(model, ids: torch.Tensor) -> float:
+def whole_text_loss(model, ids: torch.Tensor, mask: torch.Tensor | None = None) -> float:
     """nats/char of a whole text read once, batch 1, the state carried through all of it; every
-    character scored, the first from the fresh state (the head applied to H = 0)."""
-    return text_loss(model, ids).mean
+    character scored (or those `mask` marks), the first from the fresh state (the head applied to
+    H = 0)."""
+    return text_loss(model, ids, mask=mask).mean
 
 
 def window_loss(model, ids: torch.Tensor, windows: int = 4096, length: int = 256, batch: int = 64,
@@ -105,12 +113,15 @@ def window_loss(model, ids: torch.Tensor, windows: int = 4096, length: int = 256
     return mean, spread / math.sqrt(len(means))
 
 
-def stream_loss(model, streams: torch.Tensor, seq_len: int, max_batches: int | None = None) -> float:
+def stream_loss(model, streams: torch.Tensor, seq_len: int, max_batches: int | None = None,
+                mask: torch.Tensor | None = None) -> float:
     """nats/char over contiguous (batch, length) streams as training reads them, the state carried
-    from batch to batch, at most `max_batches` windows of `seq_len` characters."""
+    from batch to batch, at most `max_batches` windows of `seq_len` characters (with `mask`, of
+    the characters it marks)."""
     if max_batches is not None:
         streams = streams[:, : max_batches * seq_len + 1]
-    return text_loss(model, streams, score_first=False, chunk=seq_len).mean
+        mask = None if mask is None else mask[:, : max_batches * seq_len + 1]
+    return text_loss(model, streams, score_first=False, chunk=seq_len, mask=mask).mean
 
 
 def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_chars: int = 1_000_000,

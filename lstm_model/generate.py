@@ -83,7 +83,8 @@ class Stream:
         self.read_by_step = 0 < len(prompt) <= PROMPT_STEP_CHARS
         if self.score:  # the loss loop reads it, the same way (by the step or by one nn.LSTM call)
             ids = torch.tensor(prompt, dtype=torch.long, device=state[0].device)
-            self.read = text_loss(model, ids, state, scored=self.score, step=self.serving.step() if self.read_by_step else None)
+            step = self.serving.step() if self.read_by_step else None
+            self.read = text_loss(model, ids, state, scored=self.score, step=step)
             state = self.read.state
             return model.logits_from_state(state)[0], state
         if len(prompt) > PROMPT_STEP_CHARS:  # a long prompt in one call (oneDNN: faster per character)

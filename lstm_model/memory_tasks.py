@@ -185,7 +185,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test, args.max_per_message)
     dd.save_to_disk(args.out)
-    print(f"Wrote {sum(len(s) for s in dd.values()):,} conversations to {args.out} ({dd})")
+    sizes = ", ".join(f"{name} {len(split):,}" for name, split in dd.items())
+    print(f"Wrote {sum(len(s) for s in dd.values()):,} conversations ({sizes}) to {args.out}")
     if args.push_to_hub:
         try:
             dd.push_to_hub(args.push_to_hub)

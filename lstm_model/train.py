@@ -207,12 +207,17 @@ class Trainer:
             return f"the last good checkpoint (step {read_state_metadata(self.state_path)['step']}) in {self.c.out} is kept"
         return f"no checkpoint was written yet in {self.c.out}"
 
-    def train_step(self, x, y) -> float:
-        """One optimiser step on a batch, the state carried in and detached out; the loss."""
+    def train_step(self, x, y, m=None) -> float:
+        """One optimiser step on a batch, the state carried in and detached out; the loss (over the
+        targets `m` marks, if given: a chat's replies)."""
         if self.carry is None or self.carry[0].shape[1] != x.shape[0]:
             self.carry = self.model.begin_state(x.shape[0])
         logits, new_state = self.net(x, self.carry)
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        if m is None:
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        else:  # a batch with no reply character in it still steps (with a zero loss), as every rank must
+            losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none")
+            loss = (losses * m.reshape(-1)).sum() / m.sum().clamp(min=1)
         value = self.ddp.mean(loss.item())
         if not math.isfinite(value):
             raise TrainingStopped(f"The loss became {value} at step {self.step + 1}; training stopped and "
@@ -241,8 +246,8 @@ class Trainer:
         chars_seen, t0 = 0, time.perf_counter()
         self.trained.train()
         while self.step < self.total_steps:
-            for index, x, y in self.data.epoch_batches(self.epoch, self.batch_index):
-                value = self.train_step(x, y)
+            for index, x, y, m in self.data.epoch_batches(self.epoch, self.batch_index):
+                value = self.train_step(x, y, m)
                 self.step, self.batch_index = self.step + 1, index + 1
                 self.run.losses.append(value)
                 chars_seen += y.numel() * ddp.world
@@ -357,9 +362,10 @@ def finish(c: TrainConfig, model: CharLSTM, data: TrainingData, run: Run, comman
     """Final whole-split validation, the model card, and the optional push."""
     model.eval()
     if data.val_ids is not None:
-        full = whole_text_loss(model, data.val_ids)
+        full = whole_text_loss(model, data.val_ids, data.val_mask)
         run.metrics.update(val_loss_full=full, val_bpc_full=full / LN2)
-        print(f"Validation over the whole held-out text ({data.val_ids.numel():,} characters, state carried): "
+        scored = "" if data.val_mask is None else f", the loss on its {int(data.val_mask.sum()):,} reply characters"
+        print(f"Validation over the whole held-out text ({data.val_ids.numel():,} characters, state carried{scored}): "
               f"{full:.4f} nats/char ({full / LN2:.3f} bits/char).", file=sys.stderr)
     cpu_model = model.to("cpu")
     if data.val_ids is not None and pick_engine(cpu_model) == "onnxruntime":  # may int8 steps serve it?

@@ -44,6 +44,7 @@ class TrainConfig:
     weight_drop: float = 0.0
     locked_dropout: float = 0.0
     embed_dropout: float = 0.0
+    loss_on: str = "all"  # "replies": a chat dataset's loss on the assistant's characters only
     forget_bias: float = 1.0
     turn_separator: str = "\n\n"
     stop_sequence: str = "\n\n"
@@ -103,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--locked-dropout", type=float, help="variational dropout on the LSTM's input and output, one mask per "
                                              "sequence; replaces --dropout there (default 0: off)")
     add("--embed-dropout", type=float, help="drop whole characters' embeddings for a batch (default 0: off)")
+    add("--loss-on", choices=["all", "replies"], help="for a chat dataset (a messages column): the loss on every "
+                                                      "character or on the replies only (default all)")
     add("--forget-bias", type=float, help=f"initial forget-gate bias (default {d.forget_bias})")
     add("--turn-separator", help="text appended to each chat message (default: a blank line)")
     add("--stop-sequence", help="text that ends a chat reply (default: a blank line)")

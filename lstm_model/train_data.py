@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from .data import StreamBatches, StreamingCorpus, batchify, encode, get_batch, load_corpus, num_batches
+from .data import StreamBatches, StreamingCorpus, batchify, encode, encode_masked, get_batch, load_corpus, num_batches
 from .distributed import Dist
 from .evaluate import stream_loss
 from .hub import ModelLoadError, load_model
@@ -34,6 +34,9 @@ class TrainingData:
                 vocab = load_model(c.vocab_from).vocab
             except ModelLoadError as err:
                 raise TrainingStopped(f"--vocab-from: {err}") from None
+        self.train_mask = self.val_mask = self.val_mask_streams = None  # --loss-on replies: the replies' characters
+        if c.streaming and c.loss_on == "replies":
+            raise TrainingStopped("--loss-on replies reads the chat dataset in memory; drop --streaming.")
         if c.streaming:
             self.corpus = StreamingCorpus(c.dataset, c.revision, c.text_column, c.val_fraction, c.train_split,
                                           c.val_split, vocab=vocab)
@@ -53,10 +56,19 @@ class TrainingData:
             self.val_from = self.corpus.val_from
             self.train_chars = self.corpus.length("train")
         else:
-            corpus = load_corpus(c.dataset, c.revision, c.text_column, c.val_fraction, c.train_split, c.val_split)
+            corpus = load_corpus(c.dataset, c.revision, c.text_column, c.val_fraction, c.train_split, c.val_split,
+                                 chat=(c.turn_separator, c.stop_sequence))
             self.vocab = vocab or corpus.vocab()
-            self.train_ids = encode(self.vocab, corpus.train)
-            self.val_ids = encode(self.vocab, corpus.val)
+            if c.loss_on == "replies":
+                if corpus.train_mask is None:
+                    raise TrainingStopped(f"--loss-on replies needs a chat dataset (a 'messages' column of user and "
+                                          f"assistant turns); {c.dataset} is plain text. Use --loss-on all.")
+                self.train_ids, self.train_mask = encode_masked(self.vocab, corpus.train, corpus.train_mask)
+                self.val_ids, self.val_mask = encode_masked(self.vocab, corpus.val, corpus.val_mask)
+                self.val_mask_streams = batchify(self.val_mask, min(c.batch_size, 16)).to(device)
+            else:
+                self.train_ids = encode(self.vocab, corpus.train)
+                self.val_ids = encode(self.vocab, corpus.val)
             self.val_streams = batchify(self.val_ids, min(c.batch_size, 16)).to(device)
             self.batches_per_epoch = num_batches(batchify(self.train_ids, c.batch_size), c.seq_len)
             self.val_from = corpus.val_from
@@ -68,26 +80,29 @@ class TrainingData:
         if self.batches_per_epoch < 1:
             raise TrainingStopped("The training text is too short for this --batch-size and --seq-len; lower them.")
 
-    def epoch_streams(self, epoch: int, all_rows: bool = False) -> torch.Tensor:
-        """The training text as (batch, length) streams (this rank's rows unless `all_rows`); each
-        epoch after the first starts at a random offset (seeded), so BPTT windows fall at new places."""
+    def epoch_streams(self, epoch: int, all_rows: bool = False, of: torch.Tensor | None = None) -> torch.Tensor:
+        """The training text (or `of`, its reply mask) as (batch, length) streams (this rank's rows
+        unless `all_rows`); each epoch after the first starts at a random offset (seeded), so BPTT
+        windows fall at new places."""
         offset = 0
         if epoch > 0:
             g = torch.Generator().manual_seed(self.c.seed * 1000 + epoch)
             offset = int(torch.randint(0, self.c.seq_len, (1,), generator=g))
-        streams = batchify(self.train_ids[offset:], self.c.batch_size)
+        streams = batchify((self.train_ids if of is None else of)[offset:], self.c.batch_size)
         return (streams if all_rows else streams[self.ddp.rows(self.c.batch_size)]).to(self.device)
 
     def epoch_batches(self, epoch: int, start: int):
-        """Yield (index, x, y) for one epoch from batch `start`."""
+        """Yield (index, x, y, m) for one epoch from batch `start`; m marks the targets that count
+        (the replies' characters with --loss-on replies), None when all do."""
         if self.c.streaming:
             for index, x, y in self.train.iterate(start):
-                yield index, x.to(self.device), y.to(self.device)
+                yield index, x.to(self.device), y.to(self.device), None
             return
         streams = self.epoch_streams(epoch)
+        masks = None if self.train_mask is None else self.epoch_streams(epoch, of=self.train_mask)
         for index in range(start, num_batches(streams, self.c.seq_len)):
             x, y = get_batch(streams, index, self.c.seq_len)
-            yield index, x, y
+            yield index, x, y, None if masks is None else get_batch(masks, index, self.c.seq_len)[1]
 
     def estimate_loss(self, model: CharLSTM) -> dict:
         """Train and validation loss in eval mode over `eval_batches` contiguous batches each."""
@@ -101,6 +116,7 @@ class TrainingData:
                     break
             train = stream_loss(model, join_batches(train_batches), c.seq_len)
         else:
-            val = stream_loss(model, self.val_streams, c.seq_len, c.eval_batches)
-            train = stream_loss(model, self.epoch_streams(0, all_rows=True), c.seq_len, c.eval_batches)
+            val = stream_loss(model, self.val_streams, c.seq_len, c.eval_batches, mask=self.val_mask_streams)
+            train_mask = None if self.train_mask is None else self.epoch_streams(0, all_rows=True, of=self.train_mask)
+            train = stream_loss(model, self.epoch_streams(0, all_rows=True), c.seq_len, c.eval_batches, mask=train_mask)
         return {"train_loss": train, "val_loss": val, "train_bpc": train / LN2, "val_bpc": val / LN2}

@@ -82,3 +82,50 @@ def test_render_feeds_the_chat_s_protocol_and_masks_the_replies():
                         "\n", "\n")
     assert text == "Where is Mary?\ngarden\n"
     assert "".join(c for c, m in zip(text, mask) if m) == "garden\n"
+
+
+def test_the_loss_loop_scores_only_what_the_mask_marks(small_model):
+    import torch
+
+    from lstm_model.evaluate import text_loss
+
+    ids = torch.randint(0, small_model.vocab_size, (2, 40), generator=torch.Generator().manual_seed(1))
+    mask = torch.rand(2, 40, generator=torch.Generator().manual_seed(2)) < 0.3
+    logits, _ = small_model.eval()(ids)
+    everything = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                   reduction="none")
+    marked = mask[:, 1:].reshape(-1)
+    expected = everything[marked].mean().item()
+    got = text_loss(small_model, ids, score_first=False, chunk=7, mask=mask)
+    assert got.count == int(marked.sum()) and abs(got.mean - expected) < 1e-5
+
+
+def test_a_chat_dataset_trains_with_the_loss_on_the_replies(tmp_path):
+    import pytest
+
+    from lstm_model import load_model
+    from lstm_model.data import encode_masked, load_corpus
+    from lstm_model.evaluate import whole_text_loss
+    from lstm_model.train import TrainingStopped, resolve_config, train
+
+    folder = str(tmp_path / "chat")
+    build(stories=120, seed=1, validation=20, test=5, max_facts=6).save_to_disk(folder)
+    corpus = load_corpus(folder, chat=("\n", "\n"))
+    first = build(stories=120, seed=1, validation=20, test=5, max_facts=6)["train"][0]["messages"]
+    text, mask = render(first, "\n", "\n")
+    assert corpus.train.startswith(text) and corpus.train_mask[: len(mask)] == mask and corpus.val_from == "split:validation"
+    out = tmp_path / "model"
+    run = train(resolve_config(["--dataset", folder, "--out", str(out), "--max-steps", "8", "--hidden-size", "24",
+                                "--embed-dim", "8", "--batch-size", "4", "--seq-len", "32", "--eval-every", "4",
+                                "--eval-batches", "2", "--quiet", "--sample-chars", "10", "--turn-separator", "\n",
+                                "--stop-sequence", "\n", "--loss-on", "replies"]))
+    model = load_model(str(out))
+    ids, marks = encode_masked(model.vocab, corpus.val, corpus.val_mask)
+    assert abs(run.metrics["val_loss_full"] - whole_text_loss(model, ids, marks)) < 1e-6
+    assert abs(run.metrics["val_loss_full"] - whole_text_loss(model, ids)) > 1e-4  # not the loss on everything
+    with pytest.raises(TrainingStopped, match="needs a chat dataset"):
+        plain = tmp_path / "plain.txt"
+        plain.write_text("ANNA:\nThe sea is calm.\n\n" * 200)
+        train(resolve_config(["--dataset", str(plain), "--out", str(tmp_path / "m2"), "--max-steps", "2",
+                              "--hidden-size", "8", "--batch-size", "2", "--seq-len", "16", "--quiet",
+                              "--loss-on", "replies"]))

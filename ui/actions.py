@@ -261,8 +261,8 @@ class ChatApp:
 
     def interval(self) -> float:
         """Seconds between a reply's streamed updates: STREAM_INTERVAL_S, longer when so many replies
-        stream that their updates together would pass MAX_UPDATES_PER_S (at 256 replies, 0.32 s:
-        still about 60 characters an update at the decoder's pace)."""
+        stream that their updates together would pass MAX_UPDATES_PER_S (0.64 s at 128 replies, 1.28 s
+        at 256: about 110 characters an update at the decoder's pace then)."""
         return max(STREAM_INTERVAL_S, self._streaming / MAX_UPDATES_PER_S)
 
     def state(self, request: gr.Request | None) -> ChatState:
