@@ -152,6 +152,22 @@ def test_chat_memory_panel_changes_undo_and_reset(page):
     assert "Fresh conversation" in page.locator("#notice").inner_text()
 
 
+def test_the_chat_s_own_icons_undo_retry_and_clear_the_memory(page):
+    send(page, "ROMEO:\nSpeak again.")
+    send(page, "JULIET:\nI hear thee.")
+    page.locator("#chatbot button[aria-label='Undo']").last.click()
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 1", timeout=30_000)
+    page.get_by_text("Undid the last turn").wait_for(timeout=30_000)
+    page.wait_for_function(IDLE, timeout=60_000)
+    page.locator("#chatbot button[aria-label='Retry']").last.click()
+    page.get_by_text("Resampled the last reply").wait_for(timeout=30_000)
+    page.wait_for_function(IDLE, timeout=60_000)
+    page.locator("#chatbot button[aria-label='Clear']").first.click()  # the trash can: a fresh memory too
+    page.get_by_text("Fresh conversation: transcript and memory cleared").wait_for(timeout=30_000)
+    page.get_by_text("No turns yet").wait_for(timeout=30_000)  # the panel: the memory is fresh
+    assert user_messages(page).count() == 0
+
+
 def test_the_reply_streams_into_the_page(page):
     # 3,000 characters without a stop sequence take a second or more to write, and the app sends
     # an update at least every 40 ms of it: many updates, each the reply so far.

@@ -142,9 +142,14 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
     for trigger in (chat.send.click, chat.message.submit):
         trigger(page_send, [chat.message, *controls], [chat.chatbot, chat.message, chat.notice],
                 api_visibility="private").then(**panel)
-    chat.retry.click(page_retry, controls, shown, api_visibility="private").then(**panel)
-    chat.undo.click(status_action(app.undo), None, shown, api_visibility="private").then(**panel)
-    chat.reset.click(status_action(app.reset), None, shown, api_visibility="private").then(**panel)
+    # The buttons, and the chat's own icons (retry and undo under the last reply, the trash can
+    # at the top): the same handlers, so clearing the chat also clears the memory.
+    for trigger in (chat.retry.click, chat.chatbot.retry):
+        trigger(page_retry, controls, shown, api_visibility="private").then(**panel)
+    for trigger in (chat.undo.click, chat.chatbot.undo):
+        trigger(status_action(app.undo), None, shown, api_visibility="private").then(**panel)
+    for trigger in (chat.reset.click, chat.chatbot.clear):
+        trigger(status_action(app.reset), None, shown, api_visibility="private").then(**panel)
 
 
 PANEL_QUEUE = dict(concurrency_limit=1, concurrency_id="panel")  # one panel drawn at a time
