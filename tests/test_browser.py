@@ -168,6 +168,26 @@ def test_the_chat_s_own_icons_undo_retry_and_clear_the_memory(page):
     assert user_messages(page).count() == 0
 
 
+def test_an_out_of_range_unit_is_clamped_and_the_panel_stays_up(page):
+    send(page, "ROMEO:\nWhich unit remembers?")
+    unit = page.get_by_label("Unit (0-599)")
+    unit.fill("9999")
+    unit.press("Enter")
+    page.wait_for_function("() => document.querySelector('#highlights') && "
+                           "[...document.querySelectorAll('input[type=number]')].some(e => e.value === '599')",
+                           timeout=30_000)
+    page.wait_for_function(IDLE, timeout=60_000)
+    assert page.get_by_text("Error", exact=True).count() == 0
+    before = page.locator("#highlights").inner_html()
+    unit.press("ArrowDown")  # the arrows update the picture too
+    page.wait_for_function("() => [...document.querySelectorAll('input[type=number]')].some(e => e.value === '598')",
+                           timeout=30_000)
+    page.wait_for_function("before => document.querySelector('#highlights').innerHTML !== before", arg=before,
+                           timeout=30_000)
+    page.locator("#reset").click()
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
+
+
 def test_the_reply_streams_into_the_page(page):
     # 3,000 characters without a stop sequence take a second or more to write, and the app sends
     # an update at least every 40 ms of it: many updates, each the reply so far.

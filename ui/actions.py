@@ -384,14 +384,28 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     layer_index = min(int(layer) - 1, model.num_layers - 1)
     recent = session.trace_recent(max_chars=RECENT_CHARS)  # one trace serves every view
     last = recent.tail(len(session.turn_text(session.turns[-1])))
-    unit = max(0, min(int(unit or 0), model.hidden_size - 1))
+    unit = clamp_unit(unit, model.hidden_size)
     status = (f"Memory panel after turn {len(report['turns'])}"
               + ("" if session.memory else " (memory off: every turn starts fresh)") + ".")
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
         return (gr.skip(),) * 7
     return (views.timeline_figure(report), views.heatmap_figure(last, quantity, layer_index),
-            views.unit_highlights(recent, unit, layer_index), report, gr.update(maximum=model.hidden_size - 1),
+            views.unit_highlights(recent, unit, layer_index), report, unit_update(unit, model.hidden_size),
             gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status)
+
+
+def clamp_unit(unit, hidden_size: int) -> int:
+    """A unit number from the page (any number, or nothing) within 0..hidden_size-1."""
+    try:
+        return max(0, min(int(float(unit or 0)), hidden_size - 1))
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
+def unit_update(unit: int, hidden_size: int):
+    """The Unit box showing the unit in use and the range it takes (no Gradio minimum or maximum:
+    a number outside them would be refused before any handler runs, leaving the panel in error)."""
+    return gr.update(value=unit, label=f"Unit (0-{hidden_size - 1})")
 
 
 def found_units(st: ChatState, pattern_name: str, layer) -> tuple:

@@ -19,11 +19,13 @@ from .actions import (
     SESSION_TTL_S,
     ChatApp,
     Options,
+    clamp_unit,
     escape,
     found_units,
     history_of,
     panel_figures,
     serving_line,
+    unit_update,
 )
 from .sessions import use_lazy_session_state
 
@@ -89,7 +91,7 @@ def memory_section() -> SimpleNamespace:
     ui.quantity = gr.Radio(["cell", "forget", "input", "output", "hidden"], value="cell", label="Heatmap of the last turn")
     ui.heatmap = gr.Plot(label="Last turn, character by character", elem_id="heatmap")
     with gr.Row():
-        ui.unit = gr.Number(value=0, precision=0, label="Unit", minimum=0)
+        ui.unit = gr.Number(value=0, precision=0, label="Unit")  # clamped by the handlers, not by Gradio
         ui.layer = gr.Radio(["1", "2"], value="2", label="Layer")
         ui.pattern = gr.Dropdown(list(PATTERNS), value="position in the line", label="Pattern")
         ui.find = gr.Button("Find units")
@@ -166,20 +168,22 @@ def wire_panel(app: ChatApp, memory) -> dict:
 
     def inspect_unit(unit, layer, request: gr.Request):
         st = app.state(request)
-        if not st.session.turns:
-            return []
         model = st.serving.model
-        unit = max(0, min(int(unit or 0), model.hidden_size - 1))
+        unit = clamp_unit(unit, model.hidden_size)
+        if not st.session.turns:
+            return [], unit_update(unit, model.hidden_size)
         recent = st.session.trace_recent(max_chars=RECENT_CHARS)
-        return views.unit_highlights(recent, unit, min(int(layer) - 1, model.num_layers - 1))
+        return (views.unit_highlights(recent, unit, min(int(layer) - 1, model.num_layers - 1)),
+                unit_update(unit, model.hidden_size))
 
     panel = dict(fn=refresh, inputs=[memory.quantity, memory.unit, memory.layer],
                  outputs=[memory.timeline, memory.heatmap, memory.highlights, memory.report, memory.unit, memory.layer,
                           memory.status], api_visibility="private", **PANEL_QUEUE)
     memory.quantity.change(**panel)
     memory.layer.change(**panel)
-    memory.unit.submit(inspect_unit, [memory.unit, memory.layer], [memory.highlights], api_visibility="private",
-                       **PANEL_QUEUE)
+    for trigger in (memory.unit.submit, memory.unit.input):  # Enter, typing or the arrows (not the handlers' own updates)
+        trigger(inspect_unit, [memory.unit, memory.layer], [memory.highlights, memory.unit], api_visibility="private",
+                **PANEL_QUEUE)
     memory.find.click(find, [memory.pattern, memory.layer], [memory.unit, memory.found, memory.highlights],
                       api_visibility="private", **PANEL_QUEUE)
     return panel
