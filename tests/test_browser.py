@@ -188,6 +188,26 @@ def test_an_out_of_range_unit_is_clamped_and_the_panel_stays_up(page):
     page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
 
 
+def test_enter_sends_shift_enter_breaks_the_line_and_an_empty_box_sends_nothing(page):
+    page.wait_for_function(IDLE, timeout=60_000)
+    box = page.locator("#message textarea")
+    box.click()
+    box.press("Enter")
+    page.wait_for_function(IDLE, timeout=60_000)
+    assert user_messages(page).count() == 0
+    box.type("ROMEO:")
+    box.press("Shift+Enter")
+    box.type("Speak, speak.")
+    assert box.input_value() == "ROMEO:\nSpeak, speak."
+    box.press("Enter")
+    page.get_by_text("Memory panel after turn 1").wait_for(timeout=60_000)
+    page.wait_for_function(IDLE, timeout=60_000)
+    assert user_messages(page).count() == 1 and box.input_value() == ""
+    assert user_messages(page).first.inner_text().strip() == "ROMEO:\nSpeak, speak."
+    page.locator("#reset").click()
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
+
+
 def test_the_reply_streams_into_the_page(page):
     # 3,000 characters without a stop sequence take a second or more to write, and the app sends
     # an update at least every 40 ms of it: many updates, each the reply so far.

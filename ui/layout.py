@@ -37,9 +37,10 @@ def chat_section() -> SimpleNamespace:
     ui.chatbot = gr.Chatbot(label="Conversation", height=430, render_markdown=False, sanitize_html=True,
                             line_breaks=True, feedback_options=None, elem_id="chatbot")
     with gr.Row():
-        ui.message = gr.Textbox(placeholder="ROMEO:\nWhat light through yonder window breaks?\n"
-                                            "(Enter: a new line. Shift+Enter or Send: send.)",
-                                lines=3, max_lines=8, show_label=False, scale=5, elem_id="message")
+        # One line that grows (to 8): Enter sends, Shift+Enter starts a new line, as in chat apps.
+        ui.message = gr.Textbox(placeholder="ROMEO: What light through yonder window breaks?  (Enter sends; "
+                                            "Shift+Enter: a new line)",
+                                lines=1, max_lines=8, show_label=False, scale=5, elem_id="message")
         ui.send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
     with gr.Row():
         ui.undo = gr.Button("Undo", size="sm", elem_id="undo")
@@ -112,6 +113,9 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
     """The chat buttons: each runs the action's handler and shows the session's transcript."""
 
     def page_send(message, temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
+        if not (message or "").strip():  # Enter in an empty box sends nothing (the API's /chat takes any text)
+            yield gr.skip(), gr.skip(), gr.skip()
+            return
         st = app.state(request)
         values = temperature, top_k, top_p, max_chars, seed, stop, memory
         try:
