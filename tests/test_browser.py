@@ -122,10 +122,10 @@ def send(page, text: str) -> list[dict]:
 
 
 def set_sampling(page, **values):
-    page.get_by_text("Sampling and memory").click()
+    page.get_by_text("Sampling", exact=True).click()
     for label, value in values.items():
         page.get_by_label(label, exact=False).fill(value)
-    page.get_by_text("Sampling and memory").click()
+    page.get_by_text("Sampling", exact=True).click()
 
 
 def test_chat_memory_panel_changes_undo_and_reset(page):

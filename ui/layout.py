@@ -41,7 +41,11 @@ def chat_section() -> SimpleNamespace:
         ui.message = gr.Textbox(placeholder="ROMEO: What light through yonder window breaks?  (Enter sends; "
                                             "Shift+Enter: a new line)",
                                 lines=1, max_lines=8, show_label=False, scale=5, elem_id="message")
-        ui.send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+        with gr.Column(scale=1, min_width=120):
+            ui.send = gr.Button("Send", variant="primary", elem_id="send")
+            # In sight, not in an accordion: whether the next turn starts from the carried memory.
+            ui.memory = gr.Checkbox(value=DEFAULTS["memory"], label="Memory on", elem_id="memory-toggle",
+                                    info="carry H and C to the next turn")
     with gr.Row():
         ui.undo = gr.Button("Undo", size="sm", elem_id="undo")
         ui.retry = gr.Button("Retry", size="sm", elem_id="retry")
@@ -51,8 +55,9 @@ def chat_section() -> SimpleNamespace:
 
 
 def sampling_section(serving: Serving) -> list:
-    """The sampling controls, in the order the chat and retry handlers take them."""
-    with gr.Accordion("Sampling and memory", open=False):
+    """The sampling controls, in the order the chat and retry handlers take them (the memory
+    toggle, beside Send, comes last)."""
+    with gr.Accordion("Sampling", open=False):
         with gr.Row():
             temperature = gr.Slider(*RANGES["temperature"], value=DEFAULTS["temperature"], step=0.05, label="Temperature")
             top_k = gr.Slider(0, serving.model.vocab_size, value=DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")
@@ -61,8 +66,7 @@ def sampling_section(serving: Serving) -> list:
             max_chars = gr.Slider(*RANGES["max_chars"], value=DEFAULTS["max_chars"], step=1, label="Max characters")
             seed = gr.Number(value=DEFAULTS["seed"], precision=0, label="Seed (-1 = random)")
             stop = gr.Textbox(value=escape(serving.model.stop_sequence), label="Stop sequence (\\n = newline)")
-            memory = gr.Checkbox(value=DEFAULTS["memory"], label="Memory on (carry H and C across turns)")
-    return [temperature, top_k, top_p, max_chars, seed, stop, memory]
+    return [temperature, top_k, top_p, max_chars, seed, stop]
 
 
 def model_section(app: ChatApp) -> SimpleNamespace:
@@ -224,7 +228,7 @@ def build_app(source: str | None = None, options: Options | None = None) -> gr.B
         with gr.Row():
             with gr.Column(scale=5):
                 chat = chat_section()
-                controls = sampling_section(app.default)
+                controls = sampling_section(app.default) + [chat.memory]
                 model = model_section(app)
             with gr.Column(scale=6):
                 memory = memory_section()
