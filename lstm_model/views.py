@@ -58,19 +58,27 @@ def timeline_figure(report: dict):
         return _empty("Send a message: the memory timeline starts with the first turn.")
     x = [t["turn"] + 1 for t in turns]
     layers = len(turns[0]["c_norm"])
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.4, 4.6), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(6.4, 5.4), sharex=True,
+                                              gridspec_kw={"height_ratios": [3, 2, 2]})
     colors = plt.cm.tab10.colors
+    # |C| and |H| on their own axes: C grows without bound, each unit of H stays in [-1, 1].
     for layer in range(layers):
-        top.plot(x, [t["c_norm"][layer] for t in turns], "o-", color=colors[layer % 10], label=f"|C| layer {layer + 1}")
-        top.plot(x, [t["h_norm"][layer] for t in turns], "s--", color=colors[layer % 10], alpha=0.6,
-                 label=f"|H| layer {layer + 1}")
-    top.set_ylabel("distance from\na fresh state")
-    top.legend(fontsize=7, ncol=2, loc="upper left")
-    top.grid(alpha=0.3)
+        top.plot(x, [t["c_norm"][layer] for t in turns], "o-", color=colors[layer % 10], label=f"layer {layer + 1}")
+        middle.plot(x, [t["h_norm"][layer] for t in turns], "s--", color=colors[layer % 10], label=f"layer {layer + 1}")
+    top.set_ylabel("|C|: long-term\n(from fresh)")
+    middle.set_ylabel("|H|: short-term\n(from fresh)")
+    top.legend(fontsize=7, ncol=layers, loc="upper left")
+    for ax in (top, middle):
+        ax.grid(alpha=0.3)
+        ax.set_ylim(bottom=0)
     top.set_title("Memory after each turn" + ("" if report.get("memory", True) else " (memory off)"), fontsize=10)
     benefit = [t.get("memory_benefit_bpc") or 0.0 for t in turns]
     bottom.bar(x, benefit, color=["#2a9d8f" if b >= 0 else "#e76f51" for b in benefit])
     bottom.axhline(0, color="#444", lw=0.8)
+    # A fixed, symmetric scale (+-BENEFIT_RANGE bits/char, wider only for a larger value), so
+    # that a small benefit looks small and help and harm compare at a glance.
+    limit = max(BENEFIT_RANGE, 1.1 * max(abs(b) for b in benefit))
+    bottom.set_ylim(-limit, limit)
     bottom.set_ylabel("memory benefit\n(bits/char)")
     bottom.set_xlabel("turn")
     bottom.grid(alpha=0.3, axis="y")
@@ -83,6 +91,7 @@ def _char_label(ch: str) -> str:
     return {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(ch, ch)
 
 
+BENEFIT_RANGE = 2.0  # bits/char shown either side of 0 in the memory-benefit chart, at least
 HEATMAP_CHARS = 160  # a longer turn shows its last characters: beyond this, a cell is too thin to read
 
 

@@ -390,8 +390,19 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
         return (gr.skip(),) * 7
     return (views.timeline_figure(report), views.heatmap_figure(last, quantity, layer_index),
-            views.unit_highlights(recent, unit, layer_index), report, unit_update(unit, model.hidden_size),
+            views.unit_highlights(recent, unit, layer_index), rounded(report), unit_update(unit, model.hidden_size),
             gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status)
+
+
+def rounded(value, digits: int = 4):
+    """The report as the panel shows it: floats to `digits` decimals (the API's /memory keeps them whole)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def clamp_unit(unit, hidden_size: int) -> int:
