@@ -175,11 +175,11 @@ def main(argv=None) -> int:
             for n in args.sessions:
                 peak, stop = [rss_mb(server.pid)], threading.Event()
 
-                def sample():
+                def sample(peak, stop):
                     while not stop.wait(0.05):
                         peak.append(rss_mb(server.pid))
 
-                sampler = threading.Thread(target=sample, daemon=True)
+                sampler = threading.Thread(target=sample, args=(peak, stop), daemon=True)
                 sampler.start()
                 runs = []
                 for _ in range(args.repeat):

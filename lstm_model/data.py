@@ -381,7 +381,7 @@ def encode(vocab: CharVocab, text: str) -> torch.Tensor:
 def encode_masked(vocab: CharVocab, text: str, mask: list[bool]) -> tuple[torch.Tensor, torch.Tensor]:
     """`encode` and the per-character mask that goes with it (the same characters skipped)."""
     index = vocab.index
-    kept = [(index[ch], m) for ch, m in zip(text, mask) if ch in index]
+    kept = [(index[ch], m) for ch, m in zip(text, mask, strict=True) if ch in index]
     return (torch.tensor([i for i, _ in kept], dtype=torch.long), torch.tensor([m for _, m in kept], dtype=torch.bool))
 
 
