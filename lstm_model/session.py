@@ -60,10 +60,12 @@ class Turn:
     done: bool = False
     stopped_by: str | None = None
     stop: str = ""  # the stop sequence that ended the reply (read by the LSTM, not shown)
+    closed_with: str = ""  # a reply cut by the length cap: the stop sequence fed after it, so the next turn starts at a boundary
 
     def report(self, index: int) -> dict:
         return {"turn": index, "user": self.user, "reply": self.reply, "skipped": list(self.skipped),
-                "truncated_chars": self.truncated, "done": self.done, "stopped_by": self.stopped_by, **self.measures}
+                "truncated_chars": self.truncated, "done": self.done, "stopped_by": self.stopped_by,
+                "closed_with": self.closed_with, **self.measures}
 
 
 class ChatSession:
@@ -203,10 +205,27 @@ class ChatSession:
         turn.reply = s.text if partial is None else partial
         turn.stopped_by = s.stopped_by or "interrupted"
         turn.stop = s.stop_text
-        turn.state_after = snapshot(s.state)
+        state = s.state
+        if turn.stopped_by == "length":  # cut mid-line: close the turn as a finished reply would be
+            state = self._close(turn, state)
+        turn.state_after = snapshot(state)
         self._state = turn.state_after
         self._measure_after(turn)
         self._measure_fresh(turn)
+
+    def _close(self, turn: Turn, state):
+        """Feed the stop sequence after a reply the length cap cut (the session's first stop, or
+        the model's own when the session has none), so that the next message is read at a turn
+        boundary, not glued on mid-line; the turn records what was fed (`closed_with`)."""
+        stops = self.sampling.stop
+        stop = (stops if isinstance(stops, str) else (stops[0] if stops else "")) or self.model.stop_sequence
+        ids = self.model.vocab.encode(stop)
+        if not ids:
+            return state
+        with torch.no_grad():
+            _, state = self.serving.step().feed(ids, state)
+        turn.closed_with = self.model.vocab.decode(ids)
+        return state
 
     # -- measurements -------------------------------------------------------------------------
 
@@ -264,8 +283,9 @@ class ChatSession:
 
     @staticmethod
     def turn_text(turn: Turn) -> str:
-        """Everything the LSTM read in a turn: message, separator, reply and the stop that ended it."""
-        return turn.fed + turn.reply + turn.stop
+        """Everything the LSTM read in a turn: message, separator, reply and the stop that ended it
+        (or, after a reply the length cap cut, the stop fed to close the turn)."""
+        return turn.fed + turn.reply + turn.stop + turn.closed_with
 
     def trace_turn(self, index: int = -1):
         """An exact gate trace (gates.trace) of one turn's text (message, separator, reply) from

@@ -238,3 +238,16 @@ def test_lazy_session_state_gives_gradio_s_configs():
         theirs._update_value_in_config(k, "value")
     assert set(ours.config_values) == set(some)
     assert list(ours.components) == list(theirs.components)
+
+
+def test_a_capped_reply_is_marked_in_the_chat(trained_model):
+    from lstm_model.session import ChatSession
+    from ui.actions import history_of
+
+    for seed in range(20):
+        session = ChatSession(trained_model, seed=seed, max_new_chars=6, stop="\n\n")
+        "".join(session.send("ANNA:\nThe sea."))
+        if session.turns[-1].stopped_by == "length":
+            break
+    shown = history_of(session)[-1]["content"]
+    assert shown.endswith("[cut at the length cap]") and session.turns[-1].closed_with == "\n\n"

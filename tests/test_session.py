@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from lstm_model.generate import stream
 from lstm_model.session import MAX_MESSAGE_CHARS, ChatSession
 
 
@@ -171,3 +172,24 @@ def test_the_transcript_keeps_what_was_read(trained_model):
     "".join(chat.send("a" * (MAX_MESSAGE_CHARS + 7)))
     turn = chat.memory_report()["turns"][0]
     assert len(turn["user"]) == MAX_MESSAGE_CHARS and turn["truncated_chars"] == 7
+
+
+def test_a_reply_cut_by_the_length_cap_is_closed_by_the_stop_sequence(trained_model):
+    """The next message must not be glued on mid-line: after a capped reply the stop sequence is
+    fed, the turn says so, and its text (what the LSTM read) includes it."""
+    for seed in range(20):  # the first seed whose reply the cap cuts
+        session = ChatSession(trained_model, seed=seed, max_new_chars=7, stop="\n\n")
+        "".join(session.send("ANNA:\nThe sea."))
+        turn = session.turns[-1]
+        if turn.stopped_by == "length":
+            break
+    assert turn.stopped_by == "length" and turn.closed_with == "\n\n"
+    assert session.memory_report()["turns"][-1]["closed_with"] == "\n\n"
+    reread = stream(trained_model, turn.reply + "\n\n", turn.state_after_user, max_new_chars=0)
+    "".join(reread)  # a stream does its work when read
+    expected = reread.state
+    torch.testing.assert_close(turn.state_after[1], expected[1], atol=1e-5, rtol=1e-5)
+    assert session.turn_text(turn).endswith(turn.reply + "\n\n")
+    finished = ChatSession(trained_model, seed=0, max_new_chars=2000, stop="\n\n")
+    "".join(finished.send("ANNA:\nThe sea."))
+    assert finished.turns[-1].stopped_by == "stop" and finished.turns[-1].closed_with == ""

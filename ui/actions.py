@@ -82,7 +82,10 @@ def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]
     for i, turn in enumerate(session.turns):
         messages.append({"role": "user", "content": as_text(turn.user) if turn.user.strip() else "(empty message)"})
         reply = streaming if (streaming is not None and i == len(session.turns) - 1) else turn.reply
-        messages.append({"role": "assistant", "content": as_text(reply) if reply else "…"})
+        content = as_text(reply) if reply else "…"
+        if turn.closed_with and reply is turn.reply:  # cut by the length cap, then closed by the stop
+            content += "  [cut at the length cap]"
+        messages.append({"role": "assistant", "content": content})
     return messages
 
 
