@@ -158,9 +158,10 @@ class Decoder:
                 if not active:
                     continue
                 reading = [i for i, r in enumerate(active) if r.fed < len(r.feed)]
+                unread = set(reading)
                 # A reading row draws no random number: its text depends only on its own generator.
                 ids = sample_rows(logits, [r.sampling for r in active],
-                                  [0.0 if r.fed < len(r.feed) else r.generator.random() for r in active])
+                                  [0.0 if i in unread else r.generator.random() for i, r in enumerate(active)])
                 if reading:
                     self._read(active, reading, ids, logits)
                 logits, (h, c) = step.step(torch.tensor(ids), (h, c))
@@ -173,7 +174,7 @@ class Decoder:
             self.rows += len(active) - len(reading)
             if reading:
                 self._finish_reading(active, reading, h, c)
-            done = self._hand_over(active, ids, h, c, set(reading))
+            done = self._hand_over(active, ids, h, c, unread)
             if done:
                 h, c, logits = self._leave(active, done, h, c, logits)
 

@@ -76,28 +76,17 @@ class Stream:
     def close(self) -> None:
         self._iter.close()
 
-    @torch.no_grad()
     def _read_prompt(self, state):
-        """The logits for the first character and the state after the prompt, read here (alone)."""
+        """The logits for the first character and the state after the prompt, read here (alone)
+        by the loss loop, which scores its first `score` characters on the way: a short prompt
+        through the generation step, a long one through nn.LSTM (oneDNN: faster per character)."""
         model, prompt = self.model, self.prompt_ids
         self.read_by_step = 0 < len(prompt) <= PROMPT_STEP_CHARS
-        if self.score:  # the loss loop reads it, the same way (by the step or by one nn.LSTM call)
-            ids = torch.tensor(prompt, dtype=torch.long, device=state[0].device)
-            step = self.serving.step() if self.read_by_step else None
-            self.read = text_loss(model, ids, state, scored=self.score, step=step)
-            state = self.read.state
-            return model.logits_from_state(state)[0], state
-        if len(prompt) > PROMPT_STEP_CHARS:  # a long prompt in one call (oneDNN: faster per character)
-            ids = torch.tensor([prompt], dtype=torch.long, device=state[0].device)
-            out, state = model.lstm(model.embedding(ids), state)
-            logits = model.head(out[0, -1])
-        elif prompt:
-            logits, state = self.serving.step().feed(prompt, state)
-            logits = logits[0]
-        else:
-            logits = model.logits_from_state(state)[0]
-        self.read = Loss(0.0, 0, state)
-        return logits, state
+        ids = torch.tensor(prompt, dtype=torch.long, device=state[0].device)
+        step = self.serving.step() if self.read_by_step else None
+        self.read = text_loss(model, ids, state, scored=self.score, step=step)
+        with torch.no_grad():
+            return model.logits_from_state(self.read.state)[0], self.read.state
 
     def _run(self):
         # Grad mode is set around each computation, never across a yield, so that the code reading
@@ -106,20 +95,19 @@ class Stream:
         state = self.state if self.state is not None else self.model.begin_state(1)
         generator = make_generator(s.seed)
         decoder = self.serving.decoder
+        feed = ()
         if decoder is not None and s.max_new_chars > 0 and self.prompt_ids:
             # The decoder reads the prompt, batched with every other reply's steps.
             with torch.no_grad():
                 logits = self.model.logits_from_state(state)[0]
-            self.state, self.read_by_step = state, True
-            matcher = yield from self._batched(decoder, logits, generator, self.prompt_ids)
-            self.text, self.stopped_by, self.stop_text = matcher.text, matcher.stopped_by, matcher.stop_text
-            return
-        logits, self.state = self._read_prompt(state)
-        if s.max_new_chars == 0:
-            self.stopped_by = "length"
-            return
+            self.state, self.read_by_step, feed = state, True, self.prompt_ids
+        else:
+            logits, self.state = self._read_prompt(state)
+            if s.max_new_chars == 0:
+                self.stopped_by = "length"
+                return
         if decoder is not None:
-            matcher = yield from self._batched(decoder, logits, generator)
+            matcher = yield from self._batched(decoder, logits, generator, feed)
         else:
             matcher = StopMatcher(s.stop, s.max_new_chars)
             yield from self._alone(matcher, logits, generator)

@@ -206,10 +206,7 @@ class CharLSTM(
         **model_kwargs,
     ):
         check_config(model_kwargs)
-        if not os.path.isdir(model_id):  # from_pretrained downloads first; a direct call still works
-            model_id = download_checkpoint(model_id, revision=revision, cache_dir=cache_dir, force_download=force_download,
-                                           local_files_only=local_files_only, token=token)
-        require_safetensors(model_id)
+        require_safetensors(model_id)  # a folder: from_pretrained downloaded a repo's checkpoint first
         model_file = os.path.join(model_id, WEIGHTS_NAME)
         check_weight_file(model_file, model_kwargs)  # before anything is allocated
         known = {"vocab", "embed_dim", "hidden_size", "num_layers", "dropout", "turn_separator", "stop_sequence", "forget_bias"}

@@ -53,8 +53,7 @@ class Turn:
     state_after_user: tuple | None = None
     state_after: tuple | None = None
     measures: dict = field(default_factory=dict)
-    fed_ids: list[int] = field(default_factory=list, repr=False)
-    message_chars: int = 0  # how many of fed_ids are the message's (the rest: the turn separator)
+    message_chars: int = 0  # how many characters of `fed` are the message's (the rest: the turn separator)
     read_by_step: bool = False  # the message was read by the generation step (else by one nn.LSTM call)
     attempt: int = 0
     done: bool = False
@@ -130,8 +129,8 @@ class ChatSession:
         turn = Turn(user=message[:MAX_MESSAGE_CHARS], fed=encoded.text + separator.text, skipped=encoded.skipped,
                     truncated=truncated)
         turn.state_before = snapshot(self.state)
-        turn.fed_ids, turn.message_chars = encoded.ids + separator.ids, len(encoded.ids)
-        turn.measures = {"chars_fed": len(turn.fed_ids), "message_chars": turn.message_chars,
+        turn.message_chars = len(encoded.ids)
+        turn.measures = {"chars_fed": len(turn.fed), "message_chars": turn.message_chars,
                          "loss_carried_bpc": None, "loss_fresh_bpc": None, "memory_benefit_bpc": None}
         self.turns.append(turn)
         self._trim()
@@ -172,8 +171,8 @@ class ChatSession:
             sampling = sampling.replace(seed=sampling.seed + 1000 * (self._dropped_turns + index) + turn.attempt)
         if turn.state_after_user is not None:
             return self._run(turn, Stream(self.serving, "", turn.state_after_user, sampling), previous)
-        fed = self.model.vocab.decode(turn.fed_ids)
-        return self._run(turn, Stream(self.serving, fed, turn.state_before, sampling, score=turn.message_chars), previous)
+        return self._run(turn, Stream(self.serving, turn.fed, turn.state_before, sampling, score=turn.message_chars),
+                         previous)
 
     def _run(self, turn: Turn, s: Stream, previous: Turn | None):
         """Stream the reply and record it in `turn`. If writing it fails, the turn is taken back
@@ -244,7 +243,7 @@ class ChatSession:
             return
         fresh = carried
         if self.memory and turn.state_before is not None and any(float(t.abs().max()) > 0 for t in turn.state_before):
-            ids = torch.tensor(turn.fed_ids, dtype=torch.long)  # read the way the carried loss was read
+            ids = torch.tensor(self.model.vocab.encode(turn.fed), dtype=torch.long)  # read as the carried loss was
             step = self.serving.step() if turn.read_by_step else None
             fresh = text_loss(self.model, ids, scored=turn.message_chars, step=step).mean / LN2
         turn.measures.update(loss_fresh_bpc=fresh, memory_benefit_bpc=fresh - carried)

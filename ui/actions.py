@@ -81,9 +81,10 @@ def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]
     messages = []
     for i, turn in enumerate(session.turns):
         messages.append({"role": "user", "content": as_text(turn.user) if turn.user.strip() else "(empty message)"})
-        reply = streaming if (streaming is not None and i == len(session.turns) - 1) else turn.reply
+        live = streaming is not None and i == len(session.turns) - 1
+        reply = streaming if live else turn.reply
         content = as_text(reply) if reply else "…"
-        if turn.closed_with and reply is turn.reply:  # cut by the length cap, then closed by the stop
+        if turn.closed_with and not live:  # cut by the length cap, then closed by the stop
             content += "  [cut at the length cap]"
         messages.append({"role": "assistant", "content": content})
     return messages
