@@ -1,63 +1,74 @@
 #!/usr/bin/env bash
-# The tuning sweep that produced the bundled models (issue 5), run on one GPU through the
-# workplace's device tool: several `python -m lstm_model.train` runs side by side, then the best
-# Tiny Shakespeare run (by whole-split validation loss) and the Time Machine run are copied to $OUT.
-# Corpora are read from .device_data/ (an ignored copy of ../shared/data, never committed).
-# Usage: bash benchmarks/train_bundled_gpu.sh [seconds per run]
+# The training runs behind the bundled models, side by side on one GPU (a GPU machine starts bare:
+# its own Python with torch, plus the wheels in .whl/ for what it lacks, such as `datasets`). Each run
+# is `python -m lstm_model.train ... --time-limit LIMIT`, so its cosine schedule ends on time; then
+# the best Tiny Shakespeare run, the Time Machine run and every bAbI-chat run (by whole-split
+# validation loss; their answers are scored afterwards by benchmarks/memory_tasks.py) are copied to
+# $OUT with fp16 weights, packed in one tar split into 15 MB parts.
+# Corpora are read from .device_data/ (an ignored copy of ../shared/data, never committed); the
+# bAbI-chat dataset is generated here by `python -m lstm_model.memory_tasks`.
+# Usage: bash benchmarks/train_bundled_gpu.sh [seconds per run]      (DEVICE=cpu for a dry run)
 set -u
 LIMIT=${1:-400}
 OUT=${OUT:-runs/gpu-out}
-mkdir -p "$OUT" runs/sweep
+SWEEP=runs/sweep
+mkdir -p "$OUT" "$SWEEP"
 if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_CACHE=/tmp/hf-datasets OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
-python3 -c "import torch, datasets, pyarrow; print('torch', torch.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__, torch.cuda.is_available())" || exit 1
+python3 -c "import torch, datasets, pyarrow, lstm_model.train; print('torch', torch.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 TS=.device_data/tinyshakespeare.txt
 TM=.device_data/timemachine.txt
-COMMON="--device ${DEVICE:-cuda} --eval-every 300 --eval-batches 10 --quiet --warmup-steps 100"
+BABI=runs/babi-chat
+python3 -m lstm_model.memory_tasks --out $BABI --stories ${BABI_STORIES:-60000} --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving
+COMMON="--device ${DEVICE:-cuda} --eval-every 250 --eval-batches 10 --quiet --time-limit $LIMIT --epochs 100000"
+AWD="--dropout 0.2 --weight-drop 0.25 --locked-dropout 0.3 --embed-dropout 0.05 --weight-decay 0.1"
+CHAT="--dataset $BABI --turn-separator \n --stop-sequence \n --loss-on replies --embed-dim 64 --dropout 0 --weight-decay 0.01 --warmup-steps 200"
 declare -A RUNS=(
-  [s600_e128_d45_wd]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.45 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 70"
-  [s600_e128_d55_wd]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.55 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 80"
-  [s600_e128_d50_wd_lr2]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.5 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 2e-3 --epochs 80"
-  [s512_e128_d40_wd]="--dataset $TS --hidden-size 512 --embed-dim 128 --dropout 0.4 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 70"
-  [l3_448_e128_d40_wd]="--dataset $TS --hidden-size 448 --num-layers 3 --embed-dim 128 --dropout 0.4 --weight-decay 0.1 --batch-size 128 --seq-len 256 --lr 3e-3 --epochs 70"
-  [s600_e128_d45_wd_t128]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.45 --weight-decay 0.1 --batch-size 128 --seq-len 128 --lr 3e-3 --epochs 50"
-  [s600_e128_d45_wd_b64]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.45 --weight-decay 0.1 --batch-size 64 --seq-len 256 --lr 2e-3 --epochs 40"
-  [tm_384]="--dataset $TM --hidden-size 384 --embed-dim 64 --dropout 0.5 --weight-decay 0.1 --batch-size 32 --seq-len 256 --lr 2e-3 --epochs 60"
+  [s600_awd]="--dataset $TS --hidden-size 600 --embed-dim 128 $AWD --batch-size 256 --seq-len 128 --lr 3e-3 --warmup-steps 100"
+  [s768_awd]="--dataset $TS --hidden-size 768 --embed-dim 128 $AWD --batch-size 256 --seq-len 128 --lr 3e-3 --warmup-steps 100"
+  [s600_d45]="--dataset $TS --hidden-size 600 --embed-dim 128 --dropout 0.45 --weight-decay 0.1 --batch-size 256 --seq-len 128 --lr 3e-3 --warmup-steps 100"
+  [tm_384_awd]="--dataset $TM --hidden-size 384 --embed-dim 64 $AWD --batch-size 64 --seq-len 256 --lr 2e-3 --warmup-steps 100"
+  [babi_512_t512]="$CHAT --hidden-size 512 --batch-size 128 --seq-len 512 --lr 2e-3"
+  [babi_512_t256]="$CHAT --hidden-size 512 --batch-size 256 --seq-len 256 --lr 3e-3"
+  [babi_768_t512]="$CHAT --hidden-size 768 --batch-size 128 --seq-len 512 --lr 1.5e-3"
 )
 for name in "${!RUNS[@]}"; do
-  rm -rf "runs/sweep/$name"
+  rm -rf "$SWEEP/$name"
   ( start=$(date +%s)
-    timeout -s TERM "$LIMIT" python3 -m lstm_model.train ${RUNS[$name]} $COMMON --out "runs/sweep/$name" > "runs/sweep/$name.log" 2>&1
-    if [ ! -f "runs/sweep/$name/final_metrics.json" ] && [ -f "runs/sweep/$name/training_state.safetensors" ]; then
-      step=$(python3 -c "import json,sys; from safetensors import safe_open; f=safe_open('runs/sweep/$name/training_state.safetensors','pt'); print(json.loads(f.metadata()['json'])['step'])")
-      echo "cut at step $step by the time limit; finishing there" >> "runs/sweep/$name.log"
-      [ "$step" -gt 0 ] && python3 -m lstm_model.train --out "runs/sweep/$name" --resume --max-steps "$step" --quiet >> "runs/sweep/$name.log" 2>&1
-    fi
-    echo "$(( $(date +%s) - start ))" > "runs/sweep/$name.seconds" ) &
+    # shellcheck disable=SC2086  # the flags are meant to split
+    timeout -s TERM $(( ${LIMIT%.*} + 240 )) python3 -m lstm_model.train ${RUNS[$name]} $COMMON --out "$SWEEP/$name" > "$SWEEP/$name.log" 2>&1
+    echo "$(( $(date +%s) - start ))" > "$SWEEP/$name.seconds" ) &
 done
 wait
 {
-  for name in "${!RUNS[@]}"; do
-    echo "== $name: ${RUNS[$name]} ($(cat runs/sweep/$name.seconds 2>/dev/null) s)"
-    grep -E "^step|Validation over|cut at|rror" "runs/sweep/$name.log" | tail -5; grep -A12 Traceback "runs/sweep/$name.log" | head -14
-    cat "runs/sweep/$name/final_metrics.json" 2>/dev/null; echo
+  for name in $(printf '%s\n' "${!RUNS[@]}" | sort); do
+    echo "== $name: ${RUNS[$name]} ($(cat $SWEEP/$name.seconds 2>/dev/null) s)"
+    grep -E "^step|Training a|Validation over|Int8|rror" "$SWEEP/$name.log" | tail -4; grep -A12 Traceback "$SWEEP/$name.log" | head -14
+    cat "$SWEEP/$name/final_metrics.json" 2>/dev/null; echo
   done
-} > "$OUT/summary.txt"
+} > "$SWEEP/summary.txt"
 best=$(python3 - <<'PY'
-import json, glob, os
-scores = []
-for path in glob.glob("runs/sweep/*/final_metrics.json"):
-    name = path.split("/")[2]
-    if name.startswith("tm_"):
-        continue
-    scores.append((json.load(open(path))["val_loss_full"], name))
+import json, glob
+scores = [(json.load(open(p))["val_loss_full"], p.split("/")[2]) for p in glob.glob("runs/sweep/s*/final_metrics.json")]
 print(min(scores)[1] if scores else "")
 PY
 )
-echo "best: $best" >> "$OUT/summary.txt"
-mkdir -p "$OUT/best" "$OUT/tm"
-[ -n "$best" ] && cp runs/sweep/$best/{config.json,model.safetensors,README.md,metrics.jsonl} "$OUT/best/"
-cp runs/sweep/tm_384/{config.json,model.safetensors,README.md} "$OUT/tm/" 2>/dev/null
-cat "$OUT/summary.txt"
+echo "best Shakespeare run: $best" >> "$SWEEP/summary.txt"
+rm -rf runs/pack && mkdir -p runs/pack
+for name in $best tm_384_awd babi_512_t512 babi_512_t256 babi_768_t512; do
+  [ -f "$SWEEP/$name/model.safetensors" ] || continue
+  mkdir -p "runs/pack/$name"
+  cp "$SWEEP/$name"/{config.json,README.md,metrics.jsonl,final_metrics.json,int8.json,train_config.json} "runs/pack/$name/" 2>/dev/null
+  cp "$SWEEP/$name.log" "runs/pack/$name/train.log"
+  python3 -c "
+import sys; from safetensors.torch import load_file, save_file
+w = load_file(sys.argv[1]); save_file({k: v.half().contiguous() for k, v in w.items()}, sys.argv[2], metadata={'format': 'pt'})
+" "$SWEEP/$name/model.safetensors" "runs/pack/$name/model.safetensors"
+done
+cp "$SWEEP/summary.txt" "$OUT/summary.txt"
+tar -C runs/pack -cf - . | split -b 15m -d - "$OUT/pack.tar."
+ls -la "$OUT"
+cat "$SWEEP/summary.txt"

@@ -20,7 +20,6 @@ from urllib.parse import urlparse
 
 import torch
 
-from .memory_tasks import render
 from .vocab import CharVocab
 
 DEFAULT_DATASET = "karpathy/tiny_shakespeare"
@@ -219,6 +218,8 @@ def _join_rows(ds, column: str, source: str = "the dataset") -> str:
 def _render_chats(ds, source: str, chat: tuple[str, str]) -> tuple[str, list[bool]]:
     """Every conversation of a `messages` column, one after another, as the chat feeds it (each
     user message + the turn separator, each reply + the stop sequence), with the reply mask."""
+    from .memory_tasks import render  # here, so that `python -m lstm_model.memory_tasks` runs it only once
+
     texts, masks = [], []
     for messages in ds["messages"]:
         if not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str)

@@ -140,7 +140,8 @@ class Trainer:
                         if c.weight_drop or c.locked_dropout or c.embed_dropout else self.model)
         if ddp.world > 1 and not c.resume:  # same initial weights everywhere, distinct dropout masks per rank
             torch.manual_seed(c.seed * 7919 + ddp.rank)
-        self.total_steps = c.max_steps or max(1, int(c.epochs * self.data.batches_per_epoch))
+        self.total_steps = self.step_cap = c.max_steps or max(1, int(c.epochs * self.data.batches_per_epoch))
+        self.elapsed_before, self.started = 0.0, time.perf_counter()  # training seconds of earlier sittings
         self.optimizer = make_optimizer(self.model, c)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, c.warmup_steps, self.total_steps, c.min_lr_ratio))
@@ -159,6 +160,7 @@ class Trainer:
         meta, carry = load_training_state(self.state_path, self.model, self.optimizer, self.scheduler, self.device,
                                           ddp.rank)
         self.step, self.epoch, self.batch_index = meta["step"], meta["epoch"], meta["batch_index"]
+        self.elapsed_before = meta.get("elapsed", 0.0)
         self.run = Run(out=c.out, step=self.step, metrics=meta.get("metrics", {}))
         if carry is not None:
             self.carry = (carry[0][:, ddp.rows(c.batch_size)], carry[1][:, ddp.rows(c.batch_size)])
@@ -193,7 +195,7 @@ class Trainer:
                                   f"{self.kept()}. Lower --lr or --grad-clip and --resume.")
         meta = {"step": self.step, "epoch": self.epoch, "batch_index": self.batch_index,
                 "config": dataclasses.asdict(self.c), "metrics": self.run.metrics, "total_steps": self.total_steps,
-                "world_size": ddp.world}
+                "world_size": ddp.world, "elapsed": self.elapsed()}
         try:
             save_training_state(self.state_path, self.model, self.optimizer, self.scheduler, meta, full_carry, rng_states)
             save_model_folder(self.c.out, self.model)
@@ -206,6 +208,20 @@ class Trainer:
         if os.path.isfile(self.state_path):
             return f"the last good checkpoint (step {read_state_metadata(self.state_path)['step']}) in {self.c.out} is kept"
         return f"no checkpoint was written yet in {self.c.out}"
+
+    def elapsed(self) -> float:
+        """Seconds spent training in this run, earlier sittings included."""
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def fit_to_time(self, steps_this_sitting: int) -> None:
+        """With --time-limit: set the run's length to the steps that fit in the time left at the
+        speed of this sitting so far (the cosine schedule follows)."""
+        limit, elapsed = self.c.time_limit, self.elapsed()
+        rate = steps_this_sitting / max(1e-9, time.perf_counter() - self.started)
+        total = self.step if elapsed >= limit else self.step + max(1, int(rate * (limit - elapsed)))
+        if self.ddp.world > 1:
+            total = int(self.ddp.mean(total))  # the same figure on every rank
+        self.total_steps = max(self.step, min(self.step_cap, total))
 
     def train_step(self, x, y, m=None) -> float:
         """One optimiser step on a batch, the state carried in and detached out; the loss (over the
@@ -243,18 +259,24 @@ class Trainer:
         """Train until `total_steps`, evaluating and checkpointing on schedule."""
         c, ddp = self.c, self.ddp
         every = c.checkpoint_every or c.eval_every
-        chars_seen, t0 = 0, time.perf_counter()
+        chars_seen, t0, first_step = 0, time.perf_counter(), self.step
+        self.started = t0
+        if c.time_limit:
+            self.fit_to_time(0)
         self.trained.train()
         while self.step < self.total_steps:
             for index, x, y, m in self.data.epoch_batches(self.epoch, self.batch_index):
                 value = self.train_step(x, y, m)
                 self.step, self.batch_index = self.step + 1, index + 1
+                if c.time_limit:
+                    self.fit_to_time(self.step - first_step)
+                    bar.total = self.total_steps
                 self.run.losses.append(value)
                 chars_seen += y.numel() * ddp.world
                 rate = chars_seen / max(1e-9, time.perf_counter() - t0)
                 bar.update(1)
                 bar.set_postfix(loss=f"{value:.3f}", chars_s=f"{rate:,.0f}", refresh=False)
-                last = self.step == self.total_steps
+                last = self.step >= self.total_steps
                 if ddp.main:
                     _log(self.metrics_path, {"step": self.step, "loss": value, "lr": self.scheduler.get_last_lr()[0]})
                     if self.step % c.eval_every == 0 or last:  # rank 0 evaluates

@@ -20,7 +20,7 @@ from .model import LIMITS
 from .sampling import MAX_NEW_CHARS_LIMIT
 
 # Flags whose value may change on --resume (the rest come from the saved config).
-RESUMABLE = {"max_steps", "epochs", "eval_every", "eval_batches", "push_to_hub", "device", "out", "resume", "quiet",
+RESUMABLE = {"max_steps", "epochs", "time_limit", "eval_every", "eval_batches", "push_to_hub", "device", "out", "resume", "quiet",
              "sample_chars", "checkpoint_every", "overwrite", "language"}
 
 
@@ -58,6 +58,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     max_steps: int | None = None
     epochs: float = 1.0
+    time_limit: float | None = None  # seconds of training; the schedule is fitted to the steps that fit
     # bookkeeping
     eval_every: int = 200
     eval_batches: int = 20
@@ -107,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--loss-on", choices=["all", "replies"], help="for a chat dataset (a messages column): the loss on every "
                                                       "character or on the replies only (default all)")
     add("--forget-bias", type=float, help=f"initial forget-gate bias (default {d.forget_bias})")
-    add("--turn-separator", help="text appended to each chat message (default: a blank line)")
-    add("--stop-sequence", help="text that ends a chat reply (default: a blank line)")
+    add("--turn-separator", type=unescape, help="text appended to each chat message; \\n is a newline "
+                                                "(default: a blank line, \\n\\n)")
+    add("--stop-sequence", type=unescape, help="text that ends a chat reply; \\n is a newline (default: a blank line)")
     add("--batch-size", type=int, help=f"contiguous streams per batch (default {d.batch_size})")
     add("--seq-len", type=int, help=f"characters per truncated-BPTT window (default {d.seq_len})")
     add("--lr", type=float, help=f"peak AdamW learning rate (default {d.lr})")
@@ -118,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--grad-clip", type=float, help=f"gradient norm clip (default {d.grad_clip})")
     add("--max-steps", type=int, help="stop after this many optimiser steps (default: --epochs)")
     add("--epochs", type=float, help=f"passes over the training text (default {d.epochs})")
+    add("--time-limit", type=float, metavar="SECONDS",
+        help="train for about this long: the cosine schedule is fitted to the steps that fit, re-estimated "
+             "from the speed so far (--max-steps and --epochs still cap it; default: no limit)")
     add("--eval-every", type=int, help=f"steps between evaluations and checkpoints (default {d.eval_every})")
     add("--eval-batches", type=int, help=f"batches per loss estimate (default {d.eval_batches})")
     add("--checkpoint-every", type=int, help="steps between checkpoints (default: --eval-every)")
@@ -131,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--language", help=f"the corpus's language code for the model card (default {d.language})")
     add("--quiet", action="store_true", help="no progress bar")
     return p
+
+
+def unescape(text: str) -> str:
+    """A flag's text with the escapes a shell makes awkward to type: \\n newline, \\t tab, \\\\ backslash."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def resolve_config(argv=None) -> TrainConfig:
@@ -192,6 +202,8 @@ def check_settings(c: TrainConfig) -> None:
         problems.append("--warmup-steps must be at least 0")
     if not 0 <= c.sample_chars <= MAX_NEW_CHARS_LIMIT:
         problems.append(f"--sample-chars must be from 0 to {MAX_NEW_CHARS_LIMIT}")
+    if c.time_limit is not None and not (math.isfinite(c.time_limit) and c.time_limit > 0):
+        problems.append("--time-limit must be a positive number of seconds")
     if c.max_steps is not None and c.max_steps < 1:
         problems.append("--max-steps must be at least 1")
     if c.checkpoint_every is not None and c.checkpoint_every < 1:

@@ -291,3 +291,36 @@ def test_a_run_with_awd_regularisation_saves_a_plain_model(play_file, tmp_path):
     torch.testing.assert_close(model.head(tr.hidden[-1]), logits[0], atol=1e-5, rtol=1e-5)
     with pytest.raises(TrainingStopped, match="--weight-drop must be in"):
         resolve_config(["--dataset", play_file, "--weight-drop", "1.5"])
+
+
+def test_a_time_limit_fits_the_schedule_to_the_steps_that_fit(play_file, tmp_path, monkeypatch):
+    import itertools
+    import types
+
+    import lstm_model.train as train_module
+    from lstm_model.train import read_state_metadata
+
+    # A clock that moves a fixed amount per reading, so the run's length does not depend on the machine.
+    ticks = itertools.count()
+    monkeypatch.setattr(train_module, "time", types.SimpleNamespace(perf_counter=lambda: next(ticks) * 0.01,
+                                                                     time=lambda: 0.0))
+    out = tmp_path / "timed"
+    run = train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(out), "--warmup-steps", "0",
+                                        "--lr", "0.01", "--min-lr-ratio", "0.1", "--epochs", "1000",
+                                        "--time-limit", "1"]))
+    lrs = [json.loads(line)["lr"] for line in open(out / "metrics.jsonl") if "lr" in json.loads(line)]
+    assert 5 < run.step < 200 and len(lrs) == run.step  # stopped by the clock, far before 1,000 epochs
+    assert lrs[-1] == pytest.approx(0.001)  # the cosine ended at its floor: the schedule fitted the time
+    assert lrs[len(lrs) // 2] > 0.002
+    first = read_state_metadata(str(out / STATE_NAME))
+    assert first["step"] == run.step and first["elapsed"] >= 1.0
+    more = train(resolve_config(["--out", str(out), "--resume", "--quiet", "--time-limit", "2"]))
+    assert more.step > run.step and read_state_metadata(str(out / STATE_NAME))["elapsed"] >= 2.0
+    with pytest.raises(TrainingStopped, match="--time-limit must be a positive number of seconds"):
+        resolve_config(["--dataset", play_file, "--time-limit", "0"])
+
+
+def test_chat_markers_can_be_typed_with_escapes(play_file):
+    c = resolve_config(["--dataset", play_file, "--turn-separator", "\\n", "--stop-sequence", "\\n\\n"])
+    assert (c.turn_separator, c.stop_sequence) == ("\n", "\n\n")
+    assert resolve_config(["--dataset", play_file, "--turn-separator", "a\\\\nb"]).turn_separator == "a\\nb"
