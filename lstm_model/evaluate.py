@@ -125,10 +125,11 @@ def stream_loss(model, streams: torch.Tensor, seq_len: int, max_batches: int | N
 
 
 def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_chars: int = 1_000_000,
-               max_loss_rise: float = MAX_LOSS_RISE) -> dict:
+               max_loss_rise: float = MAX_LOSS_RISE, mask: torch.Tensor | None = None) -> dict:
     """The loss of fp32 and int8 generation steps (ONNX Runtime) on the same held-out ids (at most
     `max_chars` of them, from the start), cut into `streams` contiguous pieces read side by side,
-    each from a fresh state, every character scored. `ok` if the rise is <= `max_loss_rise`."""
+    each from a fresh state, every character scored (or, with `mask`, the characters it marks: a
+    chat model's replies). `ok` if the rise is <= `max_loss_rise`."""
     import onnxruntime
 
     if pick_engine(model) != "onnxruntime":
@@ -137,10 +138,11 @@ def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_
     streams = max(1, min(streams, ids.numel()))
     length = ids.numel() // streams
     pieces = ids[: streams * length].view(streams, length)
+    marked = None if mask is None else mask[:max_chars][: streams * length].view(streams, length)
     losses = {}
     for name, int8 in (("fp32", False), ("int8", True)):
         step = make_step(model, "onnxruntime", int8)
-        losses[name] = text_loss(model, pieces, step=step).mean
+        losses[name] = text_loss(model, pieces, step=step, mask=marked).mean
     rise = losses["int8"] - losses["fp32"]
     return {
         "fp32_loss": round(losses["fp32"], 6),
@@ -149,6 +151,7 @@ def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_
         "max_loss_rise": max_loss_rise,
         "ok": bool(math.isfinite(rise) and rise <= max_loss_rise),
         "characters": streams * length,
+        "scored": "all" if marked is None else f"{int(marked.sum()):,} marked characters (replies)",
         "streams": streams,
         "text": text,
         "engine": "onnxruntime " + onnxruntime.__version__,

@@ -123,6 +123,29 @@ def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message:
     return {"messages": messages, "questions": questions}
 
 
+def distance_probe(rng: random.Random, distance: int, lead: int = 3) -> dict:
+    """A task-1 conversation whose question's supporting fact is exactly `distance` facts back, one
+    fact a message: up to `lead` facts, then a person moves (the supporting fact), then `distance`
+    moves of the others, then "Where is <person>?"."""
+    messages, person = [], rng.choice(PEOPLE)
+    others = [p for p in PEOPLE if p != person]
+    where: dict[str, str] = {}
+
+    def move(who: str) -> None:
+        where[who] = rng.choice([p for p in PLACES if p != where.get(who)])
+        messages.extend([{"role": "user", "content": f"{who} {rng.choice(MOVES)} the {where[who]}."},
+                         {"role": "assistant", "content": ACK}])
+
+    for _ in range(rng.randint(0, lead)):
+        move(rng.choice(PEOPLE))
+    move(person)
+    for _ in range(distance):
+        move(rng.choice(others))
+    messages += [{"role": "user", "content": f"Where is {person}?"}, {"role": "assistant", "content": where[person]}]
+    return {"messages": messages,
+            "questions": [{"turn": len(messages) // 2 - 1, "task": 1, "answer": where[person], "distance": distance}]}
+
+
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
           test: int = 1000, max_per_message: int = 3):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,

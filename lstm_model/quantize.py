@@ -15,7 +15,7 @@ import os
 import sys
 
 from .checkpoint import write_json
-from .data import DataError, encode, load_corpus
+from .data import DataError, encode, encode_masked, load_corpus
 from .evaluate import check_int8
 from .hub import INT8_CHECK_FILE, ModelLoadError, default_model_path, load_model
 from .serving import MAX_LOSS_RISE
@@ -28,13 +28,20 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", required=True, help="held-out text: a dataset id, file or folder, as the training CLI takes")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction when the dataset has no validation split")
     p.add_argument("--streams", type=int, default=32, help="pieces of the text read side by side (default 32)")
+    p.add_argument("--loss-on", choices=["all", "replies"], default="all",
+                   help="for a chat dataset (a messages column): score every character or the replies only, as the "
+                        "model was trained (default all)")
     p.add_argument("--write", action="store_true", help=f"write {INT8_CHECK_FILE} into the (local) model folder")
     args = p.parse_args(argv)
     try:
         model = load_model(args.model)
-        corpus = load_corpus(args.dataset, val_fraction=args.val_fraction)
-        check = check_int8(model, encode(model.vocab, corpus.val), streams=args.streams,
-                           text=f"{corpus.val_from} of {args.dataset}")
+        corpus = load_corpus(args.dataset, val_fraction=args.val_fraction,
+                             chat=(model.turn_separator, model.stop_sequence))  # a chat as the model reads it
+        if args.loss_on == "replies" and corpus.val_mask is not None:
+            ids, mask = encode_masked(model.vocab, corpus.val, corpus.val_mask)
+        else:
+            ids, mask = encode(model.vocab, corpus.val), None
+        check = check_int8(model, ids, streams=args.streams, text=f"{corpus.val_from} of {args.dataset}", mask=mask)
     except (ModelLoadError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -15,11 +15,16 @@ Per turn the session measures:
   per character the memory saves on this message (what a reset would cost; negative when the
   carried memory misleads the model). The fresh loss needs a second pass over the message, made
   once the reply is written so that it delays no reply's first character (None until then).
+
+And per turn, on request (`fresh_reply(index)`, kept in `turn.fresh_reply` and in the report):
+the reply a fresh memory writes for the same message with the same settings and seed, so that
+what the memory changed in the conversation can be read beside the reply itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +43,11 @@ MAX_TURNS = 500  # turns kept in the transcript
 def snapshot(state) -> tuple[torch.Tensor, torch.Tensor]:
     """A detached copy of (h, c): a few KB (2 * layers * hidden floats)."""
     return state[0].detach().clone(), state[1].detach().clone()
+
+
+def json_int(value: int) -> int | str:
+    """An int as JSON carries it everywhere (64-bit), or as text when it is larger."""
+    return value if -2**63 <= value < 2**63 else str(value)
 
 
 @dataclass(eq=False)  # a turn is itself: compared by identity, never by its tensors
@@ -60,11 +70,15 @@ class Turn:
     stopped_by: str | None = None
     stop: str = ""  # the stop sequence that ended the reply (read by the LSTM, not shown)
     closed_with: str = ""  # a reply cut by the length cap: the stop sequence fed after it, so the next turn starts at a boundary
+    memory: bool = True  # whether the turn started from the carried memory (else from a fresh state)
+    sampling: Sampling | None = None  # the settings the reply was drawn with, its seed fixed (the fresh reply uses them)
+    fresh_reply: str | None = None  # what a fresh memory writes for the same message, settings and seed (fresh_reply())
 
     def report(self, index: int) -> dict:
         return {"turn": index, "user": self.user, "reply": self.reply, "skipped": list(self.skipped),
                 "truncated_chars": self.truncated, "done": self.done, "stopped_by": self.stopped_by,
-                "closed_with": self.closed_with, **self.measures}
+                "closed_with": self.closed_with, "memory": self.memory, "fresh_reply": self.fresh_reply,
+                "seed": json_int(self.sampling.seed) if self.sampling is not None else None, **self.measures}
 
 
 class ChatSession:
@@ -73,17 +87,19 @@ class ChatSession:
     `serving` (a lstm_model.serving.Serving of this model; default: fp32 steps, alone) says how
     replies are computed; with batching, this session's replies step together with other sessions'.
     `send(message)` returns an iterator of reply pieces (streaming); the turn is recorded as the
-    reply is read. `undo()`, `retry()`, `reset()`; `state`, `turns`, `memory_report()`.
+    reply is read. `undo()`, `retry()`, `reset()`, `fresh_reply()`; `state`, `turns`, `memory_report()`.
+    `measure=False` skips the second pass that measures each message from a fresh memory.
     Sampling settings (max_new_chars, temperature, top_k, top_p, greedy, seed, stop) are keyword
     arguments; `stop` defaults to the model's stop sequence. With a `seed`, the whole
     conversation is reproducible.
     """
 
-    def __init__(self, model, memory: bool = True, serving: Serving | None = None, **sampling):
+    def __init__(self, model, memory: bool = True, serving: Serving | None = None, measure: bool = True, **sampling):
         if serving is not None and serving.model is not model:
             raise ValueError("The serving was built for another model; build a Serving for this one.")
         self.model = model
         self.memory = memory
+        self.measure = measure  # False: no per-turn loss measurements (batch evaluations that read only replies)
         self.serving = serving or default_serving(model)
         sampling.setdefault("stop", model.stop_sequence or None)
         self.sampling = Sampling(**sampling)  # checked here, trusted downstream
@@ -143,7 +159,7 @@ class ChatSession:
         turn = self.turns[-1]
         previous = dataclasses.replace(turn, measures=dict(turn.measures))  # restored if the retry fails
         turn.attempt += 1
-        turn.reply, turn.done, turn.state_after = "", False, None
+        turn.reply, turn.done, turn.state_after, turn.fresh_reply = "", False, None, None
         self._state = turn.state_before
         return self._reply(turn, previous)
 
@@ -169,6 +185,9 @@ class ChatSession:
         sampling = self.sampling
         if sampling.seed is not None:  # reproducible, yet each turn and each retry draws differently
             sampling = sampling.replace(seed=sampling.seed + 1000 * (self._dropped_turns + index) + turn.attempt)
+        else:  # random, but fixed for the turn, so that its fresh-memory reply draws the same way
+            sampling = sampling.replace(seed=random.randrange(2**31))
+        turn.sampling, turn.memory = sampling, self.memory
         if turn.state_after_user is not None:
             return self._run(turn, Stream(self.serving, "", turn.state_after_user, sampling), previous)
         return self._run(turn, Stream(self.serving, turn.fed, turn.state_before, sampling, score=turn.message_chars),
@@ -210,7 +229,8 @@ class ChatSession:
         turn.state_after = snapshot(state)
         self._state = turn.state_after
         self._measure_after(turn)
-        self._measure_fresh(turn)
+        if self.measure:
+            self._measure_fresh(turn)
 
     def _close(self, turn: Turn, state):
         """Feed the stop sequence after a reply the length cap cut (the session's first stop, or
@@ -225,6 +245,24 @@ class ChatSession:
             _, state = self.serving.step().feed(ids, state)
         turn.closed_with = self.model.vocab.decode(ids)
         return state
+
+    def fresh_reply(self, index: int = -1) -> str:
+        """What a fresh memory writes for turn `index`'s message with the same settings and seed:
+        what `ChatSession(model, seed=<the turn's seed>, ...)` writes as its first reply. Computed
+        once (after the reply, through the same serving: batched with other replies where the
+        serving batches) and kept in the turn. A turn that already started from a fresh state
+        (memory off, or the first turn) is its own fresh reply."""
+        turn = self.turns[index]
+        if turn.fresh_reply is None:
+            fresh = not turn.memory or turn.state_before is None or not any(
+                float(t.abs().max()) > 0 for t in turn.state_before)
+            if fresh and turn.done:
+                turn.fresh_reply = turn.reply
+            else:
+                s = Stream(self.serving, turn.fed, self.model.begin_state(1), turn.sampling)
+                "".join(s)
+                turn.fresh_reply = s.text
+        return turn.fresh_reply
 
     # -- measurements -------------------------------------------------------------------------
 

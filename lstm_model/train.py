@@ -391,7 +391,8 @@ def finish(c: TrainConfig, model: CharLSTM, data: TrainingData, run: Run, comman
               f"{full:.4f} nats/char ({full / LN2:.3f} bits/char).", file=sys.stderr)
     cpu_model = model.to("cpu")
     if data.val_ids is not None and pick_engine(cpu_model) == "onnxruntime":  # may int8 steps serve it?
-        check = check_int8(cpu_model, data.val_ids.cpu(), text=f"validation ({data.val_from})")
+        check = check_int8(cpu_model, data.val_ids.cpu(), text=f"validation ({data.val_from})",
+                           mask=None if data.val_mask is None else data.val_mask.cpu())
         write_json(os.path.join(c.out, INT8_CHECK_FILE), check)
         run.metrics.update(fp32_step_loss=check["fp32_loss"], int8_step_loss=check["int8_loss"])
         print(f"Int8 serving check: fp32 steps {check['fp32_loss']:.4f}, int8 steps {check['int8_loss']:.4f} nats/char "

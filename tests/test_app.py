@@ -250,4 +250,61 @@ def test_a_capped_reply_is_marked_in_the_chat(trained_model):
         if session.turns[-1].stopped_by == "length":
             break
     shown = history_of(session)[-1]["content"]
-    assert shown.endswith("[cut at the length cap]") and session.turns[-1].closed_with == "\n\n"
+    reply = shown.split('<div class="memory-note">')[0]  # the reply, before the memory badge under it
+    assert reply.endswith("[cut at the length cap]") and session.turns[-1].closed_with == "\n\n"
+
+
+def test_each_reply_comes_with_what_a_fresh_memory_writes(server):
+    from lstm_model import load_model
+    from lstm_model.hub import load_int8_check
+    from lstm_model.serving import Serving
+    from lstm_model.session import ChatSession
+
+    c = client(server)
+    c.predict("ROMEO:\nWhat light through yonder window breaks?", 0.8, 40, 1.0, 120, 7, "\\n\\n", True, api_name="/chat")
+    c.predict("JULIET:\nIt is the east.", 0.8, 40, 1.0, 120, 7, "\\n\\n", True, api_name="/chat")
+    turn = c.predict(api_name="/memory")["turns"][1]
+    assert turn["memory"] is True and isinstance(turn["fresh_reply"], str) and isinstance(turn["seed"], int)
+    # The same message, settings and seed in a fresh session of the same model served the same way.
+    model = load_model()
+    serving = Serving(model, int8="auto", int8_check=load_int8_check(None), batching=True)
+    fresh = ChatSession(model, serving=serving, seed=turn["seed"], max_new_chars=120, temperature=0.8, top_k=40,
+                        stop="\n\n")
+    "".join(fresh.send("JULIET:\nIt is the east."))
+    serving.close()
+    assert turn["fresh_reply"] == fresh.turns[0].reply
+    assert "Fresh" in c.predict(api_name="/reset")
+
+
+def test_the_transcript_shows_the_memory_badge_and_where_the_fresh_reply_parts(trained_model):
+    from lstm_model.session import ChatSession
+    from ui.actions import history_of
+
+    session = ChatSession(trained_model, seed=5, max_new_chars=30, temperature=1.0)
+    "".join(session.send("ANNA:\n<b>The sea.</b>"))
+    assert "memory-badge on" in history_of(session)[1]["content"] and "fresh memory" not in history_of(session)[1]["content"]
+    session.fresh_reply(0)  # what the app computes once a reply has streamed
+    "".join(session.send("BORIS:\nThe ship."))
+    turn = session.turns[1]
+    turn.fresh_reply = turn.reply[:4] + "<i>zz</i>"  # a fresh memory that parts after four characters
+    first, second = history_of(session)[1]["content"], history_of(session)[3]["content"]
+    assert "memory on" in first and "a fresh memory writes the same reply" in first  # turn 1 started fresh
+    assert "after 4 same characters" in second and '<span class="fork"' in second
+    assert "&lt;i&gt;zz&lt;/i&gt;" in second and "<i>" not in second  # shown as text, never as HTML
+    session.memory = False
+    "".join(session.send("CLARA:\nThe shore."))
+    assert "memory off" in history_of(session)[5]["content"]
+
+
+def test_the_page_s_guide_follows_the_model(trained_model):
+    from lstm_model import load_model
+    from ui.guides import GUIDES, guide_for
+
+    babi = guide_for("babi", load_model("babi"))
+    assert "Where is Mary?" in babi.examples and "Reset" in babi.intro
+    assert guide_for("shakespeare", trained_model).placeholder.startswith("ROMEO:")
+    other = guide_for("someone/else", trained_model)  # any other model: from its own chat protocol
+    assert other.examples == () and "\\n\\n" in other.intro
+    from lstm_model.hub import bundled_models
+
+    assert set(GUIDES) == set(bundled_models())  # every bundled model has its own guide

@@ -152,6 +152,23 @@ def test_chat_memory_panel_changes_undo_and_reset(page):
     assert "Fresh conversation" in page.locator("#notice").inner_text()
 
 
+def test_each_reply_shows_its_memory_badge_and_the_fresh_memory_reply(page):
+    send(page, "ROMEO:\nWhat light through yonder window breaks?")
+    send(page, "JULIET:\nIt is the east, and Juliet is the sun.")
+    # The fresh-memory reply is computed after the reply has streamed, in the same event.
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .memory-note').length === 2", timeout=60_000)
+    notes = page.locator("#chatbot .memory-note")
+    assert "memory on" in notes.first.inner_text() and "same reply" in notes.first.inner_text()  # turn 1 started fresh
+    last = notes.last
+    if last.locator("details.fresh-reply").count():  # the memory changed the reply: open the comparison
+        last.locator("summary").click()
+        assert last.locator(".fresh-text").is_visible() and last.locator(".fork").count() == 1
+    else:
+        assert "same reply" in last.inner_text()
+    page.locator("#reset").click()
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
+
+
 def test_the_chat_s_own_icons_undo_retry_and_clear_the_memory(page):
     send(page, "ROMEO:\nSpeak again.")
     send(page, "JULIET:\nI hear thee.")
@@ -170,17 +187,17 @@ def test_the_chat_s_own_icons_undo_retry_and_clear_the_memory(page):
 
 def test_an_out_of_range_unit_is_clamped_and_the_panel_stays_up(page):
     send(page, "ROMEO:\nWhich unit remembers?")
-    unit = page.get_by_label("Unit (0-599)")
+    unit = page.get_by_label("Unit (0-767)")
     unit.fill("9999")
     unit.press("Enter")
     page.wait_for_function("() => document.querySelector('#highlights') && "
-                           "[...document.querySelectorAll('input[type=number]')].some(e => e.value === '599')",
+                           "[...document.querySelectorAll('input[type=number]')].some(e => e.value === '767')",
                            timeout=30_000)
     page.wait_for_function(IDLE, timeout=60_000)
     assert page.get_by_text("Error", exact=True).count() == 0
     before = page.locator("#highlights").inner_html()
     unit.press("ArrowDown")  # the arrows update the picture too
-    page.wait_for_function("() => [...document.querySelectorAll('input[type=number]')].some(e => e.value === '598')",
+    page.wait_for_function("() => [...document.querySelectorAll('input[type=number]')].some(e => e.value === '766')",
                            timeout=30_000)
     page.wait_for_function("before => document.querySelector('#highlights').innerHTML !== before", arg=before,
                            timeout=30_000)

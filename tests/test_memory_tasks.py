@@ -129,3 +129,19 @@ def test_a_chat_dataset_trains_with_the_loss_on_the_replies(tmp_path):
         train(resolve_config(["--dataset", str(plain), "--out", str(tmp_path / "m2"), "--max-steps", "2",
                               "--hidden-size", "8", "--batch-size", "2", "--seq-len", "16", "--quiet",
                               "--loss-on", "replies"]))
+
+
+def test_distance_probes_ask_about_a_fact_exactly_that_far_back():
+    from lstm_model.memory_tasks import distance_probe
+
+    rng = random.Random(9)
+    for distance in (0, 1, 5, 25, 40):
+        for _ in range(20):
+            p = distance_probe(rng, distance)
+            users = [m["content"] for m in p["messages"] if m["role"] == "user"]
+            facts, question = users[:-1], users[-1]
+            person = question.removeprefix("Where is ").removesuffix("?")
+            last = max(i for i, f in enumerate(facts) if f.startswith(person + " "))
+            assert len(facts) - 1 - last == distance == p["questions"][0]["distance"]
+            assert p["messages"][-1]["content"] == answer_by_reading(facts, question) == p["questions"][0]["answer"]
+            assert p["questions"][0]["turn"] == len(users) - 1

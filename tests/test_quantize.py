@@ -112,3 +112,17 @@ def test_an_int8_row_does_not_depend_on_the_rows_batched_with_it(model):
     for i in (0, 4, 8):
         logits, (hi, _) = stepper.step(ids[i : i + 1], (h[:, i : i + 1], c[:, i : i + 1]))
         assert torch.equal(logits[0], batched_logits[i]) and torch.equal(hi[:, 0], batched_h[:, i])
+
+
+def test_a_chat_model_s_int8_check_scores_only_what_the_mask_marks(model, play_text):
+    from lstm_model.data import encode
+    from lstm_model.step import make_step
+
+    ids = encode(model.vocab, play_text[:1200])
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    mask[::3] = True  # every third character, as a chat's replies are some of its characters
+    check = check_int8(model, ids, streams=4, mask=mask)
+    pieces, marked = ids[:1200].view(4, 300), mask.view(4, 300)
+    expected = text_loss(model, pieces, step=make_step(model, "onnxruntime", False), mask=marked).mean
+    assert check["fp32_loss"] == pytest.approx(expected, abs=1e-6) and check["scored"].startswith("400 marked")
+    assert check["fp32_loss"] != pytest.approx(check_int8(model, ids, streams=4)["fp32_loss"], abs=1e-4)

@@ -17,7 +17,7 @@ import gradio as gr
 
 from lstm_model import views
 from lstm_model.gates import units_following
-from lstm_model.hub import ModelLoadError, bundled_models, load_int8_check, load_model, source_key
+from lstm_model.hub import DEFAULT_MODEL, ModelLoadError, bundled_models, load_int8_check, load_model, source_key
 from lstm_model.sampling import SamplingError, as_number
 from lstm_model.serving import Serving
 from lstm_model.session import ChatSession
@@ -76,8 +76,30 @@ def as_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+def fresh_reply_html(turn) -> str:
+    """Under a reply: a badge saying whether the turn started from the carried memory, and, when
+    it did, the reply a fresh memory writes instead (collapsed, greyed), where it departs marked."""
+    if not turn.memory:
+        return '<div class="memory-note"><span class="memory-badge off">memory off</span> this turn started fresh</div>'
+    badge = '<span class="memory-badge on">memory on</span>'
+    fresh = turn.fresh_reply
+    if fresh is None:
+        return f'<div class="memory-note">{badge}</div>'
+    if fresh == turn.reply:
+        return f'<div class="memory-note">{badge} a fresh memory writes the same reply</div>'
+    same = 0
+    while same < min(len(fresh), len(turn.reply)) and fresh[same] == turn.reply[same]:
+        same += 1
+    where = "from its first character" if same == 0 else f"after {same} same character{'s' if same != 1 else ''}"
+    body = (as_text(fresh[:same]) + '<span class="fork" title="the replies part here">▸</span>'
+            + f'<span class="differs">{as_text(fresh[same:]) or "(nothing more)"}</span>')
+    return (f'<div class="memory-note">{badge}<details class="fresh-reply"><summary>a fresh memory writes '
+            f'another reply ({where})</summary><div class="fresh-text">{body}</div></details></div>')
+
+
 def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]:
-    """The chat transcript as Chatbot messages (the session is the source of truth)."""
+    """The chat transcript as Chatbot messages (the session is the source of truth); under each
+    finished reply, what the memory changed (fresh_reply_html)."""
     messages = []
     for i, turn in enumerate(session.turns):
         messages.append({"role": "user", "content": as_text(turn.user) if turn.user.strip() else "(empty message)"})
@@ -86,8 +108,20 @@ def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]
         content = as_text(reply) if reply else "…"
         if turn.closed_with and not live:  # cut by the length cap, then closed by the stop
             content += "  [cut at the length cap]"
+        if turn.done and not live:
+            content += fresh_reply_html(turn)
         messages.append({"role": "assistant", "content": content})
     return messages
+
+
+def with_fresh_reply(session: ChatSession) -> None:
+    """After a reply has streamed: the reply a fresh memory writes for the same message (through
+    the same serving, so batched with other replies). A failure here leaves it out; the reply stands."""
+    if session.turns and session.turns[-1].done:
+        try:
+            session.fresh_reply(-1)
+        except Exception:  # noqa: BLE001 - the comparison is optional; the conversation goes on
+            pass
 
 
 def paced(pieces, interval=lambda: STREAM_INTERVAL_S):
@@ -145,16 +179,17 @@ def sampling_from(temperature, top_k, top_p, max_chars, seed, stop) -> dict:
 class ChatState:
     """One browser (or API client) session: its served model, its ChatSession, a lock for its turns."""
 
-    def __init__(self, serving: Serving):
+    def __init__(self, serving: Serving, source: str | None = None):
         self.serving = serving
+        self.source = source  # what the visitor picked (a bundled name, a repo id...): the page's guide follows it
         self.session = ChatSession(serving.model, memory=True, serving=serving)
         self.notes: list[str] = []  # notices about the last message, for the page
         self.lock = threading.Lock()
         self.changes = 0  # counts the changes to the conversation, so that a stale panel is not shown
         self.used = time.monotonic()
 
-    def switch(self, serving: Serving) -> None:
-        self.serving = serving
+    def switch(self, serving: Serving, source: str | None = None) -> None:
+        self.serving, self.source = serving, source
         self.session = ChatSession(serving.model, memory=self.session.memory, serving=serving)
 
 
@@ -231,6 +266,7 @@ class ChatApp:
         self.options = options
         self.served = ServedModels(options)  # models are read-only: sessions share them
         self.default = self.served.get(options.model)
+        self.default_name = options.model or DEFAULT_MODEL
         self._sessions: dict[str, ChatState] = {}
         self._sessions_lock = threading.Lock()
         self._streaming = 0  # replies being written now (admitted)
@@ -278,7 +314,7 @@ class ChatApp:
                 del self._sessions[old]
             st = self._sessions.get(key)
             if st is None:
-                st = self._sessions[key] = ChatState(self.default)
+                st = self._sessions[key] = ChatState(self.default, self.default_name)
             st.used = now
             return st
 
@@ -312,6 +348,7 @@ class ChatApp:
             for note in st.notes:
                 gr.Warning(note)
             yield from paced(reply, self.interval)
+            with_fresh_reply(st.session)  # the reply is out: now what a fresh memory writes instead
 
     def retry(self, temperature: float = DEFAULTS["temperature"], top_k: int = DEFAULTS["top_k"],
               top_p: float = DEFAULTS["top_p"], max_chars: int = DEFAULTS["max_chars"], seed: int = DEFAULTS["seed"],
@@ -325,6 +362,7 @@ class ChatApp:
             if reply is None:
                 raise gr.Error("Nothing to retry: send a message first.")
             yield from paced(reply, self.interval)
+            with_fresh_reply(st.session)
 
     def undo(self, request: gr.Request = None) -> str:
         """Forget the last turn and restore the exact memory from before it."""
@@ -360,7 +398,7 @@ class ChatApp:
             raise gr.Error(f"{load_error(wanted, err)} The current model keeps working.") from None
         st = self.state(request)
         with st.lock:
-            st.switch(serving)
+            st.switch(serving, wanted)
             st.changes += 1
         return serving_line(wanted, serving) + "; the conversation was reset."
 

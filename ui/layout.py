@@ -27,20 +27,20 @@ from .actions import (
     serving_line,
     unit_update,
 )
+from .guides import Guide, guide_for
 from .sessions import use_lazy_session_state
 
 # -- layout: one function per section -------------------------------------------------------------
 
 
-def chat_section() -> SimpleNamespace:
+def chat_section(guide: Guide) -> SimpleNamespace:
     ui = SimpleNamespace()
     ui.chatbot = gr.Chatbot(label="Conversation", height=430, render_markdown=False, sanitize_html=True,
                             line_breaks=True, feedback_options=None, elem_id="chatbot")
     with gr.Row():
         # One line that grows (to 8): Enter sends, Shift+Enter starts a new line, as in chat apps.
-        ui.message = gr.Textbox(placeholder="ROMEO: What light through yonder window breaks?  (Enter sends; "
-                                            "Shift+Enter: a new line)",
-                                lines=1, max_lines=8, show_label=False, scale=5, elem_id="message")
+        ui.message = gr.Textbox(placeholder=placeholder(guide), lines=1, max_lines=8, show_label=False, scale=5,
+                                elem_id="message")
         with gr.Column(scale=1, min_width=120):
             ui.send = gr.Button("Send", variant="primary", elem_id="send")
             # In sight, not in an accordion: whether the next turn starts from the carried memory.
@@ -50,8 +50,29 @@ def chat_section() -> SimpleNamespace:
         ui.undo = gr.Button("Undo", size="sm", elem_id="undo")
         ui.retry = gr.Button("Retry", size="sm", elem_id="retry")
         ui.reset = gr.Button("Reset (fresh memory)", size="sm", elem_id="reset")
+    ui.examples = gr.Dataset(components=[ui.message], samples=[[e] for e in guide.examples], label="Examples "
+                             "(click one to put it in the box)", visible=bool(guide.examples), elem_id="examples")
     ui.notice = gr.Markdown("", elem_id="notice")
     return ui
+
+
+def placeholder(guide: Guide) -> str:
+    return f"{guide.placeholder}  (Enter sends; Shift+Enter: a new line)"
+
+
+HEADER = ("# LSTM Memory Chat\nChat with a character-level LSTM that **keeps its memory (H and C) from turn to turn**, "
+          "and watch what that memory holds. ")
+
+# The badge and the fresh-memory reply under each reply (ui.actions.fresh_reply_html).
+CSS = """
+.memory-note { margin-top: .35em; font-size: .85em; opacity: .9; }
+.memory-badge { display: inline-block; padding: 0 .5em; margin-right: .4em; border: 1px solid; border-radius: .7em;
+                font-size: .85em; line-height: 1.5; }
+.memory-badge.on { color: #1f7a4d; } .memory-badge.off { color: #9a6700; }
+.fresh-reply { display: inline; } .fresh-reply summary { display: inline; cursor: pointer; text-decoration: underline dotted; }
+.fresh-text { margin-top: .25em; padding-left: .6em; border-left: 3px solid #999; color: #777; white-space: pre-wrap; }
+.fresh-text .fork { color: #c0392b; font-weight: bold; } .fresh-text .differs { color: #555; background: #f4e3e1; }
+"""
 
 
 def sampling_section(serving: Serving) -> list:
@@ -60,7 +81,10 @@ def sampling_section(serving: Serving) -> list:
     with gr.Accordion("Sampling", open=False):
         with gr.Row():
             temperature = gr.Slider(*RANGES["temperature"], value=DEFAULTS["temperature"], step=0.05, label="Temperature")
-            top_k = gr.Slider(0, serving.model.vocab_size, value=DEFAULTS["top_k"], step=1, label="Top-k (0 = off)")
+            # One range for every model (a model picked later may have another vocabulary): a top-k at or
+            # above the vocabulary's size keeps every character, as 0 does.
+            top_k = gr.Slider(0, max(TOP_K_MAX, serving.model.vocab_size), value=DEFAULTS["top_k"], step=1,
+                              label="Top-k (0 = off)")
             top_p = gr.Slider(*RANGES["top_p"], value=DEFAULTS["top_p"], step=0.05, label="Top-p (1 = off)")
         with gr.Row():
             max_chars = gr.Slider(*RANGES["max_chars"], value=DEFAULTS["max_chars"], step=1, label="Max characters")
@@ -162,6 +186,8 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
         trigger(status_action(app.reset), None, shown, api_visibility="private").then(**panel)
 
 
+TOP_K_MAX = 100
+
 PANEL_QUEUE = dict(concurrency_limit=1, concurrency_id="panel")  # one panel drawn at a time
 
 
@@ -197,20 +223,25 @@ def wire_panel(app: ChatApp, memory) -> dict:
     return panel
 
 
-def wire_model(app: ChatApp, model, chat, controls, panel) -> None:
+def wire_model(app: ChatApp, model, chat, controls, panel, intro) -> None:
     def load(picked, typed, request: gr.Request, progress=gr.Progress()):
         wanted = (typed or "").strip() or picked
         if not wanted:
-            return "Pick a bundled model or type a Hub repo id.", gr.skip(), gr.skip()
+            return "Pick a bundled model or type a Hub repo id.", *[gr.skip()] * 5
         progress(0.2, desc=f"Loading {wanted}…")
         try:
             status = app.model(wanted, request=request)
         except gr.Error as err:  # not loaded: the conversation goes on
-            return f"❌ {err.message}", gr.skip(), gr.skip()
-        return status, [], gr.update(value=escape(app.state(request).serving.model.stop_sequence))
+            return f"❌ {err.message}", *[gr.skip()] * 5
+        st = app.state(request)
+        guide = guide_for(st.source, st.serving.model)
+        return (status, [], gr.update(value=escape(st.serving.model.stop_sequence)), HEADER + guide.intro,
+                gr.update(placeholder=placeholder(guide)),
+                gr.Dataset(samples=[[e] for e in guide.examples], visible=bool(guide.examples)))
 
     stop_box = controls[5]
-    model.load.click(load, [model.picked, model.typed], [model.status, chat.chatbot, stop_box],
+    model.load.click(load, [model.picked, model.typed], [model.status, chat.chatbot, stop_box, intro, chat.message,
+                                                          chat.examples],
                      api_visibility="private").then(**panel)
 
 
@@ -220,14 +251,13 @@ def build_app(source: str | None = None, options: Options | None = None) -> gr.B
     options.model = source if source is not None else options.model
     use_lazy_session_state()  # a new session no longer copies every component's config up front
     app = ChatApp(options)
+    guide = guide_for(app.default_name, app.default.model)
     with gr.Blocks(title="LSTM Memory Chat", delete_cache=(3600, SESSION_TTL_S)) as demo:
-        gr.Markdown(
-            "# LSTM Memory Chat\nChat with a character-level LSTM that **keeps its memory (H and C) from turn to "
-            "turn**, and watch what that memory holds. The default model writes Shakespeare-like plays: "
-            "start a speech with a name and a colon, e.g. `ROMEO:` and a line.")
+        gr.HTML(f"<style>{CSS}</style>", padding=False, elem_id="styles")
+        intro = gr.Markdown(HEADER + guide.intro, elem_id="intro")
         with gr.Row():
             with gr.Column(scale=5):
-                chat = chat_section()
+                chat = chat_section(guide)
                 controls = sampling_section(app.default) + [chat.memory]
                 model = model_section(app)
             with gr.Column(scale=6):
@@ -236,7 +266,8 @@ def build_app(source: str | None = None, options: Options | None = None) -> gr.B
             gr.api(action, api_name=action.__name__)
         panel = wire_panel(app, memory)
         wire_chat(app, chat, controls, panel)
-        wire_model(app, model, chat, controls, panel)
+        wire_model(app, model, chat, controls, panel, intro)
+        chat.examples.click(lambda sample: sample[0], chat.examples, chat.message, api_visibility="private")
         demo.load(**panel)
         demo.unload(app.forget)
     # Replies are admitted by ChatApp.admitted (CHAT_CONCURRENCY, with a "busy" sentence beyond),

@@ -1,0 +1,140 @@
+"""How far back a chat model remembers: bAbI-form questions answered through `ChatSession`.
+
+    python benchmarks/memory_tasks.py --model assets/babi [--stories 200 --probes 30 --png benchmarks/memory_distance.png]
+
+Held-out conversations come from `lstm_model.memory_tasks` with a random stream of their own (not
+the training split's), so none is in the training set. Each user message is sent to a
+`ChatSession` (greedy, the model's own turn separator and stop sequence), the model writes its own
+acknowledgements, and each answer is compared with the right one, three ways:
+
+- memory carried: one session for the whole conversation, the state kept from turn to turn;
+- memory off: `ChatSession(memory=False)`, every turn read from a fresh state (the question alone);
+- majority: always the most common answer of the task in the training stream.
+
+Then accuracy by distance on task 1 (`memory_tasks.distance_probe`: the supporting fact exactly
+0 to 40 facts before the question, one fact a message), as a table and a PNG. Beside them, the LSTM
+column of Weston et al. 2015 (Table 3, 1k training stories), for orientation only: those are the
+official bAbI test files and a word-level LSTM; ours are generated stories in bAbI's forms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import random
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from lstm_model import load_model  # noqa: E402
+from lstm_model.memory_tasks import TASKS, distance_probe, story  # noqa: E402
+from lstm_model.session import ChatSession  # noqa: E402
+
+WESTON_LSTM = {1: 50, 2: 20, 6: 48, 7: 49}  # Weston et al. 2015, Table 3, LSTM, 1k training stories (% right)
+TASK_NAMES = {1: "1 single supporting fact", 2: "2 two supporting facts", 6: "6 yes/no", 7: "7 counting"}
+DISTANCES = (0, 1, 2, 3, 5, 7, 10, 15, 20, 25, 30, 35, 40)
+
+
+def answers(model, conversation: dict, memory: bool) -> list[tuple[dict, str]]:
+    """(question, the model's answer) for each question of a conversation, sent turn by turn."""
+    session = ChatSession(model, memory=memory, measure=False, greedy=True, max_new_chars=16, seed=0)
+    asked = {q["turn"]: q for q in conversation["questions"]}
+    out = []
+    for turn, message in enumerate(m["content"] for m in conversation["messages"] if m["role"] == "user"):
+        reply = "".join(session.send(message)).strip()
+        if turn in asked:
+            out.append((asked[turn], reply))
+    return out
+
+
+def majority_answers(seed: int = 0, stories: int = 5000) -> dict[int, str]:
+    """The most common answer of each task in the training stream (the split `build` trains on)."""
+    rng, counts = random.Random(f"{seed}:train"), collections.defaultdict(collections.Counter)
+    for _ in range(stories):
+        for q in story(rng)["questions"]:
+            counts[q["task"]][q["answer"]] += 1
+    return {task: c.most_common(1)[0][0] for task, c in counts.items()}
+
+
+def score(model, conversations, memory: bool) -> dict:
+    right, total = collections.Counter(), collections.Counter()
+    for conv in conversations:
+        for q, reply in answers(model, conv, memory):
+            total[q["task"]] += 1
+            right[q["task"]] += reply == q["answer"]
+    return {task: (right[task], total[task]) for task in total}
+
+
+def pct(right: int, total: int) -> str:
+    return f"{100 * right / total:.1f}%" if total else "-"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="assets/babi")
+    p.add_argument("--stories", type=int, default=200, help="held-out conversations per way of asking")
+    p.add_argument("--probes", type=int, default=30, help="task-1 probes per distance")
+    p.add_argument("--seed", type=int, default=2024, help="the held-out stream (any seed: none is the training split's)")
+    p.add_argument("--png", default=None, help="draw accuracy by distance to this file")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)  # short messages and single steps: one thread is fastest (benchmarks/README.md)
+    model = load_model(args.model)
+    t0 = time.perf_counter()
+    rng = random.Random(f"benchmark:{args.seed}")
+    one = [story(rng, max_per_message=1) for _ in range(args.stories)]
+    several = [story(rng, max_per_message=3) for _ in range(args.stories)]
+    carried, off, grouped = score(model, one, True), score(model, one, False), score(model, several, True)
+    majority = majority_answers()
+    majority_right = collections.Counter()
+    for conv in one:
+        for q in conv["questions"]:
+            majority_right[q["task"]] += q["answer"] == majority[q["task"]]
+    print(f"model: {args.model}; {args.stories} held-out conversations each way (up to 40 facts), greedy answers\n")
+    print("| task | questions | memory carried | memory off | majority answer | facts 1-3 per message, carried "
+          "| Weston et al. LSTM (1k, official) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for task in TASKS:
+        r, n = carried.get(task, (0, 0))
+        print(f"| {TASK_NAMES[task]} | {n} | **{pct(r, n)}** | {pct(*off.get(task, (0, 0)))} | "
+              f"{pct(majority_right[task], n)} ('{majority[task]}') | {pct(*grouped.get(task, (0, 0)))} | "
+              f"{WESTON_LSTM[task]}% |")
+    rows = []
+    prng = random.Random(f"probe:{args.seed}")
+    for d in DISTANCES:
+        probes = [distance_probe(prng, d) for _ in range(args.probes)]
+        on, no = score(model, probes, True).get(1, (0, 0)), score(model, probes, False).get(1, (0, 0))
+        rows.append((d, on, no))
+    print(f"\nTask 1 by distance (facts told between the supporting fact and the question), {args.probes} "
+          "probes each, one fact a message:\n")
+    print("| facts back | memory carried | memory off |")
+    print("| --- | --- | --- |")
+    for d, on, no in rows:
+        print(f"| {d} | {pct(*on)} | {pct(*no)} |")
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+        ax.plot([r[0] for r in rows], [100 * r[1][0] / max(1, r[1][1]) for r in rows], "o-", label="memory carried")
+        ax.plot([r[0] for r in rows], [100 * r[2][0] / max(1, r[2][1]) for r in rows], "s--", color="grey",
+                label="memory off")
+        ax.axhline(100 / 6, color="grey", lw=0.8, ls=":", label="chance (1 of 6 places)")
+        ax.set(xlabel="facts between the supporting fact and the question", ylabel="right answers (%)", ylim=(0, 102),
+               title=f"Where is ...? ({os.path.basename(args.model.rstrip('/'))})")
+        ax.legend(loc="upper right", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(args.png)
+        print(f"\nwrote {args.png}")
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
