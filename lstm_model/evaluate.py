@@ -29,6 +29,7 @@ class Loss:
     total: float
     count: int
     state: tuple
+    chars: list[float] | None = None  # with per_char=True: each scored character's loss (nats), in order
 
     @property
     def mean(self) -> float | None:
@@ -38,14 +39,15 @@ class Loss:
 
 @torch.no_grad()
 def text_loss(model, ids: torch.Tensor, state=None, *, score_first: bool = True, scored: int | None = None,
-              chunk: int = 4096, step=None, mask: torch.Tensor | None = None) -> Loss:
+              chunk: int = 4096, step=None, mask: torch.Tensor | None = None, per_char: bool = False) -> Loss:
     """The loss loop. `ids` (batch, T), or (T,) for one text, read in order from `state`
     (default fresh), the state carried through all of it.
 
     Character t is scored against the prediction made after t-1; the first one against the
     prediction of `state` itself (unless `score_first` is False). Only the first `scored`
     characters of each row count (all by default; the rest is still read); with `mask` (bool, the
-    shape of `ids`) only the characters it marks (a chat's replies, say). By default nn.LSTM
+    shape of `ids`) only the characters it marks (a chat's replies, say). With `per_char`, the
+    loss of each scored character too (`Loss.chars`, one text: row 0). By default nn.LSTM
     reads `chunk` characters a call; with `step` (a generation step, lstm_model.step) one
     character a step, as serving does.
     """
@@ -61,6 +63,7 @@ def text_loss(model, ids: torch.Tensor, state=None, *, score_first: bool = True,
         state = model.begin_state(rows, device)
     previous = model.logits_from_state(state) if score_first else None  # predicts the next character
     total, count, width = 0.0, 0, 1 if step is not None else chunk
+    chars: list[float] | None = [] if per_char else None
     for start in range(0, length, width):
         x = ids[:, start : start + width]
         if step is not None:
@@ -78,12 +81,16 @@ def text_loss(model, ids: torch.Tensor, state=None, *, score_first: bool = True,
                                                  targets[:, :keep].reshape(-1), reduction="none")
             if mask is None:
                 total, count = total + losses.sum().item(), count + rows * keep
+                if chars is not None:
+                    chars += losses.view(rows, keep)[0].tolist()
             else:
                 marked = mask[:, first : first + keep].reshape(-1)
                 total, count = total + losses[marked].sum().item(), count + int(marked.sum())
+                if chars is not None:
+                    chars += losses.view(rows, keep)[0][marked.view(rows, keep)[0]].tolist()
         previous = logits[:, -1]
     model.train(was_training)
-    return Loss(total, count, state)
+    return Loss(total, count, state, chars)
 
 
 def whole_text_loss(model, ids: torch.Tensor, mask: torch.Tensor | None = None) -> float:

@@ -264,6 +264,31 @@ class ChatSession:
                 turn.fresh_reply = s.text
         return turn.fresh_reply
 
+    def char_benefits(self, index: int = -1) -> dict | None:
+        """Per character of turn `index`: the bits the carried memory saved (positive) or cost
+        (negative) against a fresh memory, for what was read (the message and the separator) and
+        for what was written (the reply and the stop that ended it: how much the memory shaped
+        it). {"read": [(char, bits)...], "written": [...]}, or None for a turn without its
+        snapshots (older than the last MAX_SNAPSHOTS turns) or not finished."""
+        turn = self.turns[index]
+        if turn.state_before is None or turn.state_after_user is None or not turn.done:
+            return None
+        vocab = self.model.vocab
+        written_text = turn.reply + (turn.stop or turn.closed_with)
+
+        def saved(text: str, carried_state, fresh_state):
+            ids = torch.tensor(vocab.encode(text), dtype=torch.long)
+            if ids.numel() == 0:
+                return [], fresh_state
+            carried = text_loss(self.model, ids, carried_state, per_char=True)
+            fresh = text_loss(self.model, ids, fresh_state, per_char=True)
+            pairs = [(ch, (f - c) / LN2) for ch, c, f in zip(vocab.decode(ids.tolist()), carried.chars, fresh.chars)]
+            return pairs, fresh.state
+
+        read, fresh_after = saved(turn.fed, turn.state_before, self.model.begin_state(1))
+        written, _ = saved(written_text, turn.state_after_user, fresh_after)
+        return {"read": read, "written": written}
+
     # -- measurements -------------------------------------------------------------------------
 
     def _took_message(self, turn: Turn, s: Stream) -> None:
@@ -332,19 +357,32 @@ class ChatSession:
             raise IndexError("That turn is too old: its state snapshot was dropped.")
         return trace(self.model, turn.fed + turn.reply, turn.state_before)
 
-    def trace_recent(self, max_chars: int = 1500):
-        """Exact gate traces of the last turns (at most `max_chars` characters), each from the
-        state it started from, joined along the characters. None if no turn."""
+    def _recent_turns(self, max_chars: int) -> tuple[list[Turn], int]:
+        """The last turns that hold their snapshots, oldest first, until `max_chars` characters."""
         chosen, total = [], 0
         for turn in reversed(self.turns):
             if turn.state_before is None or total >= max_chars:
                 break
             chosen.append(turn)
             total += len(self.turn_text(turn))
+        return chosen[::-1], total
+
+    def recent_roles(self, max_chars: int = 1500) -> list[str]:
+        """Who wrote each character of `trace_recent(max_chars)`'s text: "user" (the message and the
+        separator) or "model" (the reply and its stop)."""
+        chosen, total = self._recent_turns(max_chars)
+        roles = [role for turn in chosen for role in
+                 ["user"] * len(turn.fed) + ["model"] * (len(self.turn_text(turn)) - len(turn.fed))]
+        return roles[max(0, total - max_chars):]
+
+    def trace_recent(self, max_chars: int = 1500):
+        """Exact gate traces of the last turns (at most `max_chars` characters), each from the
+        state it started from, joined along the characters. None if no turn."""
+        chosen, total = self._recent_turns(max_chars)
         if not chosen:
             return None
         pieces = []
-        for i, turn in enumerate(reversed(chosen)):
+        for i, turn in enumerate(chosen):
             text, state = self.turn_text(turn), turn.state_before
             if i == 0 and total > max_chars:  # start inside the oldest turn: read its head in one call
                 cut = total - max_chars

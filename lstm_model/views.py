@@ -136,15 +136,101 @@ def heatmap_figure(tr: Trace | None, quantity: str = "cell", layer: int = -1, un
     return fig
 
 
-def unit_highlights(tr: Trace | None, unit: int, layer: int = -1, quantity: str = "cell") -> list[tuple[str, float]]:
-    """(character, score in [-1, 1]) pairs: one unit's activation over the text, scaled by its
-    largest magnitude there, for gr.HighlightedText."""
+def _colour(value: float) -> str:
+    """A diverging background for a value in [-1, 1]: blue for positive, red for negative."""
+    v = max(-1.0, min(1.0, value))
+    rgb = "33,102,172" if v >= 0 else "178,24,43"
+    return f"rgba({rgb},{abs(v):.2f})"
+
+
+def coloured_text_html(segments: list[tuple[str, list[tuple[str, float]]]], scale: float, unit: str,
+                       title: str = "") -> str:
+    """Text coloured character by character, as Karpathy's and LSTMVis's pictures are: dense
+    monospaced text, line breaks kept (shown as ↵), each segment marked with who wrote it
+    ("you", "model"), and a legend of the colour scale (-scale .. +scale, in `unit`).
+    `segments`: (who, [(character, value)]) in order."""
+    import html
+
+    parts = []
+    for who, pairs in segments:
+        chars = []
+        for ch, value in pairs:
+            shown = "↵\n" if ch == "\n" else ("→" if ch == "\t" else ch)
+            tip = f"{ch!r}: {value:+.2f} {unit}"
+            chars.append(f'<span style="background:{_colour(value / scale)}" title="{html.escape(tip)}">'
+                         f"{html.escape(shown)}</span>")
+        label = "you" if who == "user" else "model"
+        parts.append(f'<span class="ct-seg ct-{label}"><span class="ct-who">{label}</span>{"".join(chars)}</span>')
+    legend = (f'<div class="ct-legend"><span>{-scale:+.3g} {unit}</span><span class="ct-bar"></span>'
+              f"<span>{scale:+.3g} {unit}</span></div>")
+    head = f'<div class="ct-title">{html.escape(title)}</div>' if title else ""
+    return f'<div class="ct">{head}<div class="ct-text">{"".join(parts)}</div>{legend}</div>'
+
+
+def unit_html(tr: Trace | None, roles: list[str], unit: int, layer: int = -1, quantity: str = "cell") -> str:
+    """One unit's activation over the recent conversation, coloured character by character (each
+    turn's message and reply marked), scaled by its largest magnitude there."""
     if tr is None or len(tr.text) == 0:
-        return []
+        return ""
     values = tr.get(quantity)[layer][:, unit].float().cpu()
     scale = float(values.abs().max()) or 1.0
-    scores = (values / scale).clamp(-1, 1).tolist()
-    return [(ch, round(score, 3)) for ch, score in zip(tr.text, scores)]
+    segments: list[tuple[str, list[tuple[str, float]]]] = []
+    for ch, value, role in zip(tr.text, values.tolist(), roles or ["model"] * len(tr.text)):
+        if not segments or segments[-1][0] != role:
+            segments.append((role, []))
+        segments[-1][1].append((ch, value))
+    return coloured_text_html(segments, scale, "", f"Unit {unit} of layer {layer + 1 if layer >= 0 else 'last'}: its "
+                              f"{quantity} state over the conversation (blue positive, red negative; "
+                              f"strongest here {scale:.2f}); hover for each value")
 
 
-__all__ = ["EXPLANATION", "timeline_figure", "heatmap_figure", "unit_highlights"]
+BENEFIT_CHAR_RANGE = 4.0  # bits: the colour scale of the per-character memory benefit
+
+
+def benefit_sentence(benefits: dict | None, memory: bool = True) -> str:
+    """One sentence on where the carried memory helped and hurt most in a turn (char_benefits)."""
+    if not memory:
+        return "This turn started from a fresh memory (memory off): there is nothing to compare."
+    if not benefits or not benefits["read"]:
+        return ""
+    read = benefits["read"]
+    if all(abs(v) < 1e-9 for _, v in read):
+        return "This turn started from a fresh memory (the first turn, or after Reset): nothing to compare yet."
+    text = "".join(ch for ch, _ in read)
+
+    def where(i: int) -> str:
+        before = text[max(0, i - 12):i].replace("\n", "↵")
+        ch = text[i].replace("\n", "↵")
+        spot = f"“{before}[{ch}]”"
+        return spot + (", the first character after the previous reply" if i == 0 else "")
+
+    best = max(range(len(read)), key=lambda i: read[i][1])
+    worst = min(range(len(read)), key=lambda i: read[i][1])
+    mean = sum(v for _, v in read) / len(read)
+    words = [f"On your message the carried memory {'saved' if mean >= 0 else 'cost'} {abs(mean):.2f} bits/char "
+             "against a fresh one"]
+    if read[best][1] > 0.05:
+        words.append(f"it helped most at {where(best)} ({read[best][1]:.1f} bits saved)")
+    if read[worst][1] < -0.05:
+        words.append(f"it misled most at {where(worst)} ({-read[worst][1]:.1f} bits lost)")
+    written = benefits["written"]
+    if written:
+        w = sum(v for _, v in written) / len(written)
+        words.append(f"on the model's reply it {'saved' if w >= 0 else 'cost'} {abs(w):.2f} bits/char ("
+                     + ("the memory shaped the reply strongly" if abs(w) >= 0.5 else "it shaped the reply a little"
+                        if abs(w) >= 0.1 else "the reply would have been about as likely from a fresh memory") + ")")
+    return "; ".join(words) + "."
+
+
+def benefit_html(benefits: dict | None) -> str:
+    """The last turn coloured by the bits the carried memory saved (blue) or cost (red) per character."""
+    if not benefits:
+        return ""
+    return coloured_text_html([("user", benefits["read"]), ("model", benefits["written"])], BENEFIT_CHAR_RANGE,
+                              "bits", "The last turn, each character coloured by the bits the carried memory saved "
+                              "(blue) or cost (red) against a fresh memory; hover for the figure")
+
+
+__all__ = ["EXPLANATION", "timeline_figure", "heatmap_figure", "unit_html", "coloured_text_html",
+           "benefit_html",
+           "benefit_sentence"]

@@ -126,7 +126,7 @@ def test_a_panel_refresh_overtaken_by_a_newer_change_is_not_shown(trained_model)
 
     st = ChatState(Serving(trained_model))
     "".join(st.session.send("ANNA:\nThe moon."))
-    assert "after turn 1" in panel_figures(st, "cell", 0, "2")[-1]
+    assert "after turn 1" in panel_figures(st, "cell", 0, "2")[6]
     original = st.session.trace_recent
 
     def meanwhile(*args, **kwargs):
@@ -134,7 +134,7 @@ def test_a_panel_refresh_overtaken_by_a_newer_change_is_not_shown(trained_model)
         return original(*args, **kwargs)
 
     st.session.trace_recent = meanwhile
-    assert panel_figures(st, "cell", 0, "2") == (gr.skip(),) * 7
+    assert panel_figures(st, "cell", 0, "2") == (gr.skip(),) * 9
     plt.close("all")
 
 
@@ -308,3 +308,37 @@ def test_the_page_s_guide_follows_the_model(trained_model):
     from lstm_model.hub import bundled_models
 
     assert set(GUIDES) == set(bundled_models())  # every bundled model has its own guide
+
+
+def test_the_panel_colours_the_last_turn_by_what_the_memory_saved(trained_model):
+    import matplotlib.pyplot as plt
+
+    from lstm_model.serving import Serving
+    from ui.actions import ChatState, panel_figures
+
+    st = ChatState(Serving(trained_model))
+    "".join(st.session.send("ANNA:\nThe <moon>."))
+    sentence, coloured = panel_figures(st, "cell", 0, "2")[7:]
+    assert "fresh memory" in sentence and "nothing to compare" in sentence  # the first turn started fresh
+    "".join(st.session.send("ANNA:\nThe sea."))
+    sentence, coloured = panel_figures(st, "cell", 0, "2")[7:]
+    benefits = st.session.char_benefits(-1)
+    read = benefits["read"]
+    assert "".join(ch for ch, _ in read) == "ANNA:\nThe sea.\n\n"  # the message and the separator, as fed
+    mean = sum(v for _, v in read) / len(read)
+    assert f"{abs(mean):.2f} bits/char" in sentence
+    # the message's mean benefit agrees with the turn's own measure (message characters only, step vs nn.LSTM)
+    message = read[: st.session.turns[-1].message_chars]
+    assert abs(sum(v for _, v in message) / len(message) - st.session.turns[-1].measures["memory_benefit_bpc"]) < 0.01
+    assert coloured.count('class="ct-seg ct-you"') == 1 and coloured.count('class="ct-seg ct-model"') == 1
+    assert "↵" in coloured  # line breaks kept, and shown
+    from lstm_model.views import coloured_text_html
+
+    tag = coloured_text_html([("user", [("<", 1.0), ("b", -1.0)])], 4.0, "bits")
+    assert '>&lt;</span>' in tag and '><</span>' not in tag  # characters are shown as text, never as HTML
+    assert "rgba(33,102,172,0.25)" in tag and "rgba(178,24,43,0.25)" in tag  # +1 and -1 bit on a 4-bit scale
+    st.session.memory = False
+    "".join(st.session.send("CLARA:\nThe shore."))
+    sentence, coloured = panel_figures(st, "cell", 0, "2")[7:]
+    assert "memory off" in sentence and coloured == ""
+    plt.close("all")

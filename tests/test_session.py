@@ -231,3 +231,20 @@ def test_the_fresh_memory_reply_is_what_a_fresh_session_writes(trained_model):
     again = ChatSession(trained_model, seed=seed, **settings)
     run(again.send("ANNA:\nThe sea."))
     assert isinstance(seed, int) and again.turns[0].reply == loose.turns[0].reply
+
+
+def test_the_recent_text_knows_who_wrote_each_character(trained_model):
+    session = ChatSession(trained_model, seed=2, max_new_chars=60)
+    for line in ("ANNA:\nThe sea.", "BORIS:\nThe ship.", "ANNA:\nThe moon."):
+        run(session.send(line))
+    everything = session.recent_roles(10_000)
+    assert len(everything) == len(session.trace_recent(10_000).text)
+    expected = [role for t in session.turns for role in
+                ["user"] * len(t.fed) + ["model"] * (len(session.turn_text(t)) - len(t.fed))]
+    assert everything == expected
+    cut = session.recent_roles(50)  # a window that starts inside an older turn
+    assert len(cut) == len(session.trace_recent(50).text) and cut == everything[-len(cut):]
+    from lstm_model.views import unit_html
+
+    html = unit_html(session.trace_recent(10_000), session.recent_roles(10_000), unit=3)
+    assert html.count('class="ct-seg ct-you"') == 3 and html.count('class="ct-seg ct-model"') == 3

@@ -420,8 +420,8 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     """The panel's figures after the latest turn (or empty ones before the first)."""
     changes, session, model = st.changes, st.session, st.serving.model
     if not session.turns:
-        return (views.timeline_figure({"turns": []}), views.heatmap_figure(None), [], {"turns": []}, gr.skip(),
-                gr.skip(), "No turns yet: the memory is fresh (all zeros).")
+        return (views.timeline_figure({"turns": []}), views.heatmap_figure(None), "", {"turns": []}, gr.skip(),
+                gr.skip(), "No turns yet: the memory is fresh (all zeros).", "", "")
     report = session.memory_report()
     layer_index = min(int(layer) - 1, model.num_layers - 1)
     recent = session.trace_recent(max_chars=RECENT_CHARS)  # one trace serves every view
@@ -429,11 +429,15 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     unit = clamp_unit(unit, model.hidden_size)
     status = (f"Memory panel after turn {len(report['turns'])}"
               + ("" if session.memory else " (memory off: every turn starts fresh)") + ".")
+    turn = session.turns[-1]
+    benefits = session.char_benefits(-1) if turn.memory else None
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
-        return (gr.skip(),) * 7
+        return (gr.skip(),) * 9
     return (views.timeline_figure(report), views.heatmap_figure(last, quantity, layer_index),
-            views.unit_highlights(recent, unit, layer_index), rounded(report), unit_update(unit, model.hidden_size),
-            gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status)
+            views.unit_html(recent, session.recent_roles(RECENT_CHARS), unit, layer_index), rounded(report),
+            unit_update(unit, model.hidden_size),
+            gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status,
+            views.benefit_sentence(benefits, turn.memory), views.benefit_html(benefits))
 
 
 def rounded(value, digits: int = 4):
@@ -473,5 +477,5 @@ def found_units(st: ChatState, pattern_name: str, layer) -> tuple:
     rows = ", ".join(f"unit {u} (r = {r:+.2f})" for u, r in ranked)
     best = ranked[0][0]
     return (best, f"Units whose cell state follows “{pattern_name}”: {rows}. Showing unit {best}.",
-            views.unit_highlights(recent, best, layer_index))
+            views.unit_html(recent, st.session.recent_roles(RECENT_CHARS), best, layer_index))
 

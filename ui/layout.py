@@ -72,6 +72,15 @@ CSS = """
 .fresh-reply { display: inline; } .fresh-reply summary { display: inline; cursor: pointer; text-decoration: underline dotted; }
 .fresh-text { margin-top: .25em; padding-left: .6em; border-left: 3px solid #999; color: #777; white-space: pre-wrap; }
 .fresh-text .fork { color: #c0392b; font-weight: bold; } .fresh-text .differs { color: #555; background: #f4e3e1; }
+.ct-title { font-size: .85em; margin-bottom: .3em; opacity: .85; }
+.ct-text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.45;
+           white-space: pre-wrap; word-break: break-all; max-height: 16em; overflow-y: auto; }
+.ct-seg { border-bottom: 2px solid; } .ct-you { border-color: #e3a008; } .ct-model { border-color: #6b7280; }
+.ct-who { font-family: sans-serif; font-size: 10px; padding: 0 .3em; margin-right: .2em; border-radius: .3em;
+          color: #fff; background: #6b7280; } .ct-you .ct-who { background: #c27c0e; }
+.ct-legend { display: flex; align-items: center; gap: .5em; font-size: .75em; margin-top: .3em; }
+.ct-bar { width: 9em; height: .7em; border-radius: .2em;
+          background: linear-gradient(90deg, rgb(178,24,43), #fff, rgb(33,102,172)); }
 """
 
 
@@ -117,6 +126,8 @@ def memory_section() -> SimpleNamespace:
     gr.Markdown("## What the memory holds")
     ui.timeline = gr.Plot(label="Memory timeline", elem_id="timeline")
     ui.status = gr.Markdown("", elem_id="panel-status")
+    ui.benefit_sentence = gr.Markdown("", elem_id="benefit-sentence")
+    ui.benefit = gr.HTML("", elem_id="benefit-text")
     ui.quantity = gr.Radio(["cell", "forget", "input", "output", "hidden"], value="cell", label="Heatmap of the last turn")
     ui.heatmap = gr.Plot(label="Last turn, character by character", elem_id="heatmap")
     with gr.Row():
@@ -125,8 +136,7 @@ def memory_section() -> SimpleNamespace:
         ui.pattern = gr.Dropdown(list(PATTERNS), value="position in the line", label="Pattern")
         ui.find = gr.Button("Find units")
     ui.found = gr.Markdown("")
-    ui.highlights = gr.HighlightedText(label="The unit's cell state over the conversation", show_legend=False,
-                                       combine_adjacent=False, elem_id="highlights")
+    ui.highlights = gr.HTML("", elem_id="highlights")  # the unit's cell state over the conversation
     with gr.Accordion("How to read this", open=False):
         gr.Markdown(views.EXPLANATION)
     with gr.Accordion("Memory report (JSON, also at the /memory endpoint)", open=False):
@@ -205,14 +215,15 @@ def wire_panel(app: ChatApp, memory) -> dict:
         model = st.serving.model
         unit = clamp_unit(unit, model.hidden_size)
         if not st.session.turns:
-            return [], unit_update(unit, model.hidden_size)
+            return "", unit_update(unit, model.hidden_size)
         recent = st.session.trace_recent(max_chars=RECENT_CHARS)
-        return (views.unit_highlights(recent, unit, min(int(layer) - 1, model.num_layers - 1)),
+        return (views.unit_html(recent, st.session.recent_roles(RECENT_CHARS), unit,
+                                min(int(layer) - 1, model.num_layers - 1)),
                 unit_update(unit, model.hidden_size))
 
     panel = dict(fn=refresh, inputs=[memory.quantity, memory.unit, memory.layer],
                  outputs=[memory.timeline, memory.heatmap, memory.highlights, memory.report, memory.unit, memory.layer,
-                          memory.status], api_visibility="private", **PANEL_QUEUE)
+                          memory.status, memory.benefit_sentence, memory.benefit], api_visibility="private", **PANEL_QUEUE)
     memory.quantity.change(**panel)
     memory.layer.change(**panel)
     for trigger in (memory.unit.submit, memory.unit.input):  # Enter, typing or the arrows (not the handlers' own updates)
