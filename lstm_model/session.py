@@ -75,7 +75,7 @@ class Turn:
     fresh_reply: str | None = None  # what a fresh memory writes for the same message, settings and seed (fresh_reply())
 
     def report(self, index: int) -> dict:
-        return {"turn": index, "user": self.user, "reply": self.reply, "skipped": list(self.skipped),
+        return {"turn": index, "number": index + 1, "user": self.user, "reply": self.reply, "skipped": list(self.skipped),
                 "truncated_chars": self.truncated, "done": self.done, "stopped_by": self.stopped_by,
                 "closed_with": self.closed_with, "memory": self.memory, "fresh_reply": self.fresh_reply,
                 "seed": json_int(self.sampling.seed) if self.sampling is not None else None, **self.measures}
@@ -333,7 +333,8 @@ class ChatSession:
     # -- reports ------------------------------------------------------------------------------
 
     def memory_report(self) -> dict:
-        """Plain data (JSON-serialisable): the settings and one entry per turn."""
+        """Plain data (JSON-serialisable): the settings and one entry per turn. Each turn has `turn`,
+        its index from 0 (as scripts have always read it), and `number`, from 1 as the page counts."""
         return {
             "memory": self.memory,
             "num_layers": self.model.num_layers,

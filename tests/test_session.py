@@ -75,7 +75,7 @@ def test_memory_report_is_plain_data_with_the_measurements(trained_model):
     run(session.send("ANNA:\nThe sea is calm and the moon is bright."))
     run(session.send("the sea is calm and the moon is bright"))
     report = json.loads(json.dumps(session.memory_report()))
-    assert [t["turn"] for t in report["turns"]] == [0, 1]
+    assert [t["turn"] for t in report["turns"]] == [0, 1] and [t["number"] for t in report["turns"]] == [1, 2]
     t0, t1 = report["turns"]
     for t in (t0, t1):
         assert len(t["h_norm"]) == len(t["c_norm"]) == 2 and all(x > 0 for x in t["c_norm"])
