@@ -187,8 +187,16 @@ def unit_html(tr: Trace | None, roles: list[str], unit: int, layer: int = -1, qu
 BENEFIT_CHAR_RANGE = 4.0  # bits: the colour scale of the per-character memory benefit
 
 
-def benefit_sentence(benefits: dict | None, memory: bool = True) -> str:
-    """One sentence on where the carried memory helped and hurt most in a turn (char_benefits)."""
+def _reply_words(written: list[tuple[str, float]]) -> str:
+    w = sum(v for _, v in written) / len(written)
+    return (f"on the model's reply it {'saved' if w >= 0 else 'cost'} {abs(w):.2f} bits/char ("
+            + ("the memory shaped the reply strongly" if abs(w) >= 0.5 else "it shaped the reply a little"
+               if abs(w) >= 0.1 else "the reply would have been about as likely from a fresh memory") + ")")
+
+
+def benefit_sentence(benefits: dict | None, memory: bool = True, replies_only: bool = False) -> str:
+    """One sentence on where the carried memory helped and hurt most in a turn (char_benefits).
+    `replies_only`: the model was trained to predict its replies only, so only the reply counts."""
     if not memory:
         return "This turn started from a fresh memory (memory off): there is nothing to compare."
     if not benefits or not benefits["read"]:
@@ -196,6 +204,10 @@ def benefit_sentence(benefits: dict | None, memory: bool = True) -> str:
     read = benefits["read"]
     if all(abs(v) < 1e-9 for _, v in read):
         return "This turn started from a fresh memory (the first turn, or after Reset): nothing to compare yet."
+    if replies_only:
+        reply = _reply_words(benefits["written"]) if benefits["written"] else "there is no reply to score"
+        return ("This model was trained to predict its replies only, so its losses on your messages mean nothing; "
+                f"against a fresh memory, {reply}.")
     text = "".join(ch for ch, _ in read)
 
     def where(i: int) -> str:
@@ -213,20 +225,18 @@ def benefit_sentence(benefits: dict | None, memory: bool = True) -> str:
         words.append(f"it helped most at {where(best)} ({read[best][1]:.1f} bits saved)")
     if read[worst][1] < -0.05:
         words.append(f"it misled most at {where(worst)} ({-read[worst][1]:.1f} bits lost)")
-    written = benefits["written"]
-    if written:
-        w = sum(v for _, v in written) / len(written)
-        words.append(f"on the model's reply it {'saved' if w >= 0 else 'cost'} {abs(w):.2f} bits/char ("
-                     + ("the memory shaped the reply strongly" if abs(w) >= 0.5 else "it shaped the reply a little"
-                        if abs(w) >= 0.1 else "the reply would have been about as likely from a fresh memory") + ")")
+    if benefits["written"]:
+        words.append(_reply_words(benefits["written"]))
     return "; ".join(words) + "."
 
 
-def benefit_html(benefits: dict | None) -> str:
-    """The last turn coloured by the bits the carried memory saved (blue) or cost (red) per character."""
+def benefit_html(benefits: dict | None, replies_only: bool = False) -> str:
+    """The last turn coloured by the bits the carried memory saved (blue) or cost (red) per
+    character (with `replies_only`, the message is shown uncoloured)."""
     if not benefits:
         return ""
-    return coloured_text_html([("user", benefits["read"]), ("model", benefits["written"])], BENEFIT_CHAR_RANGE,
+    read = [(ch, 0.0) for ch, _ in benefits["read"]] if replies_only else benefits["read"]
+    return coloured_text_html([("user", read), ("model", benefits["written"])], BENEFIT_CHAR_RANGE,
                               "bits", "The last turn, each character coloured by the bits the carried memory saved "
                               "(blue) or cost (red) against a fresh memory; hover for the figure")
 

@@ -342,3 +342,14 @@ def test_the_panel_colours_the_last_turn_by_what_the_memory_saved(trained_model)
     sentence, coloured = panel_figures(st, "cell", 0, "2")[7:]
     assert "memory off" in sentence and coloured == ""
     plt.close("all")
+
+
+def test_a_model_trained_on_its_replies_is_judged_on_its_replies():
+    from lstm_model.views import benefit_html, benefit_sentence
+
+    benefits = {"read": [("W", -29.0), ("?", 3.5)], "written": [("k", 0.7), ("\n", 0.3)]}
+    plain = benefit_sentence(benefits)
+    assert "cost 12.75 bits/char" in plain and "29.0 bits lost" in plain
+    judged = benefit_sentence(benefits, replies_only=True)
+    assert "replies only" in judged and "saved 0.50 bits/char" in judged and "29.0" not in judged
+    assert "rgba(178,24,43,1.00)" in benefit_html(benefits) and "rgba(178,24,43" not in benefit_html(benefits, True)

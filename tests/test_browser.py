@@ -260,3 +260,24 @@ def test_a_bad_model_id_is_reported_in_the_page_and_the_chat_goes_on(page):
     before = bot_messages(page).count()
     send(page, "ROMEO:\nStill there?")
     assert bot_messages(page).count() == before + 1
+
+
+def test_the_babi_model_s_guide_and_memory_test(page):
+    """Picking the bAbI model changes the page's guide, and its memory test runs in the chat."""
+    if not page.get_by_role("button", name="Load model").is_visible():
+        page.get_by_text("Model", exact=True).click()
+    page.get_by_label("Hub repo id", exact=False).fill("babi")
+    page.get_by_role("button", name="Load model").click()
+    page.get_by_text("remember what you tell it", exact=False).wait_for(timeout=60_000)  # the intro follows
+    assert "Mary went to the kitchen." in page.locator("#message textarea").get_attribute("placeholder")
+    assert page.locator("#examples").get_by_text("Where is Mary?").count() == 1
+    page.wait_for_function(IDLE, timeout=60_000)
+    page.locator("#memory-test").click()
+    page.get_by_text("Memory test: with the facts in its memory it answered").wait_for(timeout=90_000)
+    assert user_messages(page).count() == 4 and user_messages(page).last.inner_text().strip() == "Where is Mary?"
+    assert "from a fresh memory (what Reset would leave) it answers" in page.locator("#notice").inner_text()
+    page.wait_for_function(IDLE, timeout=60_000)
+    page.get_by_label("Hub repo id", exact=False).fill("shakespeare")  # back to the default for later tests
+    page.get_by_role("button", name="Load model").click()
+    page.get_by_text("writes Shakespeare-like plays", exact=False).wait_for(timeout=60_000)
+    assert not page.locator("#memory-test").is_visible()

@@ -23,6 +23,8 @@ from lstm_model.serving import Serving
 from lstm_model.session import ChatSession
 from lstm_model.step import EngineError
 
+from .guides import guide_for
+
 SESSION_TTL_S = 2 * 3600  # an idle session's memory is freed after this long
 RECENT_CHARS = 1500  # characters of the conversation shown in the unit inspector
 STREAM_INTERVAL_S = 0.04  # a streamed reply is updated at most 25 times a second...
@@ -431,13 +433,15 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
               + ("" if session.memory else " (memory off: every turn starts fresh)") + ".")
     turn = session.turns[-1]
     benefits = session.char_benefits(-1) if turn.memory else None
+    guide = guide_for(st.source, model)
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
         return (gr.skip(),) * 9
     return (views.timeline_figure(report), views.heatmap_figure(last, quantity, layer_index),
             views.unit_html(recent, session.recent_roles(RECENT_CHARS), unit, layer_index), rounded(report),
             unit_update(unit, model.hidden_size),
             gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status,
-            views.benefit_sentence(benefits, turn.memory), views.benefit_html(benefits))
+            views.benefit_sentence(benefits, turn.memory, guide.replies_only),
+            views.benefit_html(benefits, guide.replies_only))
 
 
 def rounded(value, digits: int = 4):

@@ -12,6 +12,8 @@ class Guide:
     intro: str  # Markdown, one or two sentences
     placeholder: str
     examples: tuple[str, ...]
+    test: tuple[str, ...] = ()  # a memory test: messages sent in turn, the last a question (a button runs it)
+    replies_only: bool = False  # trained to predict its replies only: its losses on messages mean nothing
 
 
 GUIDES = {
@@ -37,6 +39,9 @@ GUIDES = {
         placeholder="Mary went to the kitchen.",
         examples=("Mary went to the kitchen.", "John moved to the garden.", "Sandra journeyed to the office.",
                   "Where is Mary?", "Is John in the garden?"),
+        test=("John moved to the garden.", "Sandra journeyed to the office.", "Mary went to the kitchen.",
+              "Where is Mary?"),
+        replies_only=True,
     ),
 }
 

@@ -50,6 +50,8 @@ def chat_section(guide: Guide) -> SimpleNamespace:
         ui.undo = gr.Button("Undo", size="sm", elem_id="undo")
         ui.retry = gr.Button("Retry", size="sm", elem_id="retry")
         ui.reset = gr.Button("Reset (fresh memory)", size="sm", elem_id="reset")
+    ui.test = gr.Button("Run the memory test: three facts, then the question", size="sm", visible=bool(guide.test),
+                        elem_id="memory-test")
     ui.examples = gr.Dataset(components=[ui.message], samples=[[e] for e in guide.examples], label="Examples "
                              "(click one to put it in the box)", visible=bool(guide.examples), elem_id="examples")
     ui.notice = gr.Markdown("", elem_id="notice")
@@ -176,6 +178,29 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
             return
         yield history_of(st.session), "Resampled the last reply from the memory after your message."
 
+    def page_test(temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
+        """The served model's memory test: its messages sent one by one, then what the memory did."""
+        st = app.state(request)
+        script = guide_for(st.source, st.serving.model).test
+        if not script:
+            yield gr.skip(), "This model has no memory test; chat with it instead."
+            return
+        values = temperature, top_k, top_p, max_chars, seed, stop, memory
+        try:
+            for message in script:
+                for text in app.chat(message, *values, request=request):
+                    yield history_of(st.session, text), gr.skip()
+        except gr.Error as err:
+            yield history_of(st.session), f"⚠️ {err.message}"
+            return
+        turn = st.session.turns[-1]
+        if not turn.memory:
+            verdict = "Memory is off, so it answered from a fresh memory: switch Memory on and run it again."
+        else:
+            verdict = (f"Memory test: with the facts in its memory it answered “{turn.reply}”; from a fresh memory "
+                       f"(what Reset would leave) it answers “{turn.fresh_reply}”.")
+        yield history_of(st.session), verdict
+
     def status_action(action):
         def run(request: gr.Request):
             status = action(request=request)
@@ -188,6 +213,7 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
                 api_visibility="private").then(**panel)
     # The buttons, and the chat's own icons (retry and undo under the last reply, the trash can
     # at the top): the same handlers, so clearing the chat also clears the memory.
+    chat.test.click(page_test, controls, shown, api_visibility="private").then(**panel)
     for trigger in (chat.retry.click, chat.chatbot.retry):
         trigger(page_retry, controls, shown, api_visibility="private").then(**panel)
     for trigger in (chat.undo.click, chat.chatbot.undo):
@@ -238,21 +264,22 @@ def wire_model(app: ChatApp, model, chat, controls, panel, intro) -> None:
     def load(picked, typed, request: gr.Request, progress=gr.Progress()):
         wanted = (typed or "").strip() or picked
         if not wanted:
-            return "Pick a bundled model or type a Hub repo id.", *[gr.skip()] * 5
+            return "Pick a bundled model or type a Hub repo id.", *[gr.skip()] * 6
         progress(0.2, desc=f"Loading {wanted}…")
         try:
             status = app.model(wanted, request=request)
         except gr.Error as err:  # not loaded: the conversation goes on
-            return f"❌ {err.message}", *[gr.skip()] * 5
+            return f"❌ {err.message}", *[gr.skip()] * 6
         st = app.state(request)
         guide = guide_for(st.source, st.serving.model)
         return (status, [], gr.update(value=escape(st.serving.model.stop_sequence)), HEADER + guide.intro,
                 gr.update(placeholder=placeholder(guide)),
-                gr.Dataset(samples=[[e] for e in guide.examples], visible=bool(guide.examples)))
+                gr.Dataset(samples=[[e] for e in guide.examples], visible=bool(guide.examples)),
+                gr.update(visible=bool(guide.test)))
 
     stop_box = controls[5]
     model.load.click(load, [model.picked, model.typed], [model.status, chat.chatbot, stop_box, intro, chat.message,
-                                                          chat.examples],
+                                                          chat.examples, chat.test],
                      api_visibility="private").then(**panel)
 
 
