@@ -164,6 +164,8 @@ def pattern_word_position(text: str) -> list[float]:
     return values
 
 
+DEFAULT_PATTERN = "position in the line"  # the pattern the app's unit inspector starts from
+
 PATTERNS = {
     "inside quotes": pattern_inside_quotes,
     "position in the line": pattern_line_position,

@@ -353,3 +353,23 @@ def test_a_model_trained_on_its_replies_is_judged_on_its_replies():
     judged = benefit_sentence(benefits, replies_only=True)
     assert "replies only" in judged and "saved 0.50 bits/char" in judged and "29.0" not in judged
     assert "rgba(178,24,43,1.00)" in benefit_html(benefits) and "rgba(178,24,43" not in benefit_html(benefits, True)
+
+
+def test_the_unit_inspector_starts_on_a_unit_worth_seeing_and_keeps_the_visitor_s(trained_model):
+    import matplotlib.pyplot as plt
+
+    from lstm_model.gates import DEFAULT_PATTERN, units_following
+    from lstm_model.serving import Serving
+    from ui.actions import ChatState, found_units, panel_figures
+
+    st = ChatState(Serving(trained_model))
+    "".join(st.session.send("ANNA:\nThe moon.\nThe sea."))
+    figures = panel_figures(st, "cell", 0, "2")
+    best = units_following(st.session.trace_recent(1500), DEFAULT_PATTERN, layer=1, k=1)[0][0]
+    assert figures[4]["value"] == best and f"shows unit {best}" in figures[6]
+    st.unit_chosen = True  # the visitor typed a unit: later refreshes keep it
+    assert panel_figures(st, "cell", 3, "2")[4]["value"] == 3
+    unit, text, html, pick = found_units(st, "inside a speaker name", "2")
+    assert pick["visible"] and pick["value"] == str(unit) and [v for _, v in pick["choices"]][0] == str(unit)
+    assert f"Showing unit {unit}" in text and "ct-seg" in html
+    plt.close("all")

@@ -134,6 +134,7 @@ def test_chat_memory_panel_changes_undo_and_reset(page):
     empty_timeline = timeline_src(page)
     set_sampling(page, Seed="4")
     send(page, "ROMEO:\nWhat light through yonder window breaks?")
+    assert "The unit inspector shows unit" in page.locator("#panel-status").inner_text()  # a unit worth seeing
     first_timeline = timeline_src(page)
     assert first_timeline and first_timeline != empty_timeline  # the memory panel changed
     assert bot_messages(page).last.inner_text().strip()
@@ -200,6 +201,22 @@ def test_an_out_of_range_unit_is_clamped_and_the_panel_stays_up(page):
     page.wait_for_function("() => [...document.querySelectorAll('input[type=number]')].some(e => e.value === '766')",
                            timeout=30_000)
     page.wait_for_function("before => document.querySelector('#highlights').innerHTML !== before", arg=before,
+                           timeout=30_000)
+    page.locator("#reset").click()
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
+
+
+def test_found_units_can_be_clicked(page):
+    send(page, "ROMEO:\nWhich unit counts the line?\nAnd which the word?")
+    page.get_by_role("button", name="Find units").click()
+    page.locator("#found-units").wait_for(state="visible", timeout=30_000)
+    page.wait_for_function(IDLE, timeout=60_000)
+    second = page.locator("#found-units label").nth(1)
+    unit = second.inner_text().split()[1]
+    second.click()
+    page.wait_for_function("u => [...document.querySelectorAll('input[type=number]')].some(e => e.value === u)",
+                           arg=unit, timeout=30_000)
+    page.wait_for_function(f"() => document.querySelector('#highlights').innerText.includes('Unit {unit} of layer')",
                            timeout=30_000)
     page.locator("#reset").click()
     page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from lstm_model import views
-from lstm_model.gates import units_following
+from lstm_model.gates import DEFAULT_PATTERN, units_following
 from lstm_model.hub import DEFAULT_MODEL, ModelLoadError, bundled_models, load_int8_check, load_model, source_key
 from lstm_model.sampling import SamplingError, as_number
 from lstm_model.serving import Serving
@@ -188,6 +188,7 @@ class ChatState:
         self.notes: list[str] = []  # notices about the last message, for the page
         self.lock = threading.Lock()
         self.changes = 0  # counts the changes to the conversation, so that a stale panel is not shown
+        self.unit_chosen = False  # until the visitor picks a unit, the inspector shows the best one for DEFAULT_PATTERN
         self.used = time.monotonic()
 
     def switch(self, serving: Serving, source: str | None = None) -> None:
@@ -431,6 +432,12 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     unit = clamp_unit(unit, model.hidden_size)
     status = (f"Memory panel after turn {len(report['turns'])}"
               + ("" if session.memory else " (memory off: every turn starts fresh)") + ".")
+    if not st.unit_chosen:  # show a unit worth seeing: the one that best follows DEFAULT_PATTERN here
+        ranked = units_following(recent, DEFAULT_PATTERN, layer=layer_index, k=1)
+        if ranked:
+            unit = ranked[0][0]
+            status += (f" The unit inspector shows unit {unit}, whose cell state best follows “{DEFAULT_PATTERN}” "
+                       f"here (r = {ranked[0][1]:+.2f}); pick another number, or Find units.")
     turn = session.turns[-1]
     benefits = session.char_benefits(-1) if turn.memory else None
     guide = guide_for(st.source, model)
@@ -470,16 +477,20 @@ def unit_update(unit: int, hidden_size: int):
 
 
 def found_units(st: ChatState, pattern_name: str, layer) -> tuple:
-    """The units that best follow a pattern over the conversation, and the best one's activation."""
+    """The units that best follow a pattern over the conversation, the best one's activation, and
+    the found units as choices to click."""
     if not st.session.turns:
-        return gr.skip(), "Chat first: units are found on the conversation's text.", gr.skip()
+        return gr.skip(), "Chat first: units are found on the conversation's text.", gr.skip(), gr.skip()
     layer_index = min(int(layer) - 1, st.serving.model.num_layers - 1)
     recent = st.session.trace_recent(max_chars=RECENT_CHARS)
     ranked = units_following(recent, pattern_name, layer=layer_index, k=5)
     if not ranked:
-        return gr.skip(), f"The pattern “{pattern_name}” does not vary over this conversation yet.", gr.skip()
+        return (gr.skip(), f"The pattern “{pattern_name}” does not vary over this conversation yet.", gr.skip(),
+                gr.skip())
     rows = ", ".join(f"unit {u} (r = {r:+.2f})" for u, r in ranked)
     best = ranked[0][0]
-    return (best, f"Units whose cell state follows “{pattern_name}”: {rows}. Showing unit {best}.",
-            views.unit_html(recent, st.session.recent_roles(RECENT_CHARS), best, layer_index))
+    st.unit_chosen = True
+    return (best, f"Units whose cell state follows “{pattern_name}”: {rows}. Showing unit {best}; click another below.",
+            views.unit_html(recent, st.session.recent_roles(RECENT_CHARS), best, layer_index),
+            gr.update(choices=[(f"unit {u} (r = {r:+.2f})", str(u)) for u, r in ranked], value=str(best), visible=True))
 

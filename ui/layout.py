@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from lstm_model import views
-from lstm_model.gates import PATTERNS
+from lstm_model.gates import DEFAULT_PATTERN, PATTERNS
 from lstm_model.serving import Serving
 
 from .actions import (
@@ -135,9 +135,10 @@ def memory_section() -> SimpleNamespace:
     with gr.Row():
         ui.unit = gr.Number(value=0, precision=0, label="Unit")  # clamped by the handlers, not by Gradio
         ui.layer = gr.Radio(["1", "2"], value="2", label="Layer")
-        ui.pattern = gr.Dropdown(list(PATTERNS), value="position in the line", label="Pattern")
+        ui.pattern = gr.Dropdown(list(PATTERNS), value=DEFAULT_PATTERN, label="Pattern")
         ui.find = gr.Button("Find units")
     ui.found = gr.Markdown("")
+    ui.found_pick = gr.Radio([], label="Found units: click one to show it", visible=False, elem_id="found-units")
     ui.highlights = gr.HTML("", elem_id="highlights")  # the unit's cell state over the conversation
     with gr.Accordion("How to read this", open=False):
         gr.Markdown(views.EXPLANATION)
@@ -238,6 +239,7 @@ def wire_panel(app: ChatApp, memory) -> dict:
 
     def inspect_unit(unit, layer, request: gr.Request):
         st = app.state(request)
+        st.unit_chosen = True  # the visitor's unit stays through later refreshes
         model = st.serving.model
         unit = clamp_unit(unit, model.hidden_size)
         if not st.session.turns:
@@ -255,8 +257,11 @@ def wire_panel(app: ChatApp, memory) -> dict:
     for trigger in (memory.unit.submit, memory.unit.input):  # Enter, typing or the arrows (not the handlers' own updates)
         trigger(inspect_unit, [memory.unit, memory.layer], [memory.highlights, memory.unit], api_visibility="private",
                 **PANEL_QUEUE)
-    memory.find.click(find, [memory.pattern, memory.layer], [memory.unit, memory.found, memory.highlights],
+    memory.find.click(find, [memory.pattern, memory.layer], [memory.unit, memory.found, memory.highlights,
+                                                             memory.found_pick],
                       api_visibility="private", **PANEL_QUEUE)
+    memory.found_pick.input(inspect_unit, [memory.found_pick, memory.layer], [memory.highlights, memory.unit],
+                            api_visibility="private", **PANEL_QUEUE)
     return panel
 
 
