@@ -92,21 +92,28 @@ def _char_label(ch: str) -> str:
 
 
 BENEFIT_RANGE = 2.0  # bits/char shown either side of 0 in the memory-benefit chart, at least
-HEATMAP_CHARS = 160  # a longer turn shows its last characters: beyond this, a cell is too thin to read
+HEATMAP_CHARS = 400  # a longer turn shows its last characters (the page scrolls the figure sideways)
+HEATMAP_INCHES_PER_CHAR = 0.12  # wide enough for a readable label under every character
 
 
-def heatmap_figure(tr: Trace | None, quantity: str = "cell", layer: int = -1, units: int = 20):
-    """A (units x characters) heatmap of the last turn, plus the forget gate as a retention meter."""
+def heatmap_figure(tr: Trace | None, quantity: str = "cell", layer: int = -1, units: int = 20, message_chars: int = 0):
+    """A (units x characters) heatmap of the last turn, plus the forget gate as a retention meter.
+    Its width follows the turn's length (every character labelled); the first `message_chars`
+    characters (the message and separator) are shaded as the visitor's."""
     if tr is None or len(tr.text) == 0:
         return _empty("The heatmap shows the last turn, character by character.")
     cut = max(0, len(tr.text) - HEATMAP_CHARS)
     tr = tr.tail(HEATMAP_CHARS)
+    message_chars = max(0, message_chars - cut)
     if quantity not in QUANTITIES:
         quantity = "cell"
     chosen = top_changing_units(tr, layer=layer, k=units)
     values = tr.get(quantity)[layer][:, chosen].T.float().cpu()  # (units, chars)
     n = len(tr.text)
-    fig, (ax, meter) = plt.subplots(2, 1, figsize=(9.0, 5.2), sharex=True, gridspec_kw={"height_ratios": [4, 1]})
+    fig, (ax, meter) = plt.subplots(2, 1, figsize=(max(9.0, 1.6 + HEATMAP_INCHES_PER_CHAR * n), 5.2), sharex=True,
+                                    gridspec_kw={"height_ratios": [4, 1]})
+    width = fig.get_figwidth()  # margins in inches, whatever the width: room for the unit labels and the colour bar
+    fig.subplots_adjust(left=0.75 / width, right=1 - 0.25 / width)
     if quantity in GATE_QUANTITIES:
         image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
         scale_note = ""
@@ -121,17 +128,21 @@ def heatmap_figure(tr: Trace | None, quantity: str = "cell", layer: int = -1, un
     ax.set_yticks(range(len(chosen)))
     ax.set_yticklabels([str(u) for u in chosen], fontsize=6)
     ax.set_ylabel("unit")
-    fig.colorbar(image, ax=[ax, meter], fraction=0.025, pad=0.01)
+    fig.colorbar(image, ax=[ax, meter], fraction=0.6 / fig.get_figwidth(), pad=0.1 / fig.get_figwidth())
     forget = tr.forget.float().cpu().mean(dim=2)  # (layers, chars)
     for i in range(forget.shape[0]):
         meter.plot(range(n), forget[i], lw=1, label=f"layer {i + 1}")
+    if message_chars:  # who wrote what: the visitor's message and separator, then the model's reply
+        meter.axvspan(-0.5, message_chars - 0.5, color="#e3a008", alpha=0.18, lw=0)
+        meter.text(0, 1.02, "you", fontsize=7, color="#9a6700", va="bottom")
+        if message_chars < n:
+            meter.text(message_chars, 1.02, "model", fontsize=7, color="#4b5563", va="bottom")
     meter.set_ylim(0, 1)
     meter.set_ylabel("mean F", fontsize=8)
     meter.legend(fontsize=6, loc="lower left", ncol=forget.shape[0])
-    step = max(1, n // 80)
-    meter.set_xticks(range(0, n, step))
-    meter.set_xticklabels([_char_label(tr.text[i]) for i in range(0, n, step)], fontsize=7, family="monospace")
-    meter.set_xlabel("characters of the last turn (your message, the separator, the reply)"
+    meter.set_xticks(range(n))
+    meter.set_xticklabels([_char_label(ch) for ch in tr.text], fontsize=8, family="monospace")
+    meter.set_xlabel("characters of the last turn (your message and the separator shaded, then the reply)"
                      + (f", its last {n}" if cut else ""), fontsize=8)
     return fig
 

@@ -373,3 +373,19 @@ def test_the_unit_inspector_starts_on_a_unit_worth_seeing_and_keeps_the_visitor_
     assert pick["visible"] and pick["value"] == str(unit) and [v for _, v in pick["choices"]][0] == str(unit)
     assert f"Showing unit {unit}" in text and "ct-seg" in html
     plt.close("all")
+
+
+def test_the_heatmap_labels_every_character_and_shades_the_message(trained_model):
+    import matplotlib.pyplot as plt
+
+    from lstm_model.gates import trace
+    from lstm_model.views import HEATMAP_CHARS, heatmap_figure
+
+    short, long = "ANNA:\nThe sea.\n\nANNA:\nThe moon.", "ANNA:\nThe sea. " * 40
+    fig = heatmap_figure(trace(trained_model, short), message_chars=16)
+    meter = fig.axes[1]
+    assert [t.get_text() for t in meter.get_xticklabels()] == [{"\n": "⏎", " ": "␣"}.get(c, c) for c in short]
+    assert len(meter.patches) == 1 and meter.patches[0].get_x() == -0.5  # the message's 16 characters, shaded
+    wide = heatmap_figure(trace(trained_model, long))
+    assert wide.get_figwidth() > fig.get_figwidth() and len(wide.axes[1].get_xticklabels()) == min(len(long), HEATMAP_CHARS)
+    plt.close("all")

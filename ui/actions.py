@@ -443,7 +443,8 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     guide = guide_for(st.source, model)
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
         return (gr.skip(),) * 9
-    return (views.timeline_figure(report), views.heatmap_figure(last, quantity, layer_index),
+    return (views.timeline_figure(report),
+            views.heatmap_figure(last, quantity, layer_index, message_chars=len(turn.fed)),
             views.unit_html(recent, session.recent_roles(RECENT_CHARS), unit, layer_index), rounded(report),
             unit_update(unit, model.hidden_size),
             gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status,

@@ -74,6 +74,8 @@ CSS = """
 .fresh-reply { display: inline; } .fresh-reply summary { display: inline; cursor: pointer; text-decoration: underline dotted; }
 .fresh-text { margin-top: .25em; padding-left: .6em; border-left: 3px solid #999; color: #777; white-space: pre-wrap; }
 .fresh-text .fork { color: #c0392b; font-weight: bold; } .fresh-text .differs { color: #555; background: #f4e3e1; }
+#heatmap .matplotlib { display: block !important; overflow-x: auto; }
+#heatmap img { max-width: none !important; width: auto !important; height: 420px; }
 .ct-title { font-size: .85em; margin-bottom: .3em; opacity: .85; }
 .ct-text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.45;
            white-space: pre-wrap; word-break: break-all; max-height: 16em; overflow-y: auto; }
