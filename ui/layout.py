@@ -47,9 +47,9 @@ def chat_section(guide: Guide) -> SimpleNamespace:
             ui.memory = gr.Checkbox(value=DEFAULTS["memory"], label="Memory on", elem_id="memory-toggle",
                                     info="carry H and C to the next turn")
     with gr.Row():
-        ui.undo = gr.Button("Undo", size="sm", elem_id="undo")
-        ui.retry = gr.Button("Retry", size="sm", elem_id="retry")
-        ui.reset = gr.Button("Reset (fresh memory)", size="sm", elem_id="reset")
+        ui.undo = gr.Button("Undo", size="sm", min_width=70, elem_id="undo")  # one row on a phone too
+        ui.retry = gr.Button("Retry", size="sm", min_width=70, elem_id="retry")
+        ui.reset = gr.Button("Reset (fresh memory)", size="sm", min_width=150, elem_id="reset")
     ui.test = gr.Button("Run the memory test: three facts, then the question", size="sm", visible=bool(guide.test),
                         elem_id="memory-test")
     ui.examples = gr.Dataset(components=[ui.message], samples=[[e] for e in guide.examples], label="Examples "
@@ -74,6 +74,7 @@ CSS = """
 .fresh-reply { display: inline; } .fresh-reply summary { display: inline; cursor: pointer; text-decoration: underline dotted; }
 .fresh-text { margin-top: .25em; padding-left: .6em; border-left: 3px solid #999; color: #777; white-space: pre-wrap; }
 .fresh-text .fork { color: #c0392b; font-weight: bold; } .fresh-text .differs { color: #555; background: #f4e3e1; }
+@media (max-width: 700px) { #chatbot { height: 280px !important; } }  /* a phone reaches the memory panel sooner */
 #heatmap .matplotlib { display: block !important; overflow-x: auto; }
 #heatmap img { max-width: none !important; width: auto !important; height: 420px; }
 .ct-title { font-size: .85em; margin-bottom: .3em; opacity: .85; }
@@ -128,12 +129,13 @@ def model_section(app: ChatApp) -> SimpleNamespace:
 def memory_section() -> SimpleNamespace:
     ui = SimpleNamespace()
     gr.Markdown("## What the memory holds")
-    ui.timeline = gr.Plot(label="Memory timeline", elem_id="timeline")
+    # Their titles are in the figures: no Gradio label over the legend.
+    ui.timeline = gr.Plot(label="Memory timeline", show_label=False, elem_id="timeline")
     ui.status = gr.Markdown("", elem_id="panel-status")
     ui.benefit_sentence = gr.Markdown("", elem_id="benefit-sentence")
     ui.benefit = gr.HTML("", elem_id="benefit-text")
     ui.quantity = gr.Radio(["cell", "forget", "input", "output", "hidden"], value="cell", label="Heatmap of the last turn")
-    ui.heatmap = gr.Plot(label="Last turn, character by character", elem_id="heatmap")
+    ui.heatmap = gr.Plot(label="Last turn, character by character", show_label=False, elem_id="heatmap")
     with gr.Row():
         ui.unit = gr.Number(value=0, precision=0, label="Unit")  # clamped by the handlers, not by Gradio
         ui.layer = gr.Radio(["1", "2"], value="2", label="Layer")
