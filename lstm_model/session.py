@@ -254,8 +254,8 @@ class ChatSession:
         (memory off, or the first turn) is its own fresh reply."""
         turn = self.turns[index]
         if turn.fresh_reply is None:
-            fresh = not turn.memory or turn.state_before is None or not any(
-                float(t.abs().max()) > 0 for t in turn.state_before)
+            fresh = not turn.memory or (turn.state_before is not None and not any(  # (an old turn's snapshot may
+                float(t.abs().max()) > 0 for t in turn.state_before))                 # be gone: then compute it)
             if fresh and turn.done:
                 turn.fresh_reply = turn.reply
             else:
