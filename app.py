@@ -9,7 +9,8 @@ Environment variables (read here and nowhere else): MODEL (as --model: how a Hug
 which passes no flags, picks its model), INT8 (as --int8), LSTM_STEP_ENGINE (auto, onnxruntime or
 torch), BATCHING (0 = every reply steps alone), CHAT_CONCURRENCY (replies streaming at once,
 default 256; beyond, a "busy" sentence), TORCH_THREADS (default 1), CUSTOM_MODELS (1/0: whether visitors may load Hub repos
-and local folders through the model picker; default 0 on a Space, where SPACE_ID is set, else 1);
+and local folders through the model picker; default 0 on a Space, where SPACE_ID is set, else 1),
+FRESH_REPLIES (1/0: whether each reply is followed by the one a fresh memory writes; default 1);
 Gradio's own GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
 """
 
@@ -48,10 +49,13 @@ def parse_args(argv=None, environ=None) -> Options:
     custom = env.get("CUSTOM_MODELS", "0" if on_space else "1").strip().lower()
     if custom not in SWITCH:
         p.error(f"CUSTOM_MODELS must be 1 or 0 (on or off); got {custom!r}.")
+    fresh = env.get("FRESH_REPLIES", "1").strip().lower()
+    if fresh not in SWITCH:
+        p.error(f"FRESH_REPLIES must be 1 or 0 (on or off); got {fresh!r}.")
     options = Options(model=args.model or env.get("MODEL") or None, share=args.share, custom_models=SWITCH[custom],
                       on_space=on_space, host=args.host, port=args.port,
                       int8=args.int8 or env.get("INT8", "auto"), engine=env.get("LSTM_STEP_ENGINE", "auto"),
-                      batching=env.get("BATCHING", "1") != "0")
+                      batching=env.get("BATCHING", "1") != "0", fresh_replies=SWITCH[fresh])
     if options.int8 not in INT8_MODES:
         p.error(f"INT8 must be one of {', '.join(INT8_MODES)}; got {options.int8!r}.")
     if options.engine not in ENGINES:

@@ -112,7 +112,8 @@ def test_options_come_from_the_flags_then_the_environment():
     assert (options.int8, options.port, options.engine, options.batching, options.concurrency, options.threads) == (
         "off", 7000, "torch", False, 4, 1)
     assert parse_args([], environ={"INT8": "on"}).int8 == "on"
-    for environ in ({"INT8": "fast"}, {"LSTM_STEP_ENGINE": "gpu"}, {"TORCH_THREADS": "0"}):
+    assert parse_args([], environ={}).fresh_replies and not parse_args([], environ={"FRESH_REPLIES": "0"}).fresh_replies
+    for environ in ({"INT8": "fast"}, {"LSTM_STEP_ENGINE": "gpu"}, {"TORCH_THREADS": "0"}, {"FRESH_REPLIES": "maybe"}):
         with pytest.raises(SystemExit):
             parse_args([], environ=environ)
 
@@ -389,3 +390,16 @@ def test_the_heatmap_labels_every_character_and_shades_the_message(trained_model
     wide = heatmap_figure(trace(trained_model, long))
     assert wide.get_figwidth() > fig.get_figwidth() and len(wide.axes[1].get_xticklabels()) == min(len(long), HEATMAP_CHARS)
     plt.close("all")
+
+
+def test_fresh_replies_can_be_switched_off_for_a_busy_server(trained_model):
+    from lstm_model.serving import Serving
+    from ui.actions import ChatApp, Options
+
+    for on in (True, False):
+        app = ChatApp(Options(fresh_replies=on))
+        st = app.state(None)
+        st.switch(Serving(trained_model), "trained")
+        for line in ("ANNA:\nThe sea.", "ANNA:\nThe moon."):
+            list(app.chat(line, 0.8, 40, 1.0, 30, 3, "\\n\\n", True))
+        assert (st.session.turns[-1].fresh_reply is not None) == on

@@ -48,6 +48,7 @@ class Options:
     concurrency: int = 256  # replies streaming at once (all in one decoder batch); beyond, "busy"
     threads: int = 1  # torch's and ONNX Runtime's threads: the other core serves the page
     custom_models: bool = True  # visitors may load Hub repos and local folders (off on a public Space)
+    fresh_replies: bool = True  # after each reply, the reply a fresh memory writes (one more decoder row per turn)
     on_space: bool = False  # running on Hugging Face Spaces (SPACE_ID set)
     share: bool = False
     host: str | None = None
@@ -351,7 +352,8 @@ class ChatApp:
             for note in st.notes:
                 gr.Warning(note)
             yield from paced(reply, self.interval)
-            with_fresh_reply(st.session)  # the reply is out: now what a fresh memory writes instead
+            if self.options.fresh_replies:
+                with_fresh_reply(st.session)  # the reply is out: now what a fresh memory writes instead
 
     def retry(self, temperature: float = DEFAULTS["temperature"], top_k: int = DEFAULTS["top_k"],
               top_p: float = DEFAULTS["top_p"], max_chars: int = DEFAULTS["max_chars"], seed: int = DEFAULTS["seed"],
@@ -365,7 +367,8 @@ class ChatApp:
             if reply is None:
                 raise gr.Error("Nothing to retry: send a message first.")
             yield from paced(reply, self.interval)
-            with_fresh_reply(st.session)
+            if self.options.fresh_replies:
+                with_fresh_reply(st.session)
 
     def undo(self, request: gr.Request = None) -> str:
         """Forget the last turn and restore the exact memory from before it."""
