@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 7's GPU checks, run on one GPU through the workplace's device tool (a few minutes):
+# Issue 7's GPU checks, run on one GPU machine (a few minutes):
 #   1. torchrun with one process on CUDA: training, a checkpoint, --resume to a later step, and the
 #      int8 serving check at the end (on a CPU copy, ONNX Runtime);
 #   2. torchrun with more processes than GPUs: refused with one sentence (NCCL needs one GPU per
