@@ -68,7 +68,10 @@ class World:
                 self.holder[thing], self.object_told[thing], self.carry_told[person] = person, index, index
                 self.lies.pop(thing, None)
                 return f"{person} {rng.choice(GETS)} the {thing}."
-        person = rng.choice(PEOPLE)
+        return self.move(rng, rng.choice(PEOPLE), index)
+
+    def move(self, rng: random.Random, person: str, index: int) -> str:
+        """`person` goes somewhere new: the fact, applied to the world."""
         place = rng.choice([p for p in PLACES if p != self.place.get(person)])
         self.place[person], self.place_told[person] = place, index
         return f"{person} {rng.choice(MOVES)} the {place}."
@@ -127,23 +130,22 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3) -> dict:
     """A task-1 conversation whose question's supporting fact is exactly `distance` facts back, one
     fact a message: up to `lead` facts, then a person moves (the supporting fact), then `distance`
     moves of the others, then "Where is <person>?"."""
-    messages, person = [], rng.choice(PEOPLE)
+    world, messages, person = World(), [], rng.choice(PEOPLE)
     others = [p for p in PEOPLE if p != person]
-    where: dict[str, str] = {}
 
-    def move(who: str) -> None:
-        where[who] = rng.choice([p for p in PLACES if p != where.get(who)])
-        messages.extend([{"role": "user", "content": f"{who} {rng.choice(MOVES)} the {where[who]}."},
+    def tell(who: str) -> None:
+        messages.extend([{"role": "user", "content": world.move(rng, who, len(messages) // 2)},
                          {"role": "assistant", "content": ACK}])
 
     for _ in range(rng.randint(0, lead)):
-        move(rng.choice(PEOPLE))
-    move(person)
+        tell(rng.choice(PEOPLE))
+    tell(person)
     for _ in range(distance):
-        move(rng.choice(others))
-    messages += [{"role": "user", "content": f"Where is {person}?"}, {"role": "assistant", "content": where[person]}]
+        tell(rng.choice(others))
+    answer = world.place[person]
+    messages += [{"role": "user", "content": f"Where is {person}?"}, {"role": "assistant", "content": answer}]
     return {"messages": messages,
-            "questions": [{"turn": len(messages) // 2 - 1, "task": 1, "answer": where[person], "distance": distance}]}
+            "questions": [{"turn": len(messages) // 2 - 1, "task": 1, "answer": answer, "distance": distance}]}
 
 
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,

@@ -45,6 +45,11 @@ def snapshot(state) -> tuple[torch.Tensor, torch.Tensor]:
     return state[0].detach().clone(), state[1].detach().clone()
 
 
+def is_fresh(state) -> bool:
+    """Whether (h, c) is the all-zero state a conversation starts from."""
+    return not any(float(t.abs().max()) > 0 for t in state)
+
+
 def json_int(value: int) -> int | str:
     """An int as JSON carries it everywhere (64-bit), or as text when it is larger."""
     return value if -2**63 <= value < 2**63 else str(value)
@@ -254,8 +259,8 @@ class ChatSession:
         (memory off, or the first turn) is its own fresh reply."""
         turn = self.turns[index]
         if turn.fresh_reply is None:
-            fresh = not turn.memory or (turn.state_before is not None and not any(  # (an old turn's snapshot may
-                float(t.abs().max()) > 0 for t in turn.state_before))                 # be gone: then compute it)
+            # (an old turn's snapshot may be gone: then it is computed)
+            fresh = not turn.memory or (turn.state_before is not None and is_fresh(turn.state_before))
             if fresh and turn.done:
                 turn.fresh_reply = turn.reply
             else:
@@ -305,7 +310,7 @@ class ChatSession:
         if carried is None or turn.measures.get("loss_fresh_bpc") is not None:
             return
         fresh = carried
-        if self.memory and turn.state_before is not None and any(float(t.abs().max()) > 0 for t in turn.state_before):
+        if self.memory and turn.state_before is not None and not is_fresh(turn.state_before):
             ids = torch.tensor(self.model.vocab.encode(turn.fed), dtype=torch.long)  # read as the carried loss was
             step = self.serving.step() if turn.read_by_step else None
             fresh = text_loss(self.model, ids, scored=turn.message_chars, step=step).mean / LN2

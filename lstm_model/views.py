@@ -252,6 +252,5 @@ def benefit_html(benefits: dict | None, replies_only: bool = False) -> str:
                               "(blue) or cost (red) against a fresh memory; hover for the figure")
 
 
-__all__ = ["EXPLANATION", "timeline_figure", "heatmap_figure", "unit_html", "coloured_text_html",
-           "benefit_html",
+__all__ = ["EXPLANATION", "timeline_figure", "heatmap_figure", "unit_html", "coloured_text_html", "benefit_html",
            "benefit_sentence"]

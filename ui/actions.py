@@ -196,6 +196,11 @@ class ChatState:
         self.serving, self.source = serving, source
         self.session = ChatSession(serving.model, memory=self.session.memory, serving=serving)
 
+    @property
+    def guide(self):
+        """What the page says about the model this session is served (ui.guides)."""
+        return guide_for(self.source, self.serving.model)
+
 
 class ServedModels:
     """The models the app serves, one per source however it is spelled (`hub.source_key`): at
@@ -443,7 +448,7 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
                        f"here (r = {ranked[0][1]:+.2f}); pick another number, or Find units.")
     turn = session.turns[-1]
     benefits = session.char_benefits(-1) if turn.memory else None
-    guide = guide_for(st.source, model)
+    replies_only = st.guide.replies_only
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
         return (gr.skip(),) * 9
     return (views.timeline_figure(report),
@@ -451,8 +456,7 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
             views.unit_html(recent, session.recent_roles(RECENT_CHARS), unit, layer_index), rounded(report),
             unit_update(unit, model.hidden_size),
             gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status,
-            views.benefit_sentence(benefits, turn.memory, guide.replies_only),
-            views.benefit_html(benefits, guide.replies_only))
+            views.benefit_sentence(benefits, turn.memory, replies_only), views.benefit_html(benefits, replies_only))
 
 
 def rounded(value, digits: int = 4):

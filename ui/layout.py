@@ -52,7 +52,7 @@ def chat_section(guide: Guide) -> SimpleNamespace:
         ui.reset = gr.Button("Reset (fresh memory)", size="sm", min_width=150, elem_id="reset")
     ui.test = gr.Button("Run the memory test: three facts, then the question", size="sm", visible=bool(guide.test),
                         elem_id="memory-test")
-    ui.examples = gr.Dataset(components=[ui.message], samples=[[e] for e in guide.examples], label="Examples "
+    ui.examples = gr.Dataset(components=[ui.message], samples=samples(guide), label="Examples "
                              "(click one to put it in the box)", visible=bool(guide.examples), elem_id="examples")
     ui.notice = gr.Markdown("", elem_id="notice")
     return ui
@@ -60,6 +60,11 @@ def chat_section(guide: Guide) -> SimpleNamespace:
 
 def placeholder(guide: Guide) -> str:
     return f"{guide.placeholder}  (Enter sends; Shift+Enter: a new line)"
+
+
+def samples(guide: Guide) -> list[list[str]]:
+    """The guide's examples as the examples' Dataset holds them (one message box each)."""
+    return [[e] for e in guide.examples]
 
 
 HEADER = ("# LSTM Memory Chat\nChat with a character-level LSTM that **keeps its memory (H and C) from turn to turn**, "
@@ -186,7 +191,7 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
     def page_test(temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
         """The served model's memory test: its messages sent one by one, then what the memory did."""
         st = app.state(request)
-        script = guide_for(st.source, st.serving.model).test
+        script = st.guide.test
         if not script:
             yield gr.skip(), "This model has no memory test; chat with it instead."
             return
@@ -280,10 +285,10 @@ def wire_model(app: ChatApp, model, chat, controls, panel, intro) -> None:
         except gr.Error as err:  # not loaded: the conversation goes on
             return f"❌ {err.message}", *[gr.skip()] * 6
         st = app.state(request)
-        guide = guide_for(st.source, st.serving.model)
+        guide = st.guide
         return (status, [], gr.update(value=escape(st.serving.model.stop_sequence)), HEADER + guide.intro,
                 gr.update(placeholder=placeholder(guide)),
-                gr.Dataset(samples=[[e] for e in guide.examples], visible=bool(guide.examples)),
+                gr.Dataset(samples=samples(guide), visible=bool(guide.examples)),
                 gr.update(visible=bool(guide.test)))
 
     stop_box = controls[5]
