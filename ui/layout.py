@@ -207,8 +207,10 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
         if not turn.memory:
             verdict = "Memory is off, so it answered from a fresh memory: switch Memory on and run it again."
         else:
+            with st.lock:  # the test needs it even where FRESH_REPLIES=0 leaves it out of every reply
+                fresh = st.session.fresh_reply(-1)
             verdict = (f"Memory test: with the facts in its memory it answered “{turn.reply}”; from a fresh memory "
-                       f"(what Reset would leave) it answers “{turn.fresh_reply}”.")
+                       f"(what Reset would leave) it answers “{fresh}”.")
         yield history_of(st.session), verdict
 
     def status_action(action):
