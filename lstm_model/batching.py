@@ -36,6 +36,13 @@ FLUSH_SECONDS = 0.02
 # ...and less often when many replies are active, so that all their readers together are woken
 # about this many times a second (each wake-up costs their threads a few tens of microseconds).
 MAX_HANDOVERS_PER_S = 250
+# Reads go first: while some replies are still reading their prompts, the decoder steps those rows
+# alone (a small batch, so a short step) and the writing rows wait, at most this long between their
+# steps. A newcomer's message is then read in a few milliseconds instead of at the pace of the
+# crowd's full steps (47 characters at 7.6 ms a step for 128 rows of the 2 x 768 model: 0.36 s),
+# and the writers keep more than reading speed (one step per 20 ms + a full step: 36 chars/s at
+# 128 rows). 0 steps every row at every step.
+READ_FIRST_S = 0.02
 
 
 @dataclass
@@ -91,7 +98,11 @@ class Decoder:
         self._cancelled = False  # some request was cancelled since the last scan
         self._closed = False  # the thread ends once nothing is left to do
         self._thread: threading.Thread | None = None
+        self.read_first_s = READ_FIRST_S
+        self.clock = time.monotonic
+        self._last_full = 0.0  # when every active row was last stepped
         self.steps = 0  # batched steps taken (for tests and benchmarks)
+        self.read_steps = 0  # of which steps of the reading rows alone
         self.rows = 0  # characters produced
 
     def submit(self, logits, state, sampling: Sampling, generator, feed=(), score: int = 0) -> Request:
@@ -158,6 +169,10 @@ class Decoder:
                 if not active:
                     continue
                 reading = [i for i, r in enumerate(active) if r.fed < len(r.feed)]
+                if reading and len(reading) < len(active):
+                    if self.clock() - self._last_full < self.read_first_s:
+                        h, c, logits = self._read_alone(active, reading, h, c, logits, step)
+                        continue
                 unread = set(reading)
                 # A reading row draws no random number: its text depends only on its own generator.
                 ids = sample_rows(logits, [r.sampling for r in active],
@@ -171,12 +186,27 @@ class Decoder:
                 active, h, c, logits = [], None, None, None
                 continue
             self.steps += 1
+            self._last_full = self.clock()  # the writers' wait starts now
             self.rows += len(active) - len(reading)
             if reading:
                 self._finish_reading(active, reading, h, c)
             done = self._hand_over(active, ids, h, c, unread)
             if done:
                 h, c, logits = self._leave(active, done, h, c, logits)
+
+    def _read_alone(self, active, reading, h, c, logits, step):
+        """One step of the reading rows alone (the writing rows wait): their next prompt
+        characters read and scored; returns the whole batch's h, c and logits, the reading rows'
+        replaced (new tensors: earlier states handed over stay as they were)."""
+        index = torch.tensor(reading)
+        rows = [active[i] for i in reading]
+        ids = [0] * len(rows)
+        self._read(rows, range(len(rows)), ids, logits.index_select(0, index))
+        new_logits, (new_h, new_c) = step.step(torch.tensor(ids), (h.index_select(1, index), c.index_select(1, index)))
+        self.steps += 1
+        self.read_steps += 1
+        self._finish_reading(rows, range(len(rows)), new_h, new_c)
+        return h.index_copy(1, index, new_h), c.index_copy(1, index, new_c), logits.index_copy(0, index, new_logits)
 
     @staticmethod
     def _join(active, joining, h, c, logits):

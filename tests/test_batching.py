@@ -147,3 +147,22 @@ def test_a_short_reply_is_not_held_up_by_a_long_one(trained_model, batched):
     assert short.steps == len("BEN:\n") + 50  # its prompt read, then one character a step
     assert batched.decoder._active  # the long reply is still being written
     long.close()
+
+
+@pytest.mark.parametrize("read_first_s", [float("inf"), 0.0])
+def test_a_newcomer_reads_its_message_while_the_writers_wait(trained_model, batched, read_first_s):
+    """Reads go first: next to a reply being written, a newcomer's prompt is read in steps of the
+    reading rows alone (read_first_s = inf: the whole prompt so; 0: every row at every step), and
+    the newcomer's text is the one it gets alone."""
+    decoder = batched.decoder
+    decoder.read_first_s = read_first_s
+    long = stream(trained_model, "ANNA:\n", max_new_chars=5000, seed=1, stop=None, serving=batched)
+    next(long)
+    before = decoder.read_steps
+    prompt = "BEN:\nThe sea is calm.\n"
+    short = stream(trained_model, prompt, max_new_chars=50, seed=2, stop=None, serving=batched)
+    text = "".join(short)
+    assert decoder.read_steps - before == (len(prompt) if read_first_s else 0)
+    assert short.steps == len(prompt) + 50 and decoder._active  # the long reply is still being written
+    assert text == "".join(stream(trained_model, prompt, max_new_chars=50, seed=2, stop=None))
+    long.close()
