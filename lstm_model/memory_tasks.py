@@ -1,7 +1,7 @@
 """Memory tasks as chat: dialogues in the forms of the bAbI tasks (Weston et al. 2015, "Towards
 AI-Complete Question Answering"), where the user tells facts and later asks about them.
 
-    python -m lstm_model.memory_tasks --out data/babi-chat [--stories 20000 --seed 0 --max-facts 40]
+    python -m lstm_model.memory_tasks --out data/babi-chat [--stories 20000 --seed 0 --max-facts 40] [--people 4]
 
 Tasks (bAbI's numbers): 1, single supporting fact ("Mary moved to the bathroom." ... "Where is
 Mary?" -> "bathroom"); 2, two supporting facts (objects got, picked up, grabbed and dropped,
@@ -43,7 +43,8 @@ SPLITS = {"train": 0, "validation": 1, "test": 2}
 class World:
     """Where everyone is and who holds what; facts change it, questions read it."""
 
-    def __init__(self):
+    def __init__(self, people=PEOPLE):
+        self.people = tuple(people)  # who may appear: fewer people, an easier story (a curriculum's first stages)
         self.place: dict[str, str] = {}  # person -> place
         self.place_told: dict[str, int] = {}  # person -> index of the fact that put them there
         self.holder: dict[str, str | None] = {}  # object -> person holding it (None: lying somewhere)
@@ -53,7 +54,7 @@ class World:
 
     def fact(self, rng: random.Random, index: int) -> str:
         """A new fact (a move, or a get/drop once someone is somewhere), applied to the world."""
-        placed = [p for p in PEOPLE if p in self.place]
+        placed = [p for p in self.people if p in self.place]
         if placed and rng.random() < 0.35:
             person = rng.choice(placed)
             carried = [o for o in OBJECTS if self.holder.get(o) == person]
@@ -68,7 +69,7 @@ class World:
                 self.holder[thing], self.object_told[thing], self.carry_told[person] = person, index, index
                 self.lies.pop(thing, None)
                 return f"{person} {rng.choice(GETS)} the {thing}."
-        return self.move(rng, rng.choice(PEOPLE), index)
+        return self.move(rng, rng.choice(self.people), index)
 
     def move(self, rng: random.Random, person: str, index: int) -> str:
         """`person` goes somewhere new: the fact, applied to the world."""
@@ -84,7 +85,7 @@ class World:
 
     def question(self, rng: random.Random, task: int, index: int) -> tuple[str, str, int] | None:
         """(question, answer, distance) for `task`, or None if the world cannot answer one yet."""
-        placed = [p for p in PEOPLE if p in self.place]
+        placed = [p for p in self.people if p in self.place]
         if task in (1, 6) and placed:
             person = rng.choice(placed)
             distance = index - 1 - self.place_told[person]
@@ -107,10 +108,10 @@ class World:
         return None
 
 
-def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message: int = 3) -> dict:
+def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message: int = 3, people: int = len(PEOPLE)) -> dict:
     """One conversation: facts told in messages of 1 to `max_per_message` facts, questions after
-    some of them (each about the world as the facts left it)."""
-    world, messages, questions, told = World(), [], [], 0
+    some of them (each about the world as the facts left it), about the first `people` of PEOPLE."""
+    world, messages, questions, told = World(PEOPLE[:people]), [], [], 0
     total = rng.randint(1, max_facts)
     while told < total:
         batch = [world.fact(rng, told + i) for i in range(min(rng.randint(1, max_per_message), total - told))]
@@ -149,9 +150,10 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3) -> dict:
 
 
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
-          test: int = 1000, max_per_message: int = 3):
+          test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE)):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
-    each split from its own random stream (the same for the same seed)."""
+    each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
+    first few names: the early stages of a curriculum (1 -> 2 -> 4 people)."""
     import datasets
 
     sizes = {"train": stories, "validation": validation, "test": test}
@@ -159,7 +161,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     for name, size in sizes.items():
         rng = random.Random(f"{seed}:{name}")
         splits[name] = datasets.Dataset.from_list(
-            [story(rng, max_facts, tasks, max_per_message) for _ in range(size)])
+            [story(rng, max_facts, tasks, max_per_message, people) for _ in range(size)])
     return datasets.DatasetDict(splits)
 
 
@@ -206,9 +208,12 @@ def main(argv=None) -> int:
     p.add_argument("--max-facts", type=int, default=40)
     p.add_argument("--max-per-message", type=int, default=3, help="facts per user message, at most")
     p.add_argument("--tasks", type=int, nargs="+", default=list(TASKS), choices=list(TASKS))
+    p.add_argument("--people", type=int, default=len(PEOPLE), choices=range(1, len(PEOPLE) + 1),
+                   help="how many of Mary, John, Daniel, Sandra appear (1 or 2: a curriculum's first stages)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
     args = p.parse_args(argv)
-    dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test, args.max_per_message)
+    dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test, args.max_per_message,
+               args.people)
     dd.save_to_disk(args.out)
     sizes = ", ".join(f"{name} {len(split):,}" for name, split in dd.items())
     print(f"Wrote {sum(len(s) for s in dd.values()):,} conversations ({sizes}) to {args.out}")

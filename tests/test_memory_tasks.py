@@ -57,6 +57,23 @@ def test_every_answer_follows_from_the_facts_told():
     assert seen_tasks == {1, 2, 6, 7} and longest >= 38
 
 
+def test_a_curriculum_stage_keeps_to_the_first_people_and_its_answers_hold():
+    for people, names in ((1, {"Mary"}), (2, {"Mary", "John"})):
+        rng, seen = random.Random(people), set()
+        for _ in range(100):
+            s = story(rng, max_facts=20, people=people)
+            facts = []
+            for user, reply in zip(s["messages"][::2], s["messages"][1::2]):
+                seen.update(re.findall(r"\b(Mary|John|Daniel|Sandra)\b", user["content"]))
+                if reply["content"] == ACK:
+                    facts += [f.strip() for f in re.findall(r"[^.]+\.", user["content"])]
+                else:
+                    assert reply["content"] == answer_by_reading(facts, user["content"])
+        assert seen == names
+    # All four people (the default) is the dataset as before: the same draws for the same seed.
+    assert story(random.Random(9), people=4) == story(random.Random(9))
+
+
 def test_the_dataset_is_the_same_for_a_seed_and_its_splits_differ():
     a, b = build(stories=30, seed=3, validation=10, test=10), build(stories=30, seed=3, validation=10, test=10)
     assert a["train"]["messages"] == b["train"]["messages"] and a["test"]["questions"] == b["test"]["questions"]
