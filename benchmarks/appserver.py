@@ -18,13 +18,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(timeout: float = 180.0, root: str = ROOT, env: dict | None = None):
+def start_app(timeout: float = 180.0, root: str = ROOT, env: dict | None = None, script: str = "app.py"):
     """Start the app (bundled model, offline) of the checkout at `root` on a free port, with `env`
-    added to the environment; return (process, url, seconds to serve)."""
+    added to the environment (or another `script` taking --port); return (process, url, seconds
+    to serve)."""
     port = free_port()
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", **(env or {}))
     start = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=root, env=env,
+    server = subprocess.Popen([sys.executable, script, "--port", str(port)], cwd=root, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
     while True:

@@ -1,6 +1,6 @@
 """A crowd arriving at once: N chats start at the same moment, each streaming one reply.
 
-    python benchmarks/capacity.py [--sessions 1 16 64 128 256] [--chars 300 2000] [--decoder]
+    python benchmarks/capacity.py [--sessions 1 16 64 128 256] [--chars 300 2000] [--decoder] [--floor]
 
 Starts `python app.py` (bundled Shakespeare model, int8 steps on ONNX Runtime, as served by
 default) on a free port and, for every (N, reply length), fires N `/chat` calls at once from one
@@ -21,6 +21,10 @@ the sum).
 With --decoder, after the app has stopped, the decoder alone at the same batch size: N replies of
 the same length through one `Serving` of the same model (int8, batched), each read by a thread,
 as `benchmarks/serve_batch.py` measures it; and the app's aggregate as a share of it.
+
+With --floor, the same crowd against Gradio alone instead of the app (`benchmarks/floor_app.py`:
+the same endpoint, queue and threads, the reply yielded at once, no model): the framework's own
+time to a crowd's first pieces on this machine, under which no change to the app can go.
 """
 
 from __future__ import annotations
@@ -166,8 +170,12 @@ def main(argv=None) -> int:
     p.add_argument("--decoder", action="store_true", help="also measure the decoder alone at each batch size")
     p.add_argument("--app-root", default=None, help="serve the app of this checkout (e.g. an older revision)")
     p.add_argument("--repeat", type=int, default=1, help="run each configuration this many times; print medians")
+    p.add_argument("--floor", action="store_true", help="Gradio alone (benchmarks/floor_app.py) instead of the app")
     args = p.parse_args(argv)
-    server, url, _ = start_app(**({"root": args.app_root} if args.app_root else {}))
+    where = {"root": args.app_root} if args.app_root else {}
+    if args.floor:
+        where["script"] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor_app.py")
+    server, url, _ = start_app(**where)
     rows = []
     try:
         asyncio.run(crowd(url, 1, 50))  # warm-up: the first call builds the int8 step
