@@ -39,7 +39,7 @@ from .data import DataError, default_revision
 from .distributed import Dist, init_distributed
 from .evaluate import check_int8, whole_text_loss
 from .generate import generate
-from .hub import INT8_CHECK_FILE, ModelLoadError, push_folder, write_model_card
+from .hub import INT8_CHECK_FILE, ModelLoadError, load_model, push_folder, write_model_card
 from .model import CONFIG_NAME, MAX_PARAMETERS, WEIGHTS_NAME, CharLSTM, parameter_count
 from .regularize import Regularized
 from .step import pick_engine
@@ -118,6 +118,9 @@ class Trainer:
     """One run: the model, its optimiser and schedule, the data, and where the run stands."""
 
     def __init__(self, c: TrainConfig, ddp: Dist, device: torch.device):
+        start = None
+        if c.init_from and not c.resume:  # on --resume the weights come from the checkpoint
+            start, c = self._init_from(c)
         self.c, self.ddp, self.device = c, ddp, device
         self.state_path = os.path.join(c.out, STATE_NAME)
         self.metrics_path = os.path.join(c.out, "metrics.jsonl")
@@ -135,6 +138,8 @@ class Trainer:
             dropout=c.dropout, turn_separator=c.turn_separator, stop_sequence=c.stop_sequence,
             forget_bias=c.forget_bias,
         ).to(device)
+        if start is not None:
+            self.model.load_state_dict(start.state_dict())
         # What the loop calls: the model, or the model inside AWD-LSTM's regularisation (same weights).
         self.trained = (Regularized(self.model, c.weight_drop, c.locked_dropout, c.embed_dropout)
                         if c.weight_drop or c.locked_dropout or c.embed_dropout else self.model)
@@ -154,6 +159,23 @@ class Trainer:
             with open(os.path.join(c.out, "train_config.json"), "w", encoding="utf-8") as f:
                 json.dump(dataclasses.asdict(c), f, indent=2)
         self.net = self._wrap()
+
+    @staticmethod
+    def _init_from(c: TrainConfig):
+        """The model --init-from names, and the config with its shape and vocabulary (a note when
+        the flags said otherwise)."""
+        try:
+            start = load_model(c.init_from)
+        except ModelLoadError as err:
+            raise TrainingStopped(f"--init-from: {err}") from None
+        shape = dict(embed_dim=start.embed_dim, hidden_size=start.hidden_size, num_layers=start.num_layers)
+        other = {k: getattr(c, k) for k, v in shape.items() if getattr(c, k) != v}
+        if other:
+            print(f"note: --init-from {c.init_from} is {start.num_layers} x {start.hidden_size} with {start.embed_dim}-dim "
+                  f"embeddings; training that shape, not {other}", file=sys.stderr)
+        if c.vocab_from not in (None, c.init_from):
+            print(f"note: --init-from sets the vocabulary (its model's), not --vocab-from {c.vocab_from}", file=sys.stderr)
+        return start, dataclasses.replace(c, vocab_from=c.init_from, **shape)
 
     def _resume(self) -> None:
         c, ddp = self.c, self.ddp

@@ -35,6 +35,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     streaming: bool = False
     vocab_from: str | None = None
+    init_from: str | None = None  # start from this model's weights (a curriculum's next stage, fine-tuning)
     # model
     embed_dim: int = 64
     hidden_size: int = 512
@@ -96,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--val-fraction", type=float, help=f"hold out the last fraction of the text when there is no validation split (default {d.val_fraction})")
     add("--streaming", action="store_true", help="stream the corpus (IterableDataset) instead of loading it into memory")
     add("--vocab-from", help="take the vocabulary from this model (folder or repo id) instead of a first pass")
+    add("--init-from", help="start from this model's weights (folder or repo id), its vocabulary and its shape "
+        "(--embed-dim, --hidden-size, --num-layers): the next stage of a curriculum, or fine-tuning")
     add("--embed-dim", type=int, help=f"character embedding size (default {d.embed_dim})")
     add("--hidden-size", type=int, help=f"LSTM units per layer (default {d.hidden_size})")
     add("--num-layers", type=int, help=f"LSTM layers (default {d.num_layers})")

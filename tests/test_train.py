@@ -324,3 +324,20 @@ def test_chat_markers_can_be_typed_with_escapes(play_file):
     c = resolve_config(["--dataset", play_file, "--turn-separator", "\\n", "--stop-sequence", "\\n\\n"])
     assert (c.turn_separator, c.stop_sequence) == ("\n", "\n\n")
     assert resolve_config(["--dataset", play_file, "--turn-separator", "a\\\\nb"]).turn_separator == "a\\nb"
+
+
+def test_a_run_can_start_from_a_model_s_weights(play_file, trained_dir, tmp_path, capsys):
+    """--init-from: the next stage of a curriculum starts from the last stage's weights, shape and
+    vocabulary (here with a learning rate too small to move them: the weights stay the source's)."""
+    source = load_model(trained_dir[0])
+    out = tmp_path / "stage2"
+    train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(out), "--max-steps", "2", "--lr", "1e-9",
+                                  "--init-from", trained_dir[0]]))
+    assert "training that shape" in capsys.readouterr().err  # SMALL asks for 24 units; the source has 48
+    model = load_model(str(out))
+    assert (model.hidden_size, model.embed_dim, model.vocab.chars) == (48, 16, source.vocab.chars)
+    for name, tensor in source.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, atol=1e-5, rtol=0)
+    with pytest.raises(TrainingStopped, match="^--init-from: "):
+        train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "x"), "--max-steps", "2",
+                                      "--init-from", str(tmp_path / "no-such-model")]))
