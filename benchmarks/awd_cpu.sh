@@ -4,19 +4,28 @@
 # AWD-LSTM's options, several seeds; then both validation losses of each run (benchmarks/quality.py:
 # stateful over the whole held-out 10%, and nanoGPT's way over 1,024 windows).
 # Usage: bash benchmarks/awd_cpu.sh [steps] [seeds...]      (reads ../shared/data/timemachine.txt)
+#        ONLY="plain light" bash benchmarks/awd_cpu.sh 2000 1 2     (which recipes; default: all three)
+#        CHARS=60000 bash benchmarks/awd_cpu.sh 1000 1 2    (the first 60,000 characters only: a corpus the
+#                                                           model overfits within the budget; runs/awd_cpu_60000)
 set -eu
 STEPS=${1:-600}; shift || true
 SEEDS=${*:-1 2 3}
 TEXT=${TEXT:-../shared/data/timemachine.txt}
+OUT=runs/awd_cpu
+if [ -n "${CHARS:-}" ]; then  # a shorter corpus, cut from the same text (kept under runs/, never committed)
+  OUT=runs/awd_cpu_$CHARS; mkdir -p "$OUT"
+  head -c "$CHARS" "$TEXT" > "$OUT/corpus.txt"; TEXT=$OUT/corpus.txt
+fi
 COMMON="--dataset $TEXT --hidden-size 256 --embed-dim 64 --batch-size 32 --seq-len 128 --lr 3e-3 --max-steps $STEPS
         --eval-every 200 --eval-batches 10 --sample-chars 0 --device cpu --quiet --overwrite"
 declare -A RECIPES=(
   [plain]="--dropout 0.2"
   [awd]="--dropout 0.2 --weight-drop 0.25 --locked-dropout 0.3 --embed-dropout 0.05"
+  [light]="--dropout 0.2 --weight-drop 0.1 --locked-dropout 0.1"
 )
 for seed in $SEEDS; do
-  for recipe in plain awd; do
-    out=runs/awd_cpu/${recipe}_s$seed
+  for recipe in ${ONLY:-plain awd light}; do
+    out=$OUT/${recipe}_s$seed
     start=$(date +%s)
     # shellcheck disable=SC2086
     python -m lstm_model.train $COMMON ${RECIPES[$recipe]} --seed "$seed" --out "$out" 2>&1 | grep -E "Validation over" || true
