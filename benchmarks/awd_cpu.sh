@@ -6,14 +6,14 @@
 # Usage: bash benchmarks/awd_cpu.sh [steps] [seeds...]      (reads ../shared/data/timemachine.txt)
 #        ONLY="plain light" bash benchmarks/awd_cpu.sh 2000 1 2     (which recipes; default: all three)
 #        CHARS=60000 bash benchmarks/awd_cpu.sh 1000 1 2    (the first 60,000 characters only: a corpus the
-#                                                           model overfits within the budget; runs/awd_cpu_60000)
+#                                                           model overfits within the budget; runs/awd_cpu_60000_1000)
 set -eu
 STEPS=${1:-600}; shift || true
 SEEDS=${*:-1 2 3}
 TEXT=${TEXT:-../shared/data/timemachine.txt}
 OUT=runs/awd_cpu
 if [ -n "${CHARS:-}" ]; then  # a shorter corpus, cut from the same text (kept under runs/, never committed)
-  OUT=runs/awd_cpu_$CHARS; mkdir -p "$OUT"
+  OUT=runs/awd_cpu_${CHARS}_$STEPS; mkdir -p "$OUT"
   head -c "$CHARS" "$TEXT" > "$OUT/corpus.txt"; TEXT=$OUT/corpus.txt
 fi
 COMMON="--dataset $TEXT --hidden-size 256 --embed-dim 64 --batch-size 32 --seq-len 128 --lr 3e-3 --max-steps $STEPS

@@ -39,9 +39,9 @@ MAX_HANDOVERS_PER_S = 250
 # Reads go first: while some replies are still reading their prompts, the decoder steps those rows
 # alone (a small batch, so a short step) and the writing rows wait, at most this long between their
 # steps. A newcomer's message is then read in a few milliseconds instead of at the pace of the
-# crowd's full steps (47 characters at 7.6 ms a step for 128 rows of the 2 x 768 model: 0.36 s),
-# and the writers keep more than reading speed (one step per 20 ms + a full step: 36 chars/s at
-# 128 rows). 0 steps every row at every step.
+# crowd's full steps (47 characters at 5.8 ms a step for 128 rows of the 2 x 768 model in int8 on
+# one EPYC core: 0.27 s), and the writers keep more than reading speed (a full step at least every
+# 20 ms + that step: about 39 chars/s at 128 rows). 0 steps every row at every step.
 READ_FIRST_S = 0.02
 
 
