@@ -1,6 +1,7 @@
 """How far back a chat model remembers: bAbI-form questions answered through `ChatSession`.
 
     python benchmarks/memory_tasks.py --model assets/babi [--stories 200 --probes 30 --png benchmarks/memory_distance.png]
+    python benchmarks/memory_tasks.py --model runs/babi-p2 --people 2     (a curriculum stage, on stories of its own kind)
 
 Held-out conversations come from `lstm_model.memory_tasks` with a random stream of their own (not
 the training split's), so none is in the training set. Each user message is sent to a
@@ -32,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from lstm_model import load_model  # noqa: E402
-from lstm_model.memory_tasks import TASKS, distance_probe, story  # noqa: E402
+from lstm_model.memory_tasks import PEOPLE, TASKS, distance_probe, story  # noqa: E402
 from lstm_model.session import ChatSession  # noqa: E402
 
 WESTON_LSTM = {1: 50, 2: 20, 6: 48, 7: 49}  # Weston et al. 2015, Table 3, LSTM, 1k training stories (% right)
@@ -52,11 +53,11 @@ def answers(model, conversation: dict, memory: bool) -> list[tuple[dict, str]]:
     return out
 
 
-def majority_answers(seed: int = 0, stories: int = 5000) -> dict[int, str]:
+def majority_answers(seed: int = 0, stories: int = 5000, people: int = len(PEOPLE)) -> dict[int, str]:
     """The most common answer of each task in the training stream (the split `build` trains on)."""
     rng, counts = random.Random(f"{seed}:train"), collections.defaultdict(collections.Counter)
     for _ in range(stories):
-        for q in story(rng)["questions"]:
+        for q in story(rng, people=people)["questions"]:
             counts[q["task"]][q["answer"]] += 1
     return {task: c.most_common(1)[0][0] for task, c in counts.items()}
 
@@ -81,20 +82,23 @@ def main(argv=None) -> int:
     p.add_argument("--probes", type=int, default=30, help="task-1 probes per distance")
     p.add_argument("--seed", type=int, default=2024, help="the held-out stream (any seed: none is the training split's)")
     p.add_argument("--png", default=None, help="draw accuracy by distance to this file")
+    p.add_argument("--people", type=int, default=len(PEOPLE), choices=range(1, len(PEOPLE) + 1),
+                   help="stories about the first N people only (a curriculum stage's own task); default all four")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # short messages and single steps: one thread is fastest (benchmarks/README.md)
     model = load_model(args.model)
     t0 = time.perf_counter()
     rng = random.Random(f"benchmark:{args.seed}")
-    one = [story(rng, max_per_message=1) for _ in range(args.stories)]
-    several = [story(rng, max_per_message=3) for _ in range(args.stories)]
+    one = [story(rng, max_per_message=1, people=args.people) for _ in range(args.stories)]
+    several = [story(rng, max_per_message=3, people=args.people) for _ in range(args.stories)]
     carried, off, grouped = score(model, one, True), score(model, one, False), score(model, several, True)
-    majority = majority_answers()
+    majority = majority_answers(people=args.people)
     majority_right = collections.Counter()
     for conv in one:
         for q in conv["questions"]:
             majority_right[q["task"]] += q["answer"] == majority[q["task"]]
-    print(f"model: {args.model}; {args.stories} held-out conversations each way (up to 40 facts), greedy answers\n")
+    print(f"model: {args.model}; {args.stories} held-out conversations each way (up to 40 facts, "
+          f"{args.people} of the 4 people), greedy answers\n")
     print("| task | questions | memory carried | memory off | majority answer | facts 1-3 per message, carried "
           "| Weston et al. LSTM (1k, official) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -105,8 +109,8 @@ def main(argv=None) -> int:
               f"{WESTON_LSTM[task]}% |")
     rows = []
     prng = random.Random(f"probe:{args.seed}")
-    for d in DISTANCES:
-        probes = [distance_probe(prng, d) for _ in range(args.probes)]
+    for d in DISTANCES if args.people > 1 else (0,):  # one person: nobody else moves in between
+        probes = [distance_probe(prng, d, people=args.people) for _ in range(args.probes)]
         on, no = score(model, probes, True).get(1, (0, 0)), score(model, probes, False).get(1, (0, 0))
         rows.append((d, on, no))
     print(f"\nTask 1 by distance (facts told between the supporting fact and the question), {args.probes} "

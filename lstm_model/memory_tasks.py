@@ -127,19 +127,23 @@ def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message:
     return {"messages": messages, "questions": questions}
 
 
-def distance_probe(rng: random.Random, distance: int, lead: int = 3) -> dict:
+def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int = len(PEOPLE)) -> dict:
     """A task-1 conversation whose question's supporting fact is exactly `distance` facts back, one
     fact a message: up to `lead` facts, then a person moves (the supporting fact), then `distance`
-    moves of the others, then "Where is <person>?"."""
-    world, messages, person = World(), [], rng.choice(PEOPLE)
-    others = [p for p in PEOPLE if p != person]
+    moves of the others, then "Where is <person>?" (among the first `people` of PEOPLE: at least
+    two for a distance above 0)."""
+    names = PEOPLE[:people]
+    if distance and len(names) < 2:
+        raise ValueError("a probe more than 0 facts back needs at least two people (the others move in between)")
+    world, messages, person = World(names), [], rng.choice(names)
+    others = [p for p in names if p != person]
 
     def tell(who: str) -> None:
         messages.extend([{"role": "user", "content": world.move(rng, who, len(messages) // 2)},
                          {"role": "assistant", "content": ACK}])
 
     for _ in range(rng.randint(0, lead)):
-        tell(rng.choice(PEOPLE))
+        tell(rng.choice(names))
     tell(person)
     for _ in range(distance):
         tell(rng.choice(others))

@@ -3,7 +3,9 @@
 import random
 import re
 
-from lstm_model.memory_tasks import ACK, COUNTS, build, from_babi_qa, render, story
+import pytest
+
+from lstm_model.memory_tasks import ACK, COUNTS, PEOPLE, build, distance_probe, from_babi_qa, render, story
 
 MOVE = re.compile(r"^(\w+) (?:moved to|went to|journeyed to|travelled to|went back to) the (\w+)\.$")
 GET = re.compile(r"^(\w+) (?:got|picked up|grabbed) the (\w+)\.$")
@@ -118,7 +120,6 @@ def test_the_loss_loop_scores_only_what_the_mask_marks(small_model):
 
 
 def test_a_chat_dataset_trains_with_the_loss_on_the_replies(tmp_path):
-    import pytest
 
     from lstm_model import load_model
     from lstm_model.data import encode_masked, load_corpus
@@ -148,13 +149,14 @@ def test_a_chat_dataset_trains_with_the_loss_on_the_replies(tmp_path):
                               "--loss-on", "replies"]))
 
 
-def test_distance_probes_ask_about_a_fact_exactly_that_far_back():
-    from lstm_model.memory_tasks import distance_probe
-
+@pytest.mark.parametrize("people", [4, 2])
+def test_distance_probes_ask_about_a_fact_exactly_that_far_back(people):
     rng = random.Random(9)
     for distance in (0, 1, 5, 25, 40):
         for _ in range(20):
-            p = distance_probe(rng, distance)
+            p = distance_probe(rng, distance, people=people)
+            names = set(re.findall(r"\b(Mary|John|Daniel|Sandra)\b", " ".join(m["content"] for m in p["messages"])))
+            assert names <= set(PEOPLE[:people])
             users = [m["content"] for m in p["messages"] if m["role"] == "user"]
             facts, question = users[:-1], users[-1]
             person = question.removeprefix("Where is ").removesuffix("?")
@@ -162,3 +164,9 @@ def test_distance_probes_ask_about_a_fact_exactly_that_far_back():
             assert len(facts) - 1 - last == distance == p["questions"][0]["distance"]
             assert p["messages"][-1]["content"] == answer_by_reading(facts, question) == p["questions"][0]["answer"]
             assert p["questions"][0]["turn"] == len(users) - 1
+
+
+def test_a_probe_past_0_facts_needs_someone_else_to_move():
+    assert distance_probe(random.Random(1), 0, people=1)["questions"][0]["answer"]
+    with pytest.raises(ValueError, match="at least two people"):
+        distance_probe(random.Random(1), 3, people=1)
