@@ -1,6 +1,8 @@
 """The memory views: figures and coloured text computed from a ChatSession's exact traces.
 
-Matplotlib only (the app shows the figures with gr.Plot); no gradio import here.
+The timeline is a matplotlib figure (the app shows it with gr.Plot); the heatmap, the unit
+inspector and the coloured turn are plain HTML with every value on hover (HEATMAP_CSS is their
+heatmap's style). No gradio import here.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ O** (how much of C to expose). Then `C = F ⊙ C + I ⊙ C'` and `H = O ⊙ tanh
   your message, compared with a fresh memory. That is what a reset costs.
 - **Heatmap**: the units whose memory changed most during the last turn, character by character; switch
   to F, I or O to see the gates that moved it. Below it, the mean forget gate per layer is a
-  retention meter: near 1 the memory is held, dips mark where it is being rewritten.
+  retention meter: near 1 the memory is held, dips mark where it is being rewritten. Hover a cell
+  for its value; the table scrolls sideways on long turns.
 - **Unit inspector**: one unit's activation coloured over the conversation (blue positive, red
   negative), as in Karpathy's and LSTMVis's pictures. "Find units" ranks units by how well they
   follow a pattern such as "inside quotes" or "position in the line".
@@ -92,16 +95,19 @@ def _char_label(ch: str) -> str:
 
 
 BENEFIT_RANGE = 2.0  # bits/char shown either side of 0 in the memory-benefit chart, at least
-HEATMAP_CHARS = 400  # a longer turn shows its last characters (the page scrolls the figure sideways)
-HEATMAP_INCHES_PER_CHAR = 0.12  # wide enough for a readable label under every character
+HEATMAP_CHARS = 400  # a longer turn shows its last characters (the page scrolls the table sideways)
+HEATMAP_LEVELS = 10  # colour steps of the heatmap: each side of 0 for C and H, from 0 to 1 for the gates
 
 
-def heatmap_figure(tr: Trace | None, quantity: str = "cell", layer: int = -1, units: int = 20, message_chars: int = 0):
-    """A (units x characters) heatmap of the last turn, plus the forget gate as a retention meter.
-    Its width follows the turn's length (every character labelled); the first `message_chars`
-    characters (the message and separator) are shaded as the visitor's."""
+def heatmap_html(tr: Trace | None, quantity: str = "cell", layer: int = -1, units: int = 20, message_chars: int = 0) -> str:
+    """A (units x characters) heatmap of the last turn as an HTML table, every cell's value on hover,
+    plus the mean forget gate of each layer as a retention meter and every character labelled under
+    its column; the first `message_chars` characters (the message and separator) shaded as the
+    visitor's. Long turns show their last HEATMAP_CHARS characters; the table scrolls sideways."""
+    import html
+
     if tr is None or len(tr.text) == 0:
-        return _empty("The heatmap shows the last turn, character by character.")
+        return '<div class="hm-empty">The heatmap shows the last turn, character by character.</div>'
     cut = max(0, len(tr.text) - HEATMAP_CHARS)
     tr = tr.tail(HEATMAP_CHARS)
     message_chars = max(0, message_chars - cut)
@@ -109,42 +115,39 @@ def heatmap_figure(tr: Trace | None, quantity: str = "cell", layer: int = -1, un
         quantity = "cell"
     chosen = top_changing_units(tr, layer=layer, k=units)
     values = tr.get(quantity)[layer][:, chosen].T.float().cpu()  # (units, chars)
-    n = len(tr.text)
-    fig, (ax, meter) = plt.subplots(2, 1, figsize=(max(9.0, 1.6 + HEATMAP_INCHES_PER_CHAR * n), 5.2), sharex=True,
-                                    gridspec_kw={"height_ratios": [4, 1]})
-    width = fig.get_figwidth()  # margins in inches, whatever the width: room for the unit labels and the colour bar
-    fig.subplots_adjust(left=0.75 / width, right=1 - 0.25 / width)
-    if quantity in GATE_QUANTITIES:
-        image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-        scale_note = ""
+    gate = quantity in GATE_QUANTITIES
+    if gate:  # 0..1 as they are
+        shades = [[f"g{round(v * HEATMAP_LEVELS)}" for v in row] for row in values.clamp(0, 1).tolist()]
     else:  # each unit scaled by its own largest magnitude, so that its changes show
-        scale = values.abs().max(dim=1, keepdim=True).values.clamp_min(1e-6)
-        values = values / scale
-        image = ax.imshow(values, aspect="auto", cmap="RdBu", vmin=-1, vmax=1, interpolation="nearest")
-        scale_note = " (each row / its max |value|)"
+        scaled = values / values.abs().max(dim=1, keepdim=True).values.clamp_min(1e-6)
+        shades = [[f"d{round(v * HEATMAP_LEVELS) + HEATMAP_LEVELS}" for v in row] for row in scaled.tolist()]
+    labels = [html.escape(repr(ch)) for ch in tr.text]
+    name = quantity if quantity in ("cell", "hidden") else f"{quantity} gate"
+    rows = []
+    for unit, row, raw in zip(chosen, shades, values.tolist()):
+        cells = "".join(f'<td class="{c}" title="unit {unit}, {lab}: {name} {v:{".3f" if gate else "+.3f"}}"></td>'
+                        for c, lab, v in zip(row, labels, raw))
+        rows.append(f"<tr><th>{unit}</th>{cells}</tr>")
+    forget = tr.forget.float().cpu().mean(dim=2).clamp(0, 1)  # (layers, chars): how much memory is kept
+    for i, meter in enumerate(forget.tolist()):
+        cells = "".join(f'<td class="g{round(f * HEATMAP_LEVELS)}" title="layer {i + 1}, {lab}: mean forget gate {f:.3f}"></td>'
+                        for lab, f in zip(labels, meter))
+        rows.append(f'<tr class="hm-meter"><th>mean F, layer {i + 1}</th>{cells}</tr>')
+    n = len(tr.text)
+    chars = "".join(f'<td class="{"you" if j < message_chars else "model"}" title="character {j + 1 + cut}: {lab}">'
+                    f"{html.escape(_char_label(ch))}</td>" for j, (ch, lab) in enumerate(zip(tr.text, labels)))
+    rows.append(f'<tr class="hm-chars"><th>{"you | model" if 0 < message_chars < n else ""}</th>{chars}</tr>')
     layer_name = tr.cell.shape[0] if layer == -1 else layer + 1
-    ax.set_title(f"{LABELS[quantity]}{scale_note}, layer {layer_name}: the {len(chosen)} units whose memory "
-                 "changed most", fontsize=9)
-    ax.set_yticks(range(len(chosen)))
-    ax.set_yticklabels([str(u) for u in chosen], fontsize=6)
-    ax.set_ylabel("unit")
-    fig.colorbar(image, ax=[ax, meter], fraction=0.6 / fig.get_figwidth(), pad=0.1 / fig.get_figwidth())
-    forget = tr.forget.float().cpu().mean(dim=2)  # (layers, chars)
-    for i in range(forget.shape[0]):
-        meter.plot(range(n), forget[i], lw=1, label=f"layer {i + 1}")
-    if message_chars:  # who wrote what: the visitor's message and separator, then the model's reply
-        meter.axvspan(-0.5, message_chars - 0.5, color="#e3a008", alpha=0.18, lw=0)
-        meter.text(0, 1.02, "you", fontsize=7, color="#9a6700", va="bottom")
-        if message_chars < n:
-            meter.text(message_chars, 1.02, "model", fontsize=7, color="#4b5563", va="bottom")
-    meter.set_ylim(0, 1)
-    meter.set_ylabel("mean F", fontsize=8)
-    meter.legend(fontsize=6, loc="lower left", ncol=forget.shape[0])
-    meter.set_xticks(range(n))
-    meter.set_xticklabels([_char_label(ch) for ch in tr.text], fontsize=8, family="monospace")
-    meter.set_xlabel("characters of the last turn (your message and the separator shaded, then the reply)"
-                     + (f", its last {n}" if cut else ""), fontsize=8)
-    return fig
+    title = (f"{LABELS[quantity]}{'' if gate else ' (each row / its max |value|)'}, layer {layer_name}: the "
+             f"{len(chosen)} units whose memory changed most, then the mean forget gate of each layer (the retention "
+             f"meter); hover a cell for its value")
+    scale = ("0", "1") if gate else ("−1", "+1")
+    legend = (f'<div class="hm-legend"><span>{scale[0]}</span><span class="hm-bar {"gate" if gate else "signed"}"></span>'
+              f'<span>{scale[1]}</span><span class="hm-key you">your message and the separator</span>'
+              f'<span class="hm-key model">the reply</span>'
+              + (f"<span>(the last {n} characters of {n + cut})</span>" if cut else "") + "</div>")
+    return (f'<div class="hm"><div class="hm-title">{html.escape(title)}</div><div class="hm-scroll"><table>'
+            f'{"".join(rows)}</table></div>{legend}</div>')
 
 
 def _colour(value: float) -> str:
@@ -252,5 +255,39 @@ def benefit_html(benefits: dict | None, replies_only: bool = False) -> str:
                               "(blue) or cost (red) against a fresh memory; hover for the figure")
 
 
-__all__ = ["EXPLANATION", "timeline_figure", "heatmap_figure", "unit_html", "coloured_text_html", "benefit_html",
-           "benefit_sentence"]
+def _heatmap_css() -> str:
+    """The heatmap's colour steps and layout (the page includes it once: ui/layout.py)."""
+    steps = [f".hm td.d{i + HEATMAP_LEVELS} {{ background: {_colour(i / HEATMAP_LEVELS)}; }}"
+             for i in range(-HEATMAP_LEVELS, HEATMAP_LEVELS + 1)]
+    steps += [f".hm td.g{i} {{ background: rgba(1,108,89,{i / HEATMAP_LEVELS:.2f}); }}" for i in range(HEATMAP_LEVELS + 1)]
+    return "\n".join(steps) + """
+.hm-title { font-size: .85em; margin-bottom: .3em; opacity: .85; }
+.hm-scroll { overflow-x: auto; max-width: 100%; }
+.hm table { border-collapse: collapse !important; border: 0 !important; width: auto !important; margin: 0 !important;
+            font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 10px; line-height: 11px; table-layout: fixed; }
+.hm tr { border: 0 !important; background: none !important; }
+.hm td { width: 11px !important; min-width: 11px !important; max-width: 11px !important; height: 11px !important;
+         padding: 0 !important; border: 0 !important; }
+.hm td:hover { outline: 1px solid #111; }
+.hm th { position: sticky; left: 0; z-index: 1; background: var(--block-background-fill, #fff) !important;
+         font-weight: normal; text-align: right; padding: 0 4px 0 0 !important; border: 0 !important; white-space: nowrap;
+         font-size: 10px; line-height: 11px; }
+.hm tr.hm-meter th { color: #1f6f5f; }
+.hm tr.hm-meter:nth-last-child(3) td, .hm tr.hm-meter:nth-last-child(3) th { border-top: 3px solid transparent !important; }
+.hm tr.hm-chars td { height: 16px !important; text-align: center; vertical-align: middle; line-height: 16px; }
+.hm tr.hm-chars td.you, .hm-key.you { background: rgba(227,160,8,.28); }
+.hm tr.hm-chars td.model, .hm-key.model { background: rgba(107,114,128,.12); }
+.hm-legend { display: flex; flex-wrap: wrap; align-items: center; gap: .5em; font-size: .75em; margin-top: .3em; }
+.hm-bar { width: 9em; height: .7em; border-radius: .2em; }
+.hm-bar.signed { background: linear-gradient(90deg, rgb(178,24,43), #fff, rgb(33,102,172)); }
+.hm-bar.gate { background: linear-gradient(90deg, #fff, rgb(1,108,89)); }
+.hm-key { padding: 0 .4em; border-radius: .2em; }
+"""
+
+
+HEATMAP_CSS = _heatmap_css()
+
+
+__all__ = ["EXPLANATION", "HEATMAP_CSS", "timeline_figure", "heatmap_html", "unit_html", "coloured_text_html",
+           "benefit_html", "benefit_sentence"]
+

@@ -376,20 +376,34 @@ def test_the_unit_inspector_starts_on_a_unit_worth_seeing_and_keeps_the_visitor_
     plt.close("all")
 
 
-def test_the_heatmap_labels_every_character_and_shades_the_message(trained_model):
-    import matplotlib.pyplot as plt
+def test_the_heatmap_labels_every_character_shades_the_message_and_shows_values_on_hover(trained_model):
+    import html
+    import re
 
-    from lstm_model.gates import trace
-    from lstm_model.views import HEATMAP_CHARS, heatmap_figure
+    from lstm_model.gates import top_changing_units, trace
+    from lstm_model.views import HEATMAP_CHARS, heatmap_html
 
     short, long = "ANNA:\nThe sea.\n\nANNA:\nThe moon.", "ANNA:\nThe sea. " * 40
-    fig = heatmap_figure(trace(trained_model, short), message_chars=16)
-    meter = fig.axes[1]
-    assert [t.get_text() for t in meter.get_xticklabels()] == [{"\n": "⏎", " ": "␣"}.get(c, c) for c in short]
-    assert len(meter.patches) == 1 and meter.patches[0].get_x() == -0.5  # the message's 16 characters, shaded
-    wide = heatmap_figure(trace(trained_model, long))
-    assert wide.get_figwidth() > fig.get_figwidth() and len(wide.axes[1].get_xticklabels()) == min(len(long), HEATMAP_CHARS)
-    plt.close("all")
+    tr = trace(trained_model, short)
+    page = heatmap_html(tr, "cell", -1, units=5, message_chars=16)
+    chars_row = re.search(r'<tr class="hm-chars">(.*?)</tr>', page).group(1)
+    labels = [html.unescape(x) for x in re.findall(r"<td [^>]*>(.*?)</td>", chars_row)]
+    assert labels == [{"\n": "⏎", " ": "␣"}.get(c, c) for c in short]  # every character, in order
+    assert re.findall(r'<td class="(you|model)"', chars_row) == ["you"] * 16 + ["model"] * (len(short) - 16)
+    # Hover: each cell's title is that unit's exact value at that character, from the trace.
+    unit = top_changing_units(tr, layer=-1, k=5)[0]
+    first_row = re.search(r"<tr><th>(\d+)</th>(.*?)</tr>", page)
+    assert int(first_row.group(1)) == unit
+    shown = [float(v) for v in re.findall(r'title="unit \d+, [^"]*: cell ([-+][\d.]+)"', first_row.group(2))]
+    expected = tr.cell[-1][:, unit].tolist()
+    assert len(shown) == len(short) and all(abs(a - b) < 6e-4 for a, b in zip(shown, expected))
+    assert page.count('<tr class="hm-meter">') == trained_model.num_layers  # the retention meter, per layer
+    gates = heatmap_html(tr, "forget", 0, units=5)
+    assert re.search(r'class="g(\d+)" title="unit \d+, [^"]*: forget gate 0\.\d{3}"', gates)
+    wide = heatmap_html(trace(trained_model, long))
+    assert len(re.findall(r"<td [^>]*>", re.search(r'<tr class="hm-chars">(.*?)</tr>', wide).group(1))) == HEATMAP_CHARS
+    assert f"the last {HEATMAP_CHARS} characters of {len(long)}" in wide
+    assert "hm-empty" in heatmap_html(None)
 
 
 def test_fresh_replies_can_be_switched_off_for_a_busy_server(trained_model):

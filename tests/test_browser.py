@@ -141,7 +141,8 @@ def test_chat_memory_panel_changes_undo_and_reset(page):
     send(page, "JULIET:\nIt is the east, and Juliet is the sun.")
     assert timeline_src(page) != first_timeline
     assert user_messages(page).count() == 2 and bot_messages(page).count() == 2
-    assert page.locator("#heatmap img").count() == 1
+    assert page.locator("#heatmap table").count() == 1  # the heatmap, a value on every cell's hover
+    assert page.locator("#heatmap td[title^='unit ']").count() >= 20
     assert page.locator("#highlights").inner_text().strip()
     if os.environ.get("SAVE_SCREENSHOT"):
         page.screenshot(path=os.path.join(ROOT, "assets", "screenshot.png"), full_page=True)

@@ -431,7 +431,7 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     """The panel's figures after the latest turn (or empty ones before the first)."""
     changes, session, model = st.changes, st.session, st.serving.model
     if not session.turns:
-        return (views.timeline_figure({"turns": []}), views.heatmap_figure(None), "", {"turns": []}, gr.skip(),
+        return (views.timeline_figure({"turns": []}), views.heatmap_html(None), "", {"turns": []}, gr.skip(),
                 gr.skip(), "No turns yet: the memory is fresh (all zeros).", "", "")
     report = session.memory_report()
     layer_index = min(int(layer) - 1, model.num_layers - 1)
@@ -452,7 +452,7 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
         return (gr.skip(),) * 9
     return (views.timeline_figure(report),
-            views.heatmap_figure(last, quantity, layer_index, message_chars=len(turn.fed)),
+            views.heatmap_html(last, quantity, layer_index, message_chars=len(turn.fed)),
             views.unit_html(recent, session.recent_roles(RECENT_CHARS), unit, layer_index), rounded(report),
             unit_update(unit, model.hidden_size),
             gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status,

@@ -80,8 +80,6 @@ CSS = """
 .fresh-text { margin-top: .25em; padding-left: .6em; border-left: 3px solid #999; color: #777; white-space: pre-wrap; }
 .fresh-text .fork { color: #c0392b; font-weight: bold; } .fresh-text .differs { color: #555; background: #f4e3e1; }
 @media (max-width: 700px) { #chatbot { height: 280px !important; } }  /* a phone reaches the memory panel sooner */
-#heatmap .matplotlib { display: block !important; overflow-x: auto; }
-#heatmap img { max-width: none !important; width: auto !important; height: 420px; }
 .ct-title { font-size: .85em; margin-bottom: .3em; opacity: .85; }
 .ct-text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.45;
            white-space: pre-wrap; word-break: break-all; max-height: 16em; overflow-y: auto; }
@@ -91,7 +89,7 @@ CSS = """
 .ct-legend { display: flex; align-items: center; gap: .5em; font-size: .75em; margin-top: .3em; }
 .ct-bar { width: 9em; height: .7em; border-radius: .2em;
           background: linear-gradient(90deg, rgb(178,24,43), #fff, rgb(33,102,172)); }
-"""
+""" + views.HEATMAP_CSS
 
 
 def sampling_section(serving: Serving) -> list:
@@ -140,7 +138,7 @@ def memory_section() -> SimpleNamespace:
     ui.benefit_sentence = gr.Markdown("", elem_id="benefit-sentence")
     ui.benefit = gr.HTML("", elem_id="benefit-text")
     ui.quantity = gr.Radio(["cell", "forget", "input", "output", "hidden"], value="cell", label="Heatmap of the last turn")
-    ui.heatmap = gr.Plot(label="Last turn, character by character", show_label=False, elem_id="heatmap")
+    ui.heatmap = gr.HTML(views.heatmap_html(None), elem_id="heatmap")
     with gr.Row():
         ui.unit = gr.Number(value=0, precision=0, label="Unit")  # clamped by the handlers, not by Gradio
         ui.layer = gr.Radio(["1", "2"], value="2", label="Layer")
