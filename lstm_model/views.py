@@ -121,16 +121,16 @@ def heatmap_html(tr: Trace | None, quantity: str = "cell", layer: int = -1, unit
     else:  # each unit scaled by its own largest magnitude, so that its changes show
         scaled = values / values.abs().max(dim=1, keepdim=True).values.clamp_min(1e-6)
         shades = [[f"d{round(v * HEATMAP_LEVELS) + HEATMAP_LEVELS}" for v in row] for row in scaled.tolist()]
-    labels = [html.escape(repr(ch)) for ch in tr.text]
-    name = quantity if quantity in ("cell", "hidden") else f"{quantity} gate"
+    # Kept short: a 400-character turn has 8,000 cells (no closing tags, unquoted classes).
+    labels = [f"“{html.escape(_char_label(ch))}”" for ch in tr.text]
+    number = ".3f" if gate else "+.3f"
     rows = []
     for unit, row, raw in zip(chosen, shades, values.tolist()):
-        cells = "".join(f'<td class="{c}" title="unit {unit}, {lab}: {name} {v:{".3f" if gate else "+.3f"}}"></td>'
-                        for c, lab, v in zip(row, labels, raw))
+        cells = "".join(f'<td class={c} title="unit {unit}, {lab}: {v:{number}}">' for c, lab, v in zip(row, labels, raw))
         rows.append(f"<tr><th>{unit}</th>{cells}</tr>")
     forget = tr.forget.float().cpu().mean(dim=2).clamp(0, 1)  # (layers, chars): how much memory is kept
     for i, meter in enumerate(forget.tolist()):
-        cells = "".join(f'<td class="g{round(f * HEATMAP_LEVELS)}" title="layer {i + 1}, {lab}: mean forget gate {f:.3f}"></td>'
+        cells = "".join(f'<td class=g{round(f * HEATMAP_LEVELS)} title="layer {i + 1}, {lab}: mean F {f:.3f}">'
                         for lab, f in zip(labels, meter))
         rows.append(f'<tr class="hm-meter"><th>mean F, layer {i + 1}</th>{cells}</tr>')
     n = len(tr.text)

@@ -394,12 +394,12 @@ def test_the_heatmap_labels_every_character_shades_the_message_and_shows_values_
     unit = top_changing_units(tr, layer=-1, k=5)[0]
     first_row = re.search(r"<tr><th>(\d+)</th>(.*?)</tr>", page)
     assert int(first_row.group(1)) == unit
-    shown = [float(v) for v in re.findall(r'title="unit \d+, [^"]*: cell ([-+][\d.]+)"', first_row.group(2))]
+    shown = [float(v) for v in re.findall(r'title="unit \d+, “[^”]*”: ([-+][\d.]+)"', first_row.group(2))]
     expected = tr.cell[-1][:, unit].tolist()
     assert len(shown) == len(short) and all(abs(a - b) < 6e-4 for a, b in zip(shown, expected))
     assert page.count('<tr class="hm-meter">') == trained_model.num_layers  # the retention meter, per layer
     gates = heatmap_html(tr, "forget", 0, units=5)
-    assert re.search(r'class="g(\d+)" title="unit \d+, [^"]*: forget gate 0\.\d{3}"', gates)
+    assert re.search(r'class=g(\d+) title="unit \d+, “[^”]*”: 0\.\d{3}"', gates)
     wide = heatmap_html(trace(trained_model, long))
     assert len(re.findall(r"<td [^>]*>", re.search(r'<tr class="hm-chars">(.*?)</tr>', wide).group(1))) == HEATMAP_CHARS
     assert f"the last {HEATMAP_CHARS} characters of {len(long)}" in wide
