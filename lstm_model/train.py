@@ -126,7 +126,7 @@ class Trainer:
         self.metrics_path = os.path.join(c.out, "metrics.jsonl")
         torch.manual_seed(c.seed)
         try:
-            self.data = TrainingData(c, device, ddp)
+            self.data = TrainingData(c, device, ddp, vocab=start.vocab if start is not None else None)
         except DataError as err:
             raise TrainingStopped(str(err)) from None
         size = parameter_count(len(self.data.vocab), c.embed_dim, c.hidden_size, c.num_layers)
@@ -175,6 +175,7 @@ class Trainer:
                   f"embeddings; training that shape, not {other}", file=sys.stderr)
         if c.vocab_from not in (None, c.init_from):
             print(f"note: --init-from sets the vocabulary (its model's), not --vocab-from {c.vocab_from}", file=sys.stderr)
+        # vocab_from too, so that --resume (which skips this) reads the same vocabulary
         return start, dataclasses.replace(c, vocab_from=c.init_from, **shape)
 
     def _resume(self) -> None:

@@ -26,10 +26,10 @@ def join_batches(batches) -> torch.Tensor:
 class TrainingData:
     """Training and validation batches for in-memory or streaming corpora, with a resumable position."""
 
-    def __init__(self, c: TrainConfig, device, ddp: Dist | None = None):
+    def __init__(self, c: TrainConfig, device, ddp: Dist | None = None, vocab=None):
+        """`vocab`: a vocabulary already loaded (--init-from's model's); else --vocab-from's, or the data's."""
         self.c, self.device, self.ddp = c, device, ddp or Dist()
-        vocab = None
-        if c.vocab_from:
+        if vocab is None and c.vocab_from:
             try:
                 vocab = load_model(c.vocab_from).vocab
             except ModelLoadError as err:

@@ -1,11 +1,13 @@
 """The memory views: figures and coloured text computed from a ChatSession's exact traces.
 
 The timeline is a matplotlib figure (the app shows it with gr.Plot); the heatmap, the unit
-inspector and the coloured turn are plain HTML with every value on hover (HEATMAP_CSS is their
-heatmap's style). No gradio import here.
+inspector and the coloured turn are plain HTML with every value on hover (VIEWS_CSS is their
+style). No gradio import here.
 """
 
 from __future__ import annotations
+
+import html
 
 import matplotlib
 
@@ -104,8 +106,6 @@ def heatmap_html(tr: Trace | None, quantity: str = "cell", layer: int = -1, unit
     plus the mean forget gate of each layer as a retention meter and every character labelled under
     its column; the first `message_chars` characters (the message and separator) shaded as the
     visitor's. Long turns show their last HEATMAP_CHARS characters; the table scrolls sideways."""
-    import html
-
     if tr is None or len(tr.text) == 0:
         return '<div class="hm-empty">The heatmap shows the last turn, character by character.</div>'
     cut = max(0, len(tr.text) - HEATMAP_CHARS)
@@ -142,19 +142,21 @@ def heatmap_html(tr: Trace | None, quantity: str = "cell", layer: int = -1, unit
              f"{len(chosen)} units whose memory changed most, then the mean forget gate of each layer (the retention "
              f"meter); hover a cell for its value")
     scale = ("0", "1") if gate else ("−1", "+1")
-    legend = (f'<div class="hm-legend"><span>{scale[0]}</span><span class="hm-bar {"gate" if gate else "signed"}"></span>'
+    legend = (f'<div class="ct-legend"><span>{scale[0]}</span><span class="ct-bar{" gate" if gate else ""}"></span>'
               f'<span>{scale[1]}</span><span class="hm-key you">your message and the separator</span>'
               f'<span class="hm-key model">the reply</span>'
               + (f"<span>(the last {n} characters of {n + cut})</span>" if cut else "") + "</div>")
-    return (f'<div class="hm"><div class="hm-title">{html.escape(title)}</div><div class="hm-scroll"><table>'
+    return (f'<div class="hm"><div class="ct-title">{html.escape(title)}</div><div class="hm-scroll"><table>'
             f'{"".join(rows)}</table></div>{legend}</div>')
+
+
+POSITIVE_RGB, NEGATIVE_RGB, GATE_RGB = "33,102,172", "178,24,43", "1,108,89"  # blue, red; green for gates in [0, 1]
 
 
 def _colour(value: float) -> str:
     """A diverging background for a value in [-1, 1]: blue for positive, red for negative."""
     v = max(-1.0, min(1.0, value))
-    rgb = "33,102,172" if v >= 0 else "178,24,43"
-    return f"rgba({rgb},{abs(v):.2f})"
+    return f"rgba({POSITIVE_RGB if v >= 0 else NEGATIVE_RGB},{abs(v):.2f})"
 
 
 def coloured_text_html(segments: list[tuple[str, list[tuple[str, float]]]], scale: float, unit: str,
@@ -163,8 +165,6 @@ def coloured_text_html(segments: list[tuple[str, list[tuple[str, float]]]], scal
     monospaced text, line breaks kept (shown as ↵), each segment marked with who wrote it
     ("you", "model"), and a legend of the colour scale (-scale .. +scale, in `unit`).
     `segments`: (who, [(character, value)]) in order."""
-    import html
-
     parts = []
     for who, pairs in segments:
         chars = []
@@ -255,39 +255,46 @@ def benefit_html(benefits: dict | None, replies_only: bool = False) -> str:
                               "(blue) or cost (red) against a fresh memory; hover for the figure")
 
 
-def _heatmap_css() -> str:
-    """The heatmap's colour steps and layout (the page includes it once: ui/layout.py)."""
+def _views_css() -> str:
+    """The style of the HTML views (coloured text, heatmap), with the heatmap's colour steps; the
+    page includes it once (ui/layout.py)."""
     steps = [f".hm td.d{i + HEATMAP_LEVELS} {{ background: {_colour(i / HEATMAP_LEVELS)}; }}"
              for i in range(-HEATMAP_LEVELS, HEATMAP_LEVELS + 1)]
-    steps += [f".hm td.g{i} {{ background: rgba(1,108,89,{i / HEATMAP_LEVELS:.2f}); }}" for i in range(HEATMAP_LEVELS + 1)]
-    return "\n".join(steps) + """
-.hm-title { font-size: .85em; margin-bottom: .3em; opacity: .85; }
-.hm-scroll { overflow-x: auto; max-width: 100%; }
-.hm table { border-collapse: collapse !important; border: 0 !important; width: auto !important; margin: 0 !important;
-            font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 10px; line-height: 11px; table-layout: fixed; }
-.hm tr { border: 0 !important; background: none !important; }
-.hm td { width: 11px !important; min-width: 11px !important; max-width: 11px !important; height: 11px !important;
-         padding: 0 !important; border: 0 !important; }
-.hm td:hover { outline: 1px solid #111; }
-.hm th { position: sticky; left: 0; z-index: 1; background: var(--block-background-fill, #fff) !important;
+    steps += [f".hm td.g{i} {{ background: rgba({GATE_RGB},{i / HEATMAP_LEVELS:.2f}); }}" for i in range(HEATMAP_LEVELS + 1)]
+    return "\n".join(steps) + f"""
+.ct-title {{ font-size: .85em; margin-bottom: .3em; opacity: .85; }}
+.ct-text {{ font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.45;
+           white-space: pre-wrap; word-break: break-all; max-height: 16em; overflow-y: auto; }}
+.ct-seg {{ border-bottom: 2px solid; }} .ct-you {{ border-color: #e3a008; }} .ct-model {{ border-color: #6b7280; }}
+.ct-who {{ font-family: sans-serif; font-size: 10px; padding: 0 .3em; margin-right: .2em; border-radius: .3em;
+          color: #fff; background: #6b7280; }} .ct-you .ct-who {{ background: #c27c0e; }}
+.ct-legend {{ display: flex; flex-wrap: wrap; align-items: center; gap: .5em; font-size: .75em; margin-top: .3em; }}
+.ct-bar {{ width: 9em; height: .7em; border-radius: .2em;
+          background: linear-gradient(90deg, rgb({NEGATIVE_RGB}), #fff, rgb({POSITIVE_RGB})); }}
+.ct-bar.gate {{ background: linear-gradient(90deg, #fff, rgb({GATE_RGB})); }}
+.hm-scroll {{ overflow-x: auto; max-width: 100%; }}
+.hm table {{ border-collapse: collapse !important; border: 0 !important; width: auto !important; margin: 0 !important;
+            font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 10px; line-height: 11px; table-layout: fixed; }}
+.hm tr {{ border: 0 !important; background: none !important; }}
+.hm td {{ width: 11px !important; min-width: 11px !important; max-width: 11px !important; height: 11px !important;
+         padding: 0 !important; border: 0 !important; }}
+.hm td:hover {{ outline: 1px solid #111; }}
+.hm th {{ position: sticky; left: 0; z-index: 1; background: var(--block-background-fill, #fff) !important;
          font-weight: normal; text-align: right; padding: 0 4px 0 0 !important; border: 0 !important; white-space: nowrap;
-         font-size: 10px; line-height: 11px; }
-.hm tr.hm-meter th { color: #1f6f5f; }
-.hm tr.hm-meter:nth-last-child(3) td, .hm tr.hm-meter:nth-last-child(3) th { border-top: 3px solid transparent !important; }
-.hm tr.hm-chars td { height: 16px !important; text-align: center; vertical-align: middle; line-height: 16px; }
-.hm tr.hm-chars td.you, .hm-key.you { background: rgba(227,160,8,.28); }
-.hm tr.hm-chars td.model, .hm-key.model { background: rgba(107,114,128,.12); }
-.hm-legend { display: flex; flex-wrap: wrap; align-items: center; gap: .5em; font-size: .75em; margin-top: .3em; }
-.hm-bar { width: 9em; height: .7em; border-radius: .2em; }
-.hm-bar.signed { background: linear-gradient(90deg, rgb(178,24,43), #fff, rgb(33,102,172)); }
-.hm-bar.gate { background: linear-gradient(90deg, #fff, rgb(1,108,89)); }
-.hm-key { padding: 0 .4em; border-radius: .2em; }
+         font-size: 10px; line-height: 11px; }}
+.hm tr.hm-meter th {{ color: #1f6f5f; }}
+.hm tr:not(.hm-meter) + tr.hm-meter td, .hm tr:not(.hm-meter) + tr.hm-meter th {{
+    border-top: 3px solid transparent !important; }}  /* a gap before the first meter row */
+.hm tr.hm-chars td {{ height: 16px !important; text-align: center; vertical-align: middle; line-height: 16px; }}
+.hm tr.hm-chars td.you, .hm-key.you {{ background: rgba(227,160,8,.28); }}
+.hm tr.hm-chars td.model, .hm-key.model {{ background: rgba(107,114,128,.12); }}
+.hm-key {{ padding: 0 .4em; border-radius: .2em; }}
 """
 
 
-HEATMAP_CSS = _heatmap_css()
+VIEWS_CSS = _views_css()
 
 
-__all__ = ["EXPLANATION", "HEATMAP_CSS", "timeline_figure", "heatmap_html", "unit_html", "coloured_text_html",
+__all__ = ["EXPLANATION", "VIEWS_CSS", "timeline_figure", "heatmap_html", "unit_html", "coloured_text_html",
            "benefit_html", "benefit_sentence"]
 

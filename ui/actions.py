@@ -434,7 +434,7 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
         return (views.timeline_figure({"turns": []}), views.heatmap_html(None), "", {"turns": []}, gr.skip(),
                 gr.skip(), "No turns yet: the memory is fresh (all zeros).", "", "")
     report = session.memory_report()
-    layer_index = min(int(layer) - 1, model.num_layers - 1)
+    layer_index = layer_of(layer, model)
     recent = session.trace_recent(max_chars=RECENT_CHARS)  # one trace serves every view
     last = recent.tail(len(session.turn_text(session.turns[-1])))
     unit = clamp_unit(unit, model.hidden_size)
@@ -453,10 +453,31 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
         return (gr.skip(),) * 9
     return (views.timeline_figure(report),
             views.heatmap_html(last, quantity, layer_index, message_chars=len(turn.fed)),
-            views.unit_html(recent, session.recent_roles(RECENT_CHARS), unit, layer_index), rounded(report),
+            unit_view(st, recent, unit, layer_index), rounded(report),
             unit_update(unit, model.hidden_size),
             gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status,
             views.benefit_sentence(benefits, turn.memory, replies_only), views.benefit_html(benefits, replies_only))
+
+
+def layer_of(layer, model) -> int:
+    """The Layer control's value (1-based) as an index into the model's layers."""
+    return min(int(layer) - 1, model.num_layers - 1)
+
+
+def unit_view(st: ChatState, recent, unit: int, layer_index: int) -> str:
+    """The unit inspector: `unit`'s activation over the recent conversation (`recent`, its trace)."""
+    return views.unit_html(recent, st.session.recent_roles(RECENT_CHARS), unit, layer_index)
+
+
+def inspected_unit(st: ChatState, unit, layer) -> tuple:
+    """The unit the visitor typed or clicked (clamped), shown from now on: the inspector and the Unit box."""
+    st.unit_chosen = True  # the visitor's unit stays through later refreshes
+    model = st.serving.model
+    unit = clamp_unit(unit, model.hidden_size)
+    if not st.session.turns:
+        return "", unit_update(unit, model.hidden_size)
+    recent = st.session.trace_recent(max_chars=RECENT_CHARS)
+    return unit_view(st, recent, unit, layer_of(layer, model)), unit_update(unit, model.hidden_size)
 
 
 def rounded(value, digits: int = 4):
@@ -489,7 +510,7 @@ def found_units(st: ChatState, pattern_name: str, layer) -> tuple:
     the found units as choices to click."""
     if not st.session.turns:
         return gr.skip(), "Chat first: units are found on the conversation's text.", gr.skip(), gr.skip()
-    layer_index = min(int(layer) - 1, st.serving.model.num_layers - 1)
+    layer_index = layer_of(layer, st.serving.model)
     recent = st.session.trace_recent(max_chars=RECENT_CHARS)
     ranked = units_following(recent, pattern_name, layer=layer_index, k=5)
     if not ranked:
@@ -499,6 +520,6 @@ def found_units(st: ChatState, pattern_name: str, layer) -> tuple:
     best = ranked[0][0]
     st.unit_chosen = True
     return (best, f"Units whose cell state follows “{pattern_name}”: {rows}. Showing unit {best}; click another below.",
-            views.unit_html(recent, st.session.recent_roles(RECENT_CHARS), best, layer_index),
+            unit_view(st, recent, best, layer_index),
             gr.update(choices=[(f"unit {u} (r = {r:+.2f})", str(u)) for u, r in ranked], value=str(best), visible=True))
 

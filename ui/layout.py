@@ -15,17 +15,15 @@ from lstm_model.serving import Serving
 from .actions import (
     DEFAULTS,
     RANGES,
-    RECENT_CHARS,
     SESSION_TTL_S,
     ChatApp,
     Options,
-    clamp_unit,
     escape,
     found_units,
     history_of,
+    inspected_unit,
     panel_figures,
     serving_line,
-    unit_update,
 )
 from .guides import Guide, guide_for
 from .sessions import use_lazy_session_state
@@ -70,7 +68,8 @@ def samples(guide: Guide) -> list[list[str]]:
 HEADER = ("# LSTM Memory Chat\nChat with a character-level LSTM that **keeps its memory (H and C) from turn to turn**, "
           "and watch what that memory holds. ")
 
-# The badge and the fresh-memory reply under each reply (ui.actions.fresh_reply_html).
+# The badge and the fresh-memory reply under each reply (ui.actions.fresh_reply_html), the phone's chat
+# height; then the memory views' own style (coloured text, heatmap).
 CSS = """
 .memory-note { margin-top: .35em; font-size: .85em; opacity: .9; }
 .memory-badge { display: inline-block; padding: 0 .5em; margin-right: .4em; border: 1px solid; border-radius: .7em;
@@ -80,16 +79,7 @@ CSS = """
 .fresh-text { margin-top: .25em; padding-left: .6em; border-left: 3px solid #999; color: #777; white-space: pre-wrap; }
 .fresh-text .fork { color: #c0392b; font-weight: bold; } .fresh-text .differs { color: #555; background: #f4e3e1; }
 @media (max-width: 700px) { #chatbot { height: 280px !important; } }  /* a phone reaches the memory panel sooner */
-.ct-title { font-size: .85em; margin-bottom: .3em; opacity: .85; }
-.ct-text { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 13px; line-height: 1.45;
-           white-space: pre-wrap; word-break: break-all; max-height: 16em; overflow-y: auto; }
-.ct-seg { border-bottom: 2px solid; } .ct-you { border-color: #e3a008; } .ct-model { border-color: #6b7280; }
-.ct-who { font-family: sans-serif; font-size: 10px; padding: 0 .3em; margin-right: .2em; border-radius: .3em;
-          color: #fff; background: #6b7280; } .ct-you .ct-who { background: #c27c0e; }
-.ct-legend { display: flex; align-items: center; gap: .5em; font-size: .75em; margin-top: .3em; }
-.ct-bar { width: 9em; height: .7em; border-radius: .2em;
-          background: linear-gradient(90deg, rgb(178,24,43), #fff, rgb(33,102,172)); }
-""" + views.HEATMAP_CSS
+""" + views.VIEWS_CSS
 
 
 def sampling_section(serving: Serving) -> list:
@@ -247,16 +237,7 @@ def wire_panel(app: ChatApp, memory) -> dict:
         return found_units(app.state(request), pattern, layer)
 
     def inspect_unit(unit, layer, request: gr.Request):
-        st = app.state(request)
-        st.unit_chosen = True  # the visitor's unit stays through later refreshes
-        model = st.serving.model
-        unit = clamp_unit(unit, model.hidden_size)
-        if not st.session.turns:
-            return "", unit_update(unit, model.hidden_size)
-        recent = st.session.trace_recent(max_chars=RECENT_CHARS)
-        return (views.unit_html(recent, st.session.recent_roles(RECENT_CHARS), unit,
-                                min(int(layer) - 1, model.num_layers - 1)),
-                unit_update(unit, model.hidden_size))
+        return inspected_unit(app.state(request), unit, layer)
 
     panel = dict(fn=refresh, inputs=[memory.quantity, memory.unit, memory.layer],
                  outputs=[memory.timeline, memory.heatmap, memory.highlights, memory.report, memory.unit, memory.layer,
