@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The second round of GPU runs, side by side on one GPU: what benchmarks/README.md named as the next
+# steps after `train_bundled_gpu.sh` (whose setup this shares: .whl/ wheels, .device_data/ corpora).
+# - Tiny Shakespeare 2 x 768 with AWD-LSTM's stronger settings (weight drop 0.4-0.5, locked dropout
+#   0.4): once from scratch, twice continued from the bundled model (`--init-from assets/shakespeare`,
+#   a fresh optimiser and cosine schedule: a warm restart).
+# - bAbI chat: the bundled model trained longer (`--init-from assets/babi`), and a curriculum from
+#   scratch (two people, then all four: `--people 2`, then `--init-from` the first stage).
+# Every run ends on time (`--time-limit`); the models, fp16, are packed in one tar of 15 MB parts.
+# Usage: bash benchmarks/train_further_gpu.sh [seconds per run]      (DEVICE=cpu for a dry run)
+set -u
+LIMIT=${1:-400}
+OUT=${OUT:-runs/gpu-out}
+SWEEP=runs/sweep2
+mkdir -p "$OUT" "$SWEEP"
+if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export HF_HUB_OFFLINE=1 HF_DATASETS_CACHE=/tmp/hf-datasets OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
+python3 -c "import torch, datasets, lstm_model.train; print('torch', torch.__version__, 'datasets', datasets.__version__, 'cuda', torch.cuda.is_available())" || exit 1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+TS=.device_data/tinyshakespeare.txt
+STORIES=${BABI_STORIES:-60000}
+python3 -m lstm_model.memory_tasks --out runs/babi-chat --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
+python3 -m lstm_model.memory_tasks --out runs/babi-p2 --people 2 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
+wait
+COMMON="--device ${DEVICE:-cuda} --eval-every 250 --eval-batches 10 --quiet --epochs 100000"
+STRONG="--dropout 0.25 --locked-dropout 0.4 --embed-dropout 0.1 --weight-decay 0.1 --batch-size 256 --seq-len 128"
+CHAT="--turn-separator \n --stop-sequence \n --loss-on replies --dropout 0 --weight-decay 0.01 --batch-size 128 --seq-len 512"
+HALF=$(( (${LIMIT%.*} - 40) / 2 ))  # two stages and the first one's final measures in LIMIT
+declare -A RUNS=(
+  [s768_wd50]="--dataset $TS --hidden-size 768 --embed-dim 128 $STRONG --weight-drop 0.5 --lr 3e-3 --warmup-steps 100 --time-limit $LIMIT"
+  [s768_ft_wd40]="--dataset $TS --init-from assets/shakespeare $STRONG --weight-drop 0.4 --lr 1e-3 --warmup-steps 100 --time-limit $LIMIT"
+  [s768_ft_wd50]="--dataset $TS --init-from assets/shakespeare $STRONG --weight-drop 0.5 --lr 2e-3 --warmup-steps 100 --time-limit $LIMIT"
+  [babi_ft]="--dataset runs/babi-chat --init-from assets/babi $CHAT --lr 1.5e-3 --warmup-steps 100 --time-limit $LIMIT"
+  [babi_p2]="--dataset runs/babi-p2 --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $CHAT --lr 2e-3 --warmup-steps 200 --time-limit $HALF"
+)
+run() {  # name, flags
+  rm -rf "${SWEEP:?}/$1"
+  local start; start=$(date +%s)
+  # shellcheck disable=SC2086  # the flags are meant to split
+  timeout -s TERM $(( ${LIMIT%.*} + 100 )) python3 -m lstm_model.train $2 $COMMON --out "$SWEEP/$1" > "$SWEEP/$1.log" 2>&1
+  echo "$(( $(date +%s) - start ))" > "$SWEEP/$1.seconds"
+}
+for name in "${!RUNS[@]}"; do
+  if [ "$name" = babi_p2 ]; then  # the curriculum's second stage starts from its first
+    ( run babi_p2 "${RUNS[babi_p2]}"
+      run babi_p2_p4 "--dataset runs/babi-chat --init-from $SWEEP/babi_p2 $CHAT --lr 1.5e-3 --warmup-steps 100 --time-limit $HALF" ) &
+  else
+    run "$name" "${RUNS[$name]}" &
+  fi
+done
+wait
+{
+  for log in "$SWEEP"/*.log; do
+    name=$(basename "$log" .log)
+    echo "== $name ($(cat "$SWEEP/$name.seconds" 2>/dev/null) s): $(head -1 "$log" | cut -c1-200)"
+    grep -E "^step|Validation over|Int8|rror" "$log" | tail -5; grep -A12 Traceback "$log" | head -14
+    cat "$SWEEP/$name/final_metrics.json" 2>/dev/null; echo
+  done
+} > "$SWEEP/summary.txt"
+rm -rf runs/pack2 && mkdir -p runs/pack2
+for dir in "$SWEEP"/*/; do
+  name=$(basename "$dir")
+  mkdir -p "runs/pack2/$name"
+  cp "$dir"/{config.json,README.md,metrics.jsonl,final_metrics.json,int8.json,train_config.json} "runs/pack2/$name/" 2>/dev/null
+  cp "$SWEEP/$name.log" "runs/pack2/$name/train.log"
+  [ -f "$dir/model.safetensors" ] && python3 -c "
+import sys; from safetensors.torch import load_file, save_file
+w = load_file(sys.argv[1]); save_file({k: v.half().contiguous() for k, v in w.items()}, sys.argv[2], metadata={'format': 'pt'})
+" "$dir/model.safetensors" "runs/pack2/$name/model.safetensors"
+done
+cp "$SWEEP/summary.txt" "$OUT/summary.txt"
+tar -C runs/pack2 -cf - . | split -b 15m -d - "$OUT/pack.tar."
+ls -la "$OUT"
+cat "$SWEEP/summary.txt"
