@@ -6,8 +6,12 @@
 #   a fresh optimiser and cosine schedule: a warm restart).
 # - bAbI chat: the bundled model trained longer (`--init-from assets/babi`), and a curriculum from
 #   scratch (two people, then all four: `--people 2`, then `--init-from` the first stage).
+# - bAbI chat with each conversation read from a fresh state in training (`--conversation-state
+#   fresh`, as a new chat session starts; the runs above carried the state from one conversation
+#   into the next): continued from the bundled model, and from scratch.
 # Every run ends on time (`--time-limit`); the models, fp16, are packed in one tar of 15 MB parts.
 # Usage: bash benchmarks/train_further_gpu.sh [seconds per run]      (DEVICE=cpu for a dry run)
+#        ONLY="babi_fresh_ft babi_fresh" bash benchmarks/train_further_gpu.sh 150      (some of the runs)
 set -u
 LIMIT=${1:-400}
 OUT=${OUT:-runs/gpu-out}
@@ -22,17 +26,20 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 TS=.device_data/tinyshakespeare.txt
 STORIES=${BABI_STORIES:-60000}
 python3 -m lstm_model.memory_tasks --out runs/babi-chat --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
-python3 -m lstm_model.memory_tasks --out runs/babi-p2 --people 2 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
+[ -z "${ONLY:-}" ] && python3 -m lstm_model.memory_tasks --out runs/babi-p2 --people 2 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wait
 COMMON="--device ${DEVICE:-cuda} --eval-every 250 --eval-batches 10 --quiet --epochs 100000"
 STRONG="--dropout 0.25 --locked-dropout 0.4 --embed-dropout 0.1 --weight-decay 0.1 --batch-size 256 --seq-len 128"
-CHAT="--turn-separator \n --stop-sequence \n --loss-on replies --dropout 0 --weight-decay 0.01 --batch-size 128 --seq-len 512"
+CHAT="--turn-separator \n --stop-sequence \n --loss-on replies --dropout 0 --weight-decay 0.01 --batch-size 128 --seq-len 512 --conversation-state carried"
+FRESH="--turn-separator \n --stop-sequence \n --loss-on replies --dropout 0 --weight-decay 0.01 --batch-size 256 --seq-len 256 --conversation-state fresh"
 HALF=$(( (${LIMIT%.*} - 40) / 2 ))  # two stages and the first one's final measures in LIMIT
 declare -A RUNS=(
   [s768_wd50]="--dataset $TS --hidden-size 768 --embed-dim 128 $STRONG --weight-drop 0.5 --lr 3e-3 --warmup-steps 100 --time-limit $LIMIT"
   [s768_ft_wd40]="--dataset $TS --init-from assets/shakespeare $STRONG --weight-drop 0.4 --lr 1e-3 --warmup-steps 100 --time-limit $LIMIT"
   [s768_ft_wd50]="--dataset $TS --init-from assets/shakespeare $STRONG --weight-drop 0.5 --lr 2e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_ft]="--dataset runs/babi-chat --init-from assets/babi $CHAT --lr 1.5e-3 --warmup-steps 100 --time-limit $LIMIT"
+  [babi_fresh_ft]="--dataset runs/babi-chat --init-from assets/babi $FRESH --lr 1.5e-3 --warmup-steps 100 --time-limit $LIMIT"
+  [babi_fresh]="--dataset runs/babi-chat --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
   [babi_p2]="--dataset runs/babi-p2 --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $CHAT --lr 2e-3 --warmup-steps 200 --time-limit $HALF"
 )
 run() {  # name, flags
@@ -43,6 +50,7 @@ run() {  # name, flags
   echo "$(( $(date +%s) - start ))" > "$SWEEP/$1.seconds"
 }
 for name in "${!RUNS[@]}"; do
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
   if [ "$name" = babi_p2 ]; then  # the curriculum's second stage starts from its first
     ( run babi_p2 "${RUNS[babi_p2]}"
       run babi_p2_p4 "--dataset runs/babi-chat --init-from $SWEEP/babi_p2 $CHAT --lr 1.5e-3 --warmup-steps 100 --time-limit $HALF" ) &

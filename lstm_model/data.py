@@ -12,6 +12,7 @@ model never trains on it.
 
 from __future__ import annotations
 
+import heapq
 import os
 import socket
 import time
@@ -46,6 +47,9 @@ class Corpus:
     # assistant's (a reply or the stop sequence after it). None for plain text.
     train_mask: list[bool] | None = None
     val_mask: list[bool] | None = None
+    # A chat dataset: where each conversation begins in train/val (character offsets). None for plain text.
+    train_starts: list[int] | None = None
+    val_starts: list[int] | None = None
 
     def vocab(self) -> CharVocab:
         return CharVocab.from_text((self.train, self.val))
@@ -215,12 +219,13 @@ def _join_rows(ds, column: str, source: str = "the dataset") -> str:
     return "\n".join(t for t in (_text_of(v, column, source) for v in ds[column]) if t is not None)
 
 
-def _render_chats(ds, source: str, chat: tuple[str, str]) -> tuple[str, list[bool]]:
+def _render_chats(ds, source: str, chat: tuple[str, str]) -> tuple[str, list[bool], list[int]]:
     """Every conversation of a `messages` column, one after another, as the chat feeds it (each
-    user message + the turn separator, each reply + the stop sequence), with the reply mask."""
+    user message + the turn separator, each reply + the stop sequence), with the reply mask and
+    the offset where each conversation begins."""
     from .memory_tasks import render  # here, so that `python -m lstm_model.memory_tasks` runs it only once
 
-    texts, masks = [], []
+    texts, masks, starts, at = [], [], [], 0
     for messages in ds["messages"]:
         if not isinstance(messages, list) or not all(isinstance(m, dict) and isinstance(m.get("content"), str)
                                                       and m.get("role") in ("user", "assistant", "system")
@@ -228,9 +233,12 @@ def _render_chats(ds, source: str, chat: tuple[str, str]) -> tuple[str, list[boo
             raise DataError(f"The 'messages' column of {source} must hold lists of {{'role', 'content'}} messages "
                             "(roles user and assistant); it holds something else.")
         text, mask = render([m for m in messages if m["role"] != "system"], *chat)
-        texts.append(text)
-        masks += mask
-    return "".join(texts), masks
+        if text:
+            texts.append(text)
+            masks += mask
+            starts.append(at)
+            at += len(text)
+    return "".join(texts), masks, starts
 
 
 def load_corpus(
@@ -255,14 +263,16 @@ def load_corpus(
     names = dd[train_name].column_names
     if "messages" in names and text_column in (None, "messages"):
         chat = chat or ("\n\n", "\n\n")
-        train, train_mask = _render_chats(dd[train_name], dataset, chat)
+        train, train_mask, train_starts = _render_chats(dd[train_name], dataset, chat)
         if val_name is not None:
-            val, val_mask = _render_chats(dd[val_name], dataset, chat)
-            corpus = Corpus(train, val, dataset, rev, f"split:{val_name}", train_mask, val_mask)
-        else:
+            val, val_mask, val_starts = _render_chats(dd[val_name], dataset, chat)
+            corpus = Corpus(train, val, dataset, rev, f"split:{val_name}", train_mask, val_mask, train_starts, val_starts)
+        else:  # held out from the end, cut where a conversation begins (mid-conversation if there is one only)
             cut = int(len(train) * (1.0 - val_fraction))
+            cut = next((s for s in train_starts if s >= cut and s > 0), cut)
             corpus = Corpus(train[:cut], train[cut:], dataset, rev, f"last {val_fraction:g}", train_mask[:cut],
-                            train_mask[cut:])
+                            train_mask[cut:], [s for s in train_starts if s < cut],
+                            [0] + [s - cut for s in train_starts if s > cut])
         if len(corpus.train) < 2 or len(corpus.val) < 2:
             raise DataError(f"{dataset} is too small to split into training and validation text; give a longer corpus.")
         return corpus
@@ -386,6 +396,19 @@ def encode_masked(vocab: CharVocab, text: str, mask: list[bool]) -> tuple[torch.
     return (torch.tensor([i for i, _ in kept], dtype=torch.long), torch.tensor([m for _, m in kept], dtype=torch.bool))
 
 
+def encoded_offsets(vocab: CharVocab, text: str, offsets: list[int]) -> list[int]:
+    """Character offsets of `text` as offsets of its encoding (`encode` skips characters outside
+    the vocabulary): where each conversation begins once encoded."""
+    index, kept, out, at = vocab.index, 0, [], 0
+    if set(text) <= index.keys():
+        return list(offsets)
+    for offset in offsets:
+        kept += sum(1 for ch in text[at:offset] if ch in index)
+        out.append(kept)
+        at = offset
+    return out
+
+
 def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     """Cut a 1-D id stream into `batch_size` contiguous streams: (batch, length).
 
@@ -397,6 +420,49 @@ def batchify(ids: torch.Tensor, batch_size: int) -> torch.Tensor:
     if length < 2:
         raise DataError(f"The text ({ids.numel()} characters) is too short for --batch-size {batch_size}; lower it.")
     return ids[: length * batch_size].view(batch_size, length)
+
+
+def conversation_spans(starts: list[int], length: int, limit: int | None = None) -> list[tuple[int, int]]:
+    """(begin, end) of each conversation (the first `limit`) of a text of `length` ids whose
+    conversations begin at `starts`; conversations of fewer than two characters left out."""
+    spans = list(zip(starts, list(starts[1:]) + [length]))[:limit]
+    return [(a, b) for a, b in spans if b - a > 1]
+
+
+def conversation_streams(ids: torch.Tensor, starts: list[int], batch_size: int, seq_len: int,
+                         mask: torch.Tensor | None = None, seed: int | None = None):
+    """A chat dataset as `batch_size` streams in which every conversation begins a BPTT window,
+    so that training can start each one from a fresh state, as a new chat session does.
+
+    The conversations (shuffled by `seed`, if given) go one after another to the shortest row,
+    each padded to a whole number of `seq_len` windows. Returns (streams, targets, resets):
+    streams (batch, W * seq_len + 1) of ids; targets, the same shape, True where a character
+    counts as a target (`mask`'s characters, or all, never padding nor a conversation's first
+    character, which nothing predicts in a chat); resets (batch, W), True where window w of a row
+    begins a conversation (its state is set to zeros before it is read).
+    """
+    spans = conversation_spans(starts, ids.numel())
+    if not spans:
+        raise DataError("The chat dataset has no conversation of two characters or more; give a longer one.")
+    order = range(len(spans))
+    if seed is not None:
+        order = torch.randperm(len(spans), generator=torch.Generator().manual_seed(seed)).tolist()
+    heap, rows = [(0, r) for r in range(batch_size)], [[] for _ in range(batch_size)]
+    for j in order:
+        a, b = spans[j]
+        filled, r = heapq.heappop(heap)
+        rows[r].append((filled, a, b))
+        heapq.heappush(heap, (filled + -(-(b - a) // seq_len) * seq_len, r))
+    windows = max(filled for filled, _ in heap) // seq_len
+    streams = torch.zeros(batch_size, windows * seq_len + 1, dtype=torch.long)
+    targets = torch.zeros(batch_size, windows * seq_len + 1, dtype=torch.bool)
+    resets = torch.zeros(batch_size, windows, dtype=torch.bool)
+    for r, row in enumerate(rows):
+        for at, a, b in row:
+            streams[r, at : at + b - a] = ids[a:b]
+            targets[r, at + 1 : at + b - a] = True if mask is None else mask[a + 1 : b]
+            resets[r, at // seq_len] = True
+    return streams, targets, resets
 
 
 def num_batches(streams: torch.Tensor, seq_len: int) -> int:

@@ -3,7 +3,8 @@
 `text_loss` reads ids with the LSTM state carried through them and scores every character
 against the prediction made before it. Everything that measures a loss uses it: training's
 estimates (`stream_loss` over contiguous batches, `whole_text_loss` over the whole validation
-text), nanoGPT's windowed estimate (`window_loss`), the int8 check (`check_int8`: the same loop through the serving step, one character a
+text; `conversation_loss` over a chat dataset's conversations, each from a fresh state as a new
+chat reads it), nanoGPT's windowed estimate (`window_loss`), the int8 check (`check_int8`: the same loop through the serving step, one character a
 step), the benchmarks and the chat session's memory benefit (a message scored from the carried
 state and from a fresh one).
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .data import conversation_spans
 from .serving import MAX_LOSS_RISE
 from .step import make_step, pick_engine
 
@@ -100,6 +102,28 @@ def whole_text_loss(model, ids: torch.Tensor, mask: torch.Tensor | None = None) 
     return text_loss(model, ids, mask=mask).mean
 
 
+@torch.no_grad()
+def conversation_loss(model, ids: torch.Tensor, starts: list[int], mask: torch.Tensor | None = None,
+                      limit: int | None = None, group: int = 64, step=None) -> float:
+    """nats/char over a chat dataset's conversations (the first `limit`), each read from a fresh
+    state as a new chat session reads it, side by side in padded groups: every character but each
+    conversation's first (nothing predicts it in a chat) scored, or those `mask` marks (the
+    replies). With `step`, one character a step through a generation step, as serving does."""
+    spans = sorted(conversation_spans(starts, ids.numel(), limit), key=lambda s: s[1] - s[0])
+    total, count = 0.0, 0
+    for first in range(0, len(spans), group):
+        part = spans[first : first + group]
+        width = max(b - a for a, b in part)
+        x = torch.zeros(len(part), width, dtype=torch.long)
+        m = torch.zeros(len(part), width, dtype=torch.bool)
+        for row, (a, b) in enumerate(part):
+            x[row, : b - a] = ids[a:b]
+            m[row, 1 : b - a] = True if mask is None else mask[a + 1 : b]
+        loss = text_loss(model, x, mask=m, step=step)
+        total, count = total + loss.total, count + loss.count
+    return total / count if count else float("nan")
+
+
 def window_loss(model, ids: torch.Tensor, windows: int = 4096, length: int = 256, batch: int = 64,
                 seed: int = 1337) -> tuple[float, float]:
     """nats/char the way nanoGPT estimates its validation loss: `windows` windows of `length` + 1
@@ -132,11 +156,13 @@ def stream_loss(model, streams: torch.Tensor, seq_len: int, max_batches: int | N
 
 
 def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_chars: int = 1_000_000,
-               max_loss_rise: float = MAX_LOSS_RISE, mask: torch.Tensor | None = None) -> dict:
+               max_loss_rise: float = MAX_LOSS_RISE, mask: torch.Tensor | None = None,
+               starts: list[int] | None = None) -> dict:
     """The loss of fp32 and int8 generation steps (ONNX Runtime) on the same held-out ids (at most
     `max_chars` of them, from the start), cut into `streams` contiguous pieces read side by side,
     each from a fresh state, every character scored (or, with `mask`, the characters it marks: a
-    chat model's replies). `ok` if the rise is <= `max_loss_rise`."""
+    chat model's replies); with `starts` (a chat dataset's conversations), each conversation read
+    from a fresh state instead (`conversation_loss`). `ok` if the rise is <= `max_loss_rise`."""
     import onnxruntime
 
     if pick_engine(model) != "onnxruntime":
@@ -147,9 +173,11 @@ def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_
     pieces = ids[: streams * length].view(streams, length)
     marked = None if mask is None else mask[:max_chars][: streams * length].view(streams, length)
     losses = {}
+    kept = None if starts is None else [s for s in starts if s < ids.numel()]
     for name, int8 in (("fp32", False), ("int8", True)):
         step = make_step(model, "onnxruntime", int8)
-        losses[name] = text_loss(model, pieces, step=step, mask=marked).mean
+        losses[name] = (text_loss(model, pieces, step=step, mask=marked).mean if kept is None else
+                        conversation_loss(model, ids, kept, mask=None if mask is None else mask[:max_chars], step=step))
     rise = losses["int8"] - losses["fp32"]
     return {
         "fp32_loss": round(losses["fp32"], 6),
@@ -157,9 +185,9 @@ def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_
         "loss_rise": round(rise, 6),
         "max_loss_rise": max_loss_rise,
         "ok": bool(math.isfinite(rise) and rise <= max_loss_rise),
-        "characters": streams * length,
+        "characters": streams * length if kept is None else ids.numel(),
         "scored": "all" if marked is None else f"{int(marked.sum()):,} marked characters (replies)",
-        "streams": streams,
+        "streams": streams if kept is None else f"{len(kept)} conversations, each from a fresh state",
         "text": text,
         "engine": "onnxruntime " + onnxruntime.__version__,
         "torch": torch.__version__,

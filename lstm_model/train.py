@@ -37,7 +37,7 @@ from .checkpoint import (
 )
 from .data import DataError, default_revision
 from .distributed import Dist, init_distributed
-from .evaluate import check_int8, whole_text_loss
+from .evaluate import check_int8, conversation_loss, whole_text_loss
 from .generate import generate
 from .hub import INT8_CHECK_FILE, ModelLoadError, load_model, push_folder, write_model_card
 from .model import CONFIG_NAME, MAX_PARAMETERS, WEIGHTS_NAME, CharLSTM, parameter_count
@@ -246,11 +246,15 @@ class Trainer:
             total = int(self.ddp.mean(total))  # the same figure on every rank
         self.total_steps = max(self.step, min(self.step_cap, total))
 
-    def train_step(self, x, y, m=None) -> float:
+    def train_step(self, x, y, m=None, r=None) -> float:
         """One optimiser step on a batch, the state carried in and detached out; the loss (over the
-        targets `m` marks, if given: a chat's replies)."""
+        targets `m` marks, if given: a chat's replies); the rows `r` marks start from a fresh state
+        (a conversation begins there)."""
         if self.carry is None or self.carry[0].shape[1] != x.shape[0]:
             self.carry = self.model.begin_state(x.shape[0])
+        if r is not None:
+            keep = (~r).to(self.carry[0].dtype)[None, :, None]
+            self.carry = (self.carry[0] * keep, self.carry[1] * keep)
         logits, new_state = self.net(x, self.carry)
         if m is None:
             loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
@@ -288,8 +292,8 @@ class Trainer:
             self.fit_to_time(0)
         self.trained.train()
         while self.step < self.total_steps:
-            for index, x, y, m in self.data.epoch_batches(self.epoch, self.batch_index):
-                value = self.train_step(x, y, m)
+            for index, x, y, m, r in self.data.epoch_batches(self.epoch, self.batch_index):
+                value = self.train_step(x, y, m, r)
                 self.step, self.batch_index = self.step + 1, index + 1
                 if c.time_limit:
                     self.fit_to_time(self.step - first_step)
@@ -407,15 +411,20 @@ def finish(c: TrainConfig, model: CharLSTM, data: TrainingData, run: Run, comman
     """Final whole-split validation, the model card, and the optional push."""
     model.eval()
     if data.val_ids is not None:
-        full = whole_text_loss(model, data.val_ids, data.val_mask)
-        run.metrics.update(val_loss_full=full, val_bpc_full=full / LN2)
         scored = "" if data.val_mask is None else f", the loss on its {int(data.val_mask.sum()):,} reply characters"
-        print(f"Validation over the whole held-out text ({data.val_ids.numel():,} characters, state carried{scored}): "
+        if data.val_starts is None:
+            full = whole_text_loss(model, data.val_ids, data.val_mask)
+            read = "state carried"
+        else:
+            full = conversation_loss(model, data.val_ids, data.val_starts, data.val_mask)
+            read = f"{len(data.val_starts):,} conversations, each from a fresh state as a new chat"
+        run.metrics.update(val_loss_full=full, val_bpc_full=full / LN2)
+        print(f"Validation over the whole held-out text ({data.val_ids.numel():,} characters, {read}{scored}): "
               f"{full:.4f} nats/char ({full / LN2:.3f} bits/char).", file=sys.stderr)
     cpu_model = model.to("cpu")
     if data.val_ids is not None and pick_engine(cpu_model) == "onnxruntime":  # may int8 steps serve it?
         check = check_int8(cpu_model, data.val_ids.cpu(), text=f"validation ({data.val_from})",
-                           mask=None if data.val_mask is None else data.val_mask.cpu())
+                           mask=None if data.val_mask is None else data.val_mask.cpu(), starts=data.val_starts)
         write_json(os.path.join(c.out, INT8_CHECK_FILE), check)
         run.metrics.update(fp32_step_loss=check["fp32_loss"], int8_step_loss=check["int8_loss"])
         print(f"Int8 serving check: fp32 steps {check['fp32_loss']:.4f}, int8 steps {check['int8_loss']:.4f} nats/char "

@@ -46,6 +46,7 @@ class TrainConfig:
     locked_dropout: float = 0.0
     embed_dropout: float = 0.0
     loss_on: str = "all"  # "replies": a chat dataset's loss on the assistant's characters only
+    conversation_state: str = "fresh"  # a chat dataset: each conversation from a fresh state ("carried": one long text)
     forget_bias: float = 1.0
     turn_separator: str = "\n\n"
     stop_sequence: str = "\n\n"
@@ -110,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--embed-dropout", type=float, help="drop whole characters' embeddings for a batch (default 0: off)")
     add("--loss-on", choices=["all", "replies"], help="for a chat dataset (a messages column): the loss on every "
                                                       "character or on the replies only (default all)")
+    add("--conversation-state", choices=["fresh", "carried"],
+        help="for a chat dataset: each conversation read from a fresh state, as a new chat session starts "
+             "(default fresh), or the state carried from one conversation into the next (carried)")
     add("--forget-bias", type=float, help=f"initial forget-gate bias (default {d.forget_bias})")
     add("--turn-separator", type=unescape, help="text appended to each chat message; \\n is a newline "
                                                 "(default: a blank line, \\n\\n)")
@@ -168,6 +172,7 @@ def resolve_config(argv=None) -> TrainConfig:
             if changed:
                 print(f"note: --resume keeps the saved settings for {sorted(changed)}", file=sys.stderr)
             merged = dict(saved)
+            merged.setdefault("conversation_state", "carried")  # runs saved before the setting carried it
             merged.update({k: v for k, v in values.items() if k in RESUMABLE})
             values = merged
     config = TrainConfig(**{k: v for k, v in values.items() if k in TrainConfig.field_names()})
@@ -205,6 +210,8 @@ def check_settings(c: TrainConfig) -> None:
         problems.append("--warmup-steps must be at least 0")
     if not 0 <= c.sample_chars <= MAX_NEW_CHARS_LIMIT:
         problems.append(f"--sample-chars must be from 0 to {MAX_NEW_CHARS_LIMIT}")
+    if c.conversation_state not in ("fresh", "carried"):
+        problems.append(f"--conversation-state must be fresh or carried; got {c.conversation_state!r}")
     if c.time_limit is not None and not (math.isfinite(c.time_limit) and c.time_limit > 0):
         problems.append("--time-limit must be a positive number of seconds")
     if c.max_steps is not None and c.max_steps < 1:

@@ -7,9 +7,10 @@ import math
 
 import torch
 
-from .data import StreamBatches, StreamingCorpus, batchify, encode, encode_masked, get_batch, load_corpus, num_batches
+from .data import (StreamBatches, StreamingCorpus, batchify, conversation_streams, encode, encode_masked, encoded_offsets,
+                   get_batch, load_corpus, num_batches)
 from .distributed import Dist
-from .evaluate import stream_loss
+from .evaluate import conversation_loss, stream_loss
 from .hub import ModelLoadError, load_model
 from .model import CharLSTM
 from .train_config import TrainConfig, TrainingStopped
@@ -35,6 +36,9 @@ class TrainingData:
             except ModelLoadError as err:
                 raise TrainingStopped(f"--vocab-from: {err}") from None
         self.train_mask = self.val_mask = self.val_mask_streams = None  # --loss-on replies: the replies' characters
+        # --conversation-state fresh (a chat dataset): where each conversation begins in train_ids/val_ids
+        self.train_starts = self.val_starts = None
+        self._layout: tuple | None = None  # (epoch, streams, targets, resets) of the conversations' layout
         if c.streaming and c.loss_on == "replies":
             raise TrainingStopped("--loss-on replies reads the chat dataset in memory; drop --streaming.")
         if c.streaming:
@@ -71,9 +75,15 @@ class TrainingData:
                 self.val_ids = encode(self.vocab, corpus.val)
             self.val_streams = batchify(self.val_ids, min(c.batch_size, 16)).to(device)
             self.batches_per_epoch = num_batches(batchify(self.train_ids, c.batch_size), c.seq_len)
+            if corpus.train_starts is not None and c.conversation_state == "fresh":
+                self.train_starts = encoded_offsets(self.vocab, corpus.train, corpus.train_starts)
+                self.val_starts = encoded_offsets(self.vocab, corpus.val, corpus.val_starts)
+                self.batches_per_epoch = self.layout(0)[3].shape[1]
             self.val_from = corpus.val_from
             self.train_chars = len(corpus.train)
         row = self.train.row_len if c.streaming else self.train_ids.numel() // c.batch_size
+        if self.train_starts is not None:
+            row = self.batches_per_epoch * c.seq_len + 1
         if c.seq_len >= row:
             raise TrainingStopped(f"--seq-len {c.seq_len} is longer than each of the {c.batch_size} training streams "
                                   f"({row:,} characters); lower --seq-len or --batch-size.")
@@ -91,18 +101,35 @@ class TrainingData:
         streams = batchify((self.train_ids if of is None else of)[offset:], self.c.batch_size)
         return (streams if all_rows else streams[self.ddp.rows(self.c.batch_size)]).to(self.device)
 
+    def layout(self, epoch: int) -> tuple:
+        """(epoch, streams, targets, resets) of --conversation-state fresh for `epoch` (all rows, on
+        the CPU): `data.conversation_streams`, the conversations in a new order each epoch."""
+        if self._layout is None or self._layout[0] != epoch:
+            self._layout = (epoch, *conversation_streams(self.train_ids, self.train_starts, self.c.batch_size,
+                                                         self.c.seq_len, self.train_mask, seed=self.c.seed * 1000 + epoch))
+        return self._layout
+
     def epoch_batches(self, epoch: int, start: int):
-        """Yield (index, x, y, m) for one epoch from batch `start`; m marks the targets that count
-        (the replies' characters with --loss-on replies), None when all do."""
+        """Yield (index, x, y, m, r) for one epoch from batch `start`; m marks the targets that count
+        (the replies' characters with --loss-on replies; None when all do); r, with
+        --conversation-state fresh, the rows whose state starts fresh at this batch (else None)."""
         if self.c.streaming:
             for index, x, y in self.train.iterate(start):
-                yield index, x.to(self.device), y.to(self.device), None
+                yield index, x.to(self.device), y.to(self.device), None, None
+            return
+        if self.train_starts is not None:
+            _, streams, targets, resets = self.layout(epoch)
+            rows = self.ddp.rows(self.c.batch_size)
+            streams, targets, resets = (t[rows].to(self.device) for t in (streams, targets, resets))
+            for index in range(start, resets.shape[1]):
+                x, y = get_batch(streams, index, self.c.seq_len)
+                yield index, x, y, get_batch(targets, index, self.c.seq_len)[1], resets[:, index]
             return
         streams = self.epoch_streams(epoch)
         masks = None if self.train_mask is None else self.epoch_streams(epoch, of=self.train_mask)
         for index in range(start, num_batches(streams, self.c.seq_len)):
             x, y = get_batch(streams, index, self.c.seq_len)
-            yield index, x, y, None if masks is None else get_batch(masks, index, self.c.seq_len)[1]
+            yield index, x, y, None if masks is None else get_batch(masks, index, self.c.seq_len)[1], None
 
     def estimate_loss(self, model: CharLSTM) -> dict:
         """Train and validation loss in eval mode over `eval_batches` contiguous batches each."""
@@ -115,6 +142,10 @@ class TrainingData:
                 if len(train_batches) >= c.eval_batches:
                     break
             train = stream_loss(model, join_batches(train_batches), c.seq_len)
+        elif self.train_starts is not None:  # conversations from a fresh state, as the chat reads them
+            limit = c.eval_batches * 16
+            val = conversation_loss(model, self.val_ids, self.val_starts, self.val_mask, limit=limit)
+            train = conversation_loss(model, self.train_ids, self.train_starts, self.train_mask, limit=limit)
         else:
             val = stream_loss(model, self.val_streams, c.seq_len, c.eval_batches, mask=self.val_mask_streams)
             train_mask = None if self.train_mask is None else self.epoch_streams(0, all_rows=True, of=self.train_mask)

@@ -123,7 +123,7 @@ def test_a_chat_dataset_trains_with_the_loss_on_the_replies(tmp_path):
 
     from lstm_model import load_model
     from lstm_model.data import encode_masked, load_corpus
-    from lstm_model.evaluate import whole_text_loss
+    from lstm_model.evaluate import text_loss, whole_text_loss
     from lstm_model.train import TrainingStopped, resolve_config, train
 
     folder = str(tmp_path / "chat")
@@ -139,14 +139,83 @@ def test_a_chat_dataset_trains_with_the_loss_on_the_replies(tmp_path):
                                 "--stop-sequence", "\n", "--loss-on", "replies"]))
     model = load_model(str(out))
     ids, marks = encode_masked(model.vocab, corpus.val, corpus.val_mask)
-    assert abs(run.metrics["val_loss_full"] - whole_text_loss(model, ids, marks)) < 1e-6
+    # by default each held-out conversation is read from a fresh state, as a new chat session reads it:
+    # the same figure as the conversations scored one at a time (no padding, no batching)
+    total = count = 0
+    for a, b in zip(corpus.val_starts, corpus.val_starts[1:] + [len(corpus.val)]):
+        scored = marks[a:b].clone()
+        scored[0] = False
+        one = text_loss(model, ids[a:b], mask=scored)
+        total, count = total + one.total, count + one.count
+    assert count == int(marks.sum()) - int(marks[corpus.val_starts].sum())
+    assert abs(run.metrics["val_loss_full"] - total / count) < 1e-5
     assert abs(run.metrics["val_loss_full"] - whole_text_loss(model, ids)) > 1e-4  # not the loss on everything
+    carried = train(resolve_config(["--dataset", folder, "--out", str(tmp_path / "carried"), "--max-steps", "4",
+                                    "--hidden-size", "24", "--embed-dim", "8", "--batch-size", "4", "--seq-len", "32",
+                                    "--eval-every", "4", "--eval-batches", "2", "--quiet", "--sample-chars", "10",
+                                    "--turn-separator", "\n", "--stop-sequence", "\n", "--loss-on", "replies",
+                                    "--conversation-state", "carried"]))
+    model = load_model(str(tmp_path / "carried"))
+    assert abs(carried.metrics["val_loss_full"] - whole_text_loss(model, ids, marks)) < 1e-6  # one long text
     with pytest.raises(TrainingStopped, match="needs a chat dataset"):
         plain = tmp_path / "plain.txt"
         plain.write_text("ANNA:\nThe sea is calm.\n\n" * 200)
         train(resolve_config(["--dataset", str(plain), "--out", str(tmp_path / "m2"), "--max-steps", "2",
                               "--hidden-size", "8", "--batch-size", "2", "--seq-len", "16", "--quiet",
                               "--loss-on", "replies"]))
+
+
+def test_conversations_are_laid_out_so_that_each_begins_a_window():
+    import torch
+
+    from lstm_model.data import conversation_streams
+
+    starts = [0, 10, 35, 36, 60, 61, 90]  # 35 and 60 begin conversations of one character: left out
+    ids = torch.arange(1, 101)
+    mask = torch.arange(100) % 3 == 0
+    streams, targets, resets = conversation_streams(ids, starts, 2, 8, mask=mask, seed=3)
+    assert streams.shape == targets.shape and streams.shape[1] == resets.shape[1] * 8 + 1
+    found = []
+    for row, window in resets.nonzero().tolist():
+        at = window * 8
+        first = int(streams[row, at])
+        a = starts.index(first - 1)
+        b = (starts + [100])[a + 1]
+        found.append(a)
+        assert streams[row, at : at + b - starts[a]].tolist() == ids[starts[a] : b].tolist()
+        assert targets[row, at : at + b - starts[a]].tolist() == [False] + mask[starts[a] + 1 : b].tolist()
+    assert sorted(found) == [0, 1, 3, 5, 6]
+    assert int(targets.sum()) == sum(int(mask[a + 1 : b].sum()) for a, b in [(0, 10), (10, 35), (36, 60), (61, 90), (90, 100)])
+    again = conversation_streams(ids, starts, 2, 8, mask=mask, seed=3)
+    other = conversation_streams(ids, starts, 2, 8, mask=mask, seed=4)
+    assert torch.equal(again[0], streams) and any(not torch.equal(o, t) for o, t in zip(other, (streams, targets, resets)))
+
+
+def test_a_conversation_starts_training_from_a_fresh_state(tmp_path):
+    import torch
+
+    from lstm_model.distributed import Dist
+    from lstm_model.train import Trainer, resolve_config
+    from lstm_model.train_config import pick_device
+
+    folder = str(tmp_path / "chat")
+    build(stories=60, seed=2, validation=8, test=2, max_facts=6).save_to_disk(folder)
+
+    def first_loss(state, noisy):
+        (tmp_path / state).mkdir(exist_ok=True)
+        c = resolve_config(["--dataset", folder, "--out", str(tmp_path / state), "--hidden-size", "16", "--embed-dim",
+                            "8", "--batch-size", "4", "--seq-len", "32", "--dropout", "0", "--quiet",
+                            "--turn-separator", "\n", "--stop-sequence", "\n", "--conversation-state", state])
+        trainer = Trainer(c, Dist(), pick_device("cpu"))
+        _, x, y, m, r = next(trainer.data.epoch_batches(0, 0))
+        if noisy:  # a state left over from something else
+            trainer.carry = tuple(torch.randn_like(t) * 3 for t in trainer.model.begin_state(x.shape[0]))
+        return trainer.train_step(x, y, m, r), r
+
+    fresh, resets = first_loss("fresh", False)
+    assert resets.all()  # every row begins with a conversation
+    assert first_loss("fresh", True)[0] == pytest.approx(fresh, abs=1e-6)  # the leftover state was wiped
+    assert first_loss("carried", True)[0] != pytest.approx(first_loss("carried", False)[0], abs=1e-4)
 
 
 @pytest.mark.parametrize("people", [4, 2])
