@@ -12,6 +12,11 @@ acknowledgements, and each answer is compared with the right one, three ways:
 - memory off: `ChatSession(memory=False)`, every turn read from a fresh state (the question alone);
 - majority: always the most common answer of the task in the training stream.
 
+Beside them, the loss on the right replies of the same conversations (teacher-forced), read as
+one long text with the state carried from one conversation into the next, and each from a fresh
+state as a new chat session reads it: a model trained with `--conversation-state carried` can be
+good at the first and poor at the second, which is what the chat uses.
+
 Then accuracy by distance on task 1 (`memory_tasks.distance_probe`: the supporting fact exactly
 0 to 40 facts before the question, one fact a message), as a table and a PNG. Beside them, the LSTM
 column of Weston et al. 2015 (Table 3, 1k training stories), for orientation only: those are the
@@ -33,7 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from lstm_model import load_model  # noqa: E402
-from lstm_model.memory_tasks import PEOPLE, TASKS, distance_probe, story  # noqa: E402
+from lstm_model.data import encode_masked, encoded_offsets  # noqa: E402
+from lstm_model.evaluate import conversation_loss, whole_text_loss  # noqa: E402
+from lstm_model.memory_tasks import PEOPLE, TASKS, distance_probe, render, story  # noqa: E402
 from lstm_model.session import ChatSession  # noqa: E402
 
 WESTON_LSTM = {1: 50, 2: 20, 6: 48, 7: 49}  # Weston et al. 2015, Table 3, LSTM, 1k training stories (% right)
@@ -69,6 +76,21 @@ def score(model, conversations, memory: bool) -> dict:
             total[q["task"]] += 1
             right[q["task"]] += reply == q["answer"]
     return {task: (right[task], total[task]) for task in total}
+
+
+def reply_losses(model, conversations) -> tuple[float, float]:
+    """nats/char on the replies of `conversations`, rendered as the chat feeds them: (one long text,
+    the state carried across conversations; each conversation from a fresh state)."""
+    texts, marks, starts, at = [], [], [], 0
+    for conv in conversations:
+        text, mask = render(conv["messages"], model.turn_separator, model.stop_sequence)
+        texts.append(text)
+        marks += mask
+        starts.append(at)
+        at += len(text)
+    text = "".join(texts)
+    ids, mask = encode_masked(model.vocab, text, marks)
+    return whole_text_loss(model, ids, mask), conversation_loss(model, ids, encoded_offsets(model.vocab, text, starts), mask)
 
 
 def pct(right: int, total: int) -> str:
@@ -107,6 +129,9 @@ def main(argv=None) -> int:
         print(f"| {TASK_NAMES[task]} | {n} | **{pct(r, n)}** | {pct(*off.get(task, (0, 0)))} | "
               f"{pct(majority_right[task], n)} ('{majority[task]}') | {pct(*grouped.get(task, (0, 0)))} | "
               f"{WESTON_LSTM[task]}% |")
+    long_text, fresh = reply_losses(model, one)
+    print(f"\nLoss on the right replies of the same conversations: {long_text:.4f} nats/char read as one long text "
+          f"(the state carried across conversations), {fresh:.4f} each from a fresh state (as the chat starts).")
     rows = []
     prng = random.Random(f"probe:{args.seed}")
     for d in DISTANCES if args.people > 1 else (0,):  # one person: nobody else moves in between

@@ -7,8 +7,18 @@ import math
 
 import torch
 
-from .data import (StreamBatches, StreamingCorpus, batchify, conversation_streams, encode, encode_masked, encoded_offsets,
-                   get_batch, load_corpus, num_batches)
+from .data import (
+    StreamBatches,
+    StreamingCorpus,
+    batchify,
+    conversation_streams,
+    encode,
+    encode_masked,
+    encoded_offsets,
+    get_batch,
+    load_corpus,
+    num_batches,
+)
 from .distributed import Dist
 from .evaluate import conversation_loss, stream_loss
 from .hub import ModelLoadError, load_model

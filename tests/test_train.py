@@ -233,8 +233,8 @@ def test_weights_that_are_not_finite_are_never_saved(play_file, tmp_path, monkey
     saved = (out / "model.safetensors").read_bytes()
     original = train_module.Trainer.train_step
 
-    def poisoning(self, x, y, m=None):  # a finite loss whose update breaks the weights
-        value = original(self, x, y, m)
+    def poisoning(self, x, y, m=None, r=None):  # a finite loss whose update breaks the weights
+        value = original(self, x, y, m, r)
         with torch.no_grad():
             self.model.head.bias[0] = float("nan")
         return value
