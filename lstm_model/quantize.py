@@ -15,7 +15,7 @@ import os
 import sys
 
 from .checkpoint import write_json
-from .data import DataError, encode, encode_masked, load_corpus
+from .data import DataError, encode, encode_masked, encoded_offsets, load_corpus
 from .evaluate import check_int8
 from .hub import INT8_CHECK_FILE, ModelLoadError, default_model_path, load_model
 from .serving import MAX_LOSS_RISE
@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="local folder or Hub repo id (default: the bundled model)")
     p.add_argument("--dataset", required=True, help="held-out text: a dataset id, file or folder, as the training CLI takes")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction when the dataset has no validation split")
-    p.add_argument("--streams", type=int, default=32, help="pieces of the text read side by side (default 32)")
+    p.add_argument("--streams", type=int, default=32, help="pieces of the text read side by side (default 32; a chat dataset is read a conversation a row)")
     p.add_argument("--loss-on", choices=["all", "replies"], default="all",
                    help="for a chat dataset (a messages column): score every character or the replies only, as the "
                         "model was trained (default all)")
@@ -41,7 +41,10 @@ def main(argv=None) -> int:
             ids, mask = encode_masked(model.vocab, corpus.val, corpus.val_mask)
         else:
             ids, mask = encode(model.vocab, corpus.val), None
-        check = check_int8(model, ids, streams=args.streams, text=f"{corpus.val_from} of {args.dataset}", mask=mask)
+        # a chat dataset: each conversation from a fresh state, as the chat and training read it
+        starts = None if corpus.val_starts is None else encoded_offsets(model.vocab, corpus.val, corpus.val_starts)
+        check = check_int8(model, ids, streams=args.streams, text=f"{corpus.val_from} of {args.dataset}", mask=mask,
+                           starts=starts)
     except (ModelLoadError, DataError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -142,7 +142,9 @@ class TrainingData:
             yield index, x, y, None if masks is None else get_batch(masks, index, self.c.seq_len)[1], None
 
     def estimate_loss(self, model: CharLSTM) -> dict:
-        """Train and validation loss in eval mode over `eval_batches` contiguous batches each."""
+        """Train and validation loss in eval mode over `eval_batches` contiguous batches each (with
+        --conversation-state fresh: over the first 16 x `eval_batches` conversations of each, each
+        read from a fresh state)."""
         c = self.c
         if c.streaming:
             val = stream_loss(model, self.val_streams, c.seq_len)
