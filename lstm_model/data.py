@@ -429,21 +429,26 @@ def conversation_spans(starts: list[int], length: int, limit: int | None = None)
     return [(a, b) for a, b in spans if b - a > 1]
 
 
-def conversation_streams(ids: torch.Tensor, starts: list[int], batch_size: int, seq_len: int,
-                         mask: torch.Tensor | None = None, seed: int | None = None):
-    """A chat dataset as `batch_size` streams in which every conversation begins a BPTT window,
-    so that training can start each one from a fresh state, as a new chat session does.
+CONVERSATION_ALIGN = 32  # a conversation begins at a multiple of this many characters of its row
 
-    The conversations (shuffled by `seed`, if given) go one after another to the shortest row,
-    each padded to a whole number of `seq_len` windows. Returns (streams, targets, resets):
-    streams (batch, W * seq_len + 1) of ids; targets, the same shape, True where a character
-    counts as a target (`mask`'s characters, or all, never padding nor a conversation's first
-    character, which nothing predicts in a chat); resets (batch, W), True where window w of a row
-    begins a conversation (its state is set to zeros before it is read).
+
+def conversation_streams(ids: torch.Tensor, starts: list[int], batch_size: int, seq_len: int,
+                         mask: torch.Tensor | None = None, seed: int | None = None,
+                         align: int = CONVERSATION_ALIGN):
+    """A chat dataset as `batch_size` streams in which every conversation's beginning is marked, so
+    that training can start each one from a fresh state, as a new chat session does.
+
+    The conversations (shuffled by `seed`, if given) go one after another to the shortest row, each
+    padded to a multiple of `align` characters (at most `seq_len`), so that a BPTT window is read in
+    a few stretches between beginnings. Returns (streams, targets, begins), each (batch, W *
+    seq_len + 1): the ids; True where a character counts as a target (`mask`'s characters, or all;
+    never padding nor a conversation's first character, which nothing predicts in a chat); True
+    where a conversation begins (its row's state is zeroed before that character is read).
     """
     spans = conversation_spans(starts, ids.numel())
     if not spans:
         raise DataError("The chat dataset has no conversation of two characters or more; give a longer one.")
+    align = max(1, min(align, seq_len))
     order = range(len(spans))
     if seed is not None:
         order = torch.randperm(len(spans), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -452,17 +457,17 @@ def conversation_streams(ids: torch.Tensor, starts: list[int], batch_size: int, 
         a, b = spans[j]
         filled, r = heapq.heappop(heap)
         rows[r].append((filled, a, b))
-        heapq.heappush(heap, (filled + -(-(b - a) // seq_len) * seq_len, r))
-    windows = max(filled for filled, _ in heap) // seq_len
+        heapq.heappush(heap, (filled + -(-(b - a) // align) * align, r))
+    windows = -(-max(filled for filled, _ in heap) // seq_len)
     streams = torch.zeros(batch_size, windows * seq_len + 1, dtype=torch.long)
     targets = torch.zeros(batch_size, windows * seq_len + 1, dtype=torch.bool)
-    resets = torch.zeros(batch_size, windows, dtype=torch.bool)
+    begins = torch.zeros(batch_size, windows * seq_len + 1, dtype=torch.bool)
     for r, row in enumerate(rows):
         for at, a, b in row:
             streams[r, at : at + b - a] = ids[a:b]
             targets[r, at + 1 : at + b - a] = True if mask is None else mask[a + 1 : b]
-            resets[r, at // seq_len] = True
-    return streams, targets, resets
+            begins[r, at] = True
+    return streams, targets, begins
 
 
 def num_batches(streams: torch.Tensor, seq_len: int) -> int:

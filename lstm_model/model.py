@@ -79,6 +79,24 @@ def parameter_count(vocab_size: int, embed_dim: int, hidden_size: int, num_layer
     return vocab_size * embed_dim + lstm + hidden_size * vocab_size + vocab_size
 
 
+def read_with_starts(lstm, x: torch.Tensor, state, starts: torch.Tensor | None):
+    """`lstm(x, state)` for x (batch, time, features); with `starts` (batch, time, bool), each row's
+    state is set to zeros before the positions it marks (a new conversation begins there, as a new
+    chat session starts from `begin_state`): one call per stretch between such positions, the
+    gradient flowing through all of them."""
+    if starts is None:
+        return lstm(x, state)
+    cuts = starts.any(0).nonzero().flatten().tolist()
+    if not cuts or cuts[0] != 0:
+        cuts = [0] + cuts
+    outs = []
+    for a, b in zip(cuts, cuts[1:] + [x.shape[1]]):
+        keep = (~starts[:, a]).to(x.dtype)[None, :, None]
+        out, state = lstm(x[:, a:b], (state[0] * keep, state[1] * keep))
+        outs.append(out)
+    return torch.cat(outs, dim=1), state
+
+
 class CharLSTM(
     nn.Module,
     PyTorchModelHubMixin,
@@ -157,12 +175,14 @@ class CharLSTM(
         shape = (self.num_layers, batch_size, self.hidden_size)
         return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
 
-    def forward(self, ids: torch.Tensor, state=None):
-        """ids (batch, time) -> logits (batch, time, vocab), and the new (h, c)."""
+    def forward(self, ids: torch.Tensor, state=None, starts: torch.Tensor | None = None):
+        """ids (batch, time) -> logits (batch, time, vocab), and the new (h, c). `starts` (batch,
+        time, bool), if given, marks where a conversation begins: that row's state is zeroed
+        before it reads that position (training on a chat dataset, `read_with_starts`)."""
         if state is None:
             state = self.begin_state(ids.shape[0], ids.device)
         x = self.drop(self.embedding(ids))
-        out, state = self.lstm(x, state)
+        out, state = read_with_starts(self.lstm, x, state, starts)
         return self.head(self.drop(out)), state
 
     def logits_from_state(self, state) -> torch.Tensor:

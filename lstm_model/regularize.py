@@ -21,6 +21,8 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from .model import read_with_starts
+
 
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Dropout on (batch, time, features) with one mask per sequence, shared over time."""
@@ -38,7 +40,7 @@ class Regularized(nn.Module):
         self.model = model
         self.weight_drop, self.locked, self.embed_dropout = weight_drop, locked_dropout, embed_dropout
 
-    def forward(self, ids: torch.Tensor, state=None):
+    def forward(self, ids: torch.Tensor, state=None, starts: torch.Tensor | None = None):
         m = self.model
         if state is None:
             state = m.begin_state(ids.shape[0], ids.device)
@@ -51,8 +53,9 @@ class Regularized(nn.Module):
         if self.training and self.weight_drop:
             dropped = {f"weight_hh_l{k}": F.dropout(getattr(m.lstm, f"weight_hh_l{k}"), self.weight_drop)
                        for k in range(m.num_layers)}
-            out, state = functional_call(m.lstm, dropped, (x, state), strict=False)
+            out, state = read_with_starts(lambda x, s: functional_call(m.lstm, dropped, (x, s), strict=False),
+                                          x, state, starts)  # one mask for the whole batch
         else:
-            out, state = m.lstm(x, state)
+            out, state = read_with_starts(m.lstm, x, state, starts)
         out = locked_dropout(out, self.locked, self.training) if self.locked else m.drop(out)
         return m.head(out), state

@@ -246,16 +246,13 @@ class Trainer:
             total = int(self.ddp.mean(total))  # the same figure on every rank
         self.total_steps = max(self.step, min(self.step_cap, total))
 
-    def train_step(self, x, y, m=None, r=None) -> float:
+    def train_step(self, x, y, m=None, s=None) -> float:
         """One optimiser step on a batch, the state carried in and detached out; the loss (over the
-        targets `m` marks, if given: a chat's replies); the rows `r` marks start from a fresh state
-        (a conversation begins there)."""
+        targets `m` marks, if given: a chat's replies); where `s` marks a conversation's beginning,
+        that row's state is zeroed first (CharLSTM.forward's `starts`)."""
         if self.carry is None or self.carry[0].shape[1] != x.shape[0]:
             self.carry = self.model.begin_state(x.shape[0])
-        if r is not None:
-            keep = (~r).to(self.carry[0].dtype)[None, :, None]
-            self.carry = (self.carry[0] * keep, self.carry[1] * keep)
-        logits, new_state = self.net(x, self.carry)
+        logits, new_state = self.net(x, self.carry) if s is None else self.net(x, self.carry, s)
         if m is None:
             loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         else:  # a batch with no reply character in it still steps (with a zero loss), as every rank must
@@ -292,8 +289,8 @@ class Trainer:
             self.fit_to_time(0)
         self.trained.train()
         while self.step < self.total_steps:
-            for index, x, y, m, r in self.data.epoch_batches(self.epoch, self.batch_index):
-                value = self.train_step(x, y, m, r)
+            for index, x, y, m, s in self.data.epoch_batches(self.epoch, self.batch_index):
+                value = self.train_step(x, y, m, s)
                 self.step, self.batch_index = self.step + 1, index + 1
                 if c.time_limit:
                     self.fit_to_time(self.step - first_step)

@@ -48,7 +48,7 @@ class TrainingData:
         self.train_mask = self.val_mask = self.val_mask_streams = None  # --loss-on replies: the replies' characters
         # --conversation-state fresh (a chat dataset): where each conversation begins in train_ids/val_ids
         self.train_starts = self.val_starts = None
-        self._layout: tuple | None = None  # (epoch, streams, targets, resets) of the conversations' layout
+        self._layout: tuple | None = None  # (epoch, streams, targets, begins) of the conversations' layout
         if c.streaming and c.loss_on == "replies":
             raise TrainingStopped("--loss-on replies reads the chat dataset in memory; drop --streaming.")
         if c.streaming:
@@ -88,7 +88,7 @@ class TrainingData:
             if corpus.train_starts is not None and c.conversation_state == "fresh":
                 self.train_starts = encoded_offsets(self.vocab, corpus.train, corpus.train_starts)
                 self.val_starts = encoded_offsets(self.vocab, corpus.val, corpus.val_starts)
-                self.batches_per_epoch = self.layout(0)[3].shape[1]
+                self.batches_per_epoch = num_batches(self.layout(0)[1], c.seq_len)
             self.val_from = corpus.val_from
             self.train_chars = len(corpus.train)
         row = self.train.row_len if c.streaming else self.train_ids.numel() // c.batch_size
@@ -112,7 +112,7 @@ class TrainingData:
         return (streams if all_rows else streams[self.ddp.rows(self.c.batch_size)]).to(self.device)
 
     def layout(self, epoch: int) -> tuple:
-        """(epoch, streams, targets, resets) of --conversation-state fresh for `epoch` (all rows, on
+        """(epoch, streams, targets, begins) of --conversation-state fresh for `epoch` (all rows, on
         the CPU): `data.conversation_streams`, the conversations in a new order each epoch."""
         if self._layout is None or self._layout[0] != epoch:
             self._layout = (epoch, *conversation_streams(self.train_ids, self.train_starts, self.c.batch_size,
@@ -120,20 +120,21 @@ class TrainingData:
         return self._layout
 
     def epoch_batches(self, epoch: int, start: int):
-        """Yield (index, x, y, m, r) for one epoch from batch `start`; m marks the targets that count
-        (the replies' characters with --loss-on replies; None when all do); r, with
-        --conversation-state fresh, the rows whose state starts fresh at this batch (else None)."""
+        """Yield (index, x, y, m, s) for one epoch from batch `start`; m marks the targets that count
+        (the replies' characters with --loss-on replies; None when all do); s, with
+        --conversation-state fresh, where a conversation begins in x (its row's state is zeroed
+        there), else None."""
         if self.c.streaming:
             for index, x, y in self.train.iterate(start):
                 yield index, x.to(self.device), y.to(self.device), None, None
             return
         if self.train_starts is not None:
-            _, streams, targets, resets = self.layout(epoch)
+            _, streams, targets, begins = self.layout(epoch)
             rows = self.ddp.rows(self.c.batch_size)
-            streams, targets, resets = (t[rows].to(self.device) for t in (streams, targets, resets))
-            for index in range(start, resets.shape[1]):
+            streams, targets, begins = (t[rows].to(self.device) for t in (streams, targets, begins))
+            for index in range(start, num_batches(streams, self.c.seq_len)):
                 x, y = get_batch(streams, index, self.c.seq_len)
-                yield index, x, y, get_batch(targets, index, self.c.seq_len)[1], resets[:, index]
+                yield index, x, y, get_batch(targets, index, self.c.seq_len)[1], get_batch(begins, index, self.c.seq_len)[0]
             return
         streams = self.epoch_streams(epoch)
         masks = None if self.train_mask is None else self.epoch_streams(epoch, of=self.train_mask)

@@ -165,7 +165,7 @@ def test_a_chat_dataset_trains_with_the_loss_on_the_replies(tmp_path):
                               "--loss-on", "replies"]))
 
 
-def test_conversations_are_laid_out_so_that_each_begins_a_window():
+def test_conversations_are_laid_out_each_beginning_marked():
     import torch
 
     from lstm_model.data import conversation_streams
@@ -173,22 +173,42 @@ def test_conversations_are_laid_out_so_that_each_begins_a_window():
     starts = [0, 10, 35, 36, 60, 61, 90]  # 35 and 60 begin conversations of one character: left out
     ids = torch.arange(1, 101)
     mask = torch.arange(100) % 3 == 0
-    streams, targets, resets = conversation_streams(ids, starts, 2, 8, mask=mask, seed=3)
-    assert streams.shape == targets.shape and streams.shape[1] == resets.shape[1] * 8 + 1
+    streams, targets, begins = conversation_streams(ids, starts, 2, 8, mask=mask, seed=3, align=4)
+    assert streams.shape == targets.shape == begins.shape and (streams.shape[1] - 1) % 8 == 0
     found = []
-    for row, window in resets.nonzero().tolist():
-        at = window * 8
-        first = int(streams[row, at])
-        a = starts.index(first - 1)
+    for row, at in begins.nonzero().tolist():
+        assert at % 4 == 0
+        a = starts.index(int(streams[row, at]) - 1)
         b = (starts + [100])[a + 1]
         found.append(a)
         assert streams[row, at : at + b - starts[a]].tolist() == ids[starts[a] : b].tolist()
         assert targets[row, at : at + b - starts[a]].tolist() == [False] + mask[starts[a] + 1 : b].tolist()
     assert sorted(found) == [0, 1, 3, 5, 6]
     assert int(targets.sum()) == sum(int(mask[a + 1 : b].sum()) for a, b in [(0, 10), (10, 35), (36, 60), (61, 90), (90, 100)])
-    again = conversation_streams(ids, starts, 2, 8, mask=mask, seed=3)
-    other = conversation_streams(ids, starts, 2, 8, mask=mask, seed=4)
-    assert torch.equal(again[0], streams) and any(not torch.equal(o, t) for o, t in zip(other, (streams, targets, resets)))
+    assert int((streams != 0).sum()) == 98  # every character of the five conversations, once; the rest padding
+    again = conversation_streams(ids, starts, 2, 8, mask=mask, seed=3, align=4)
+    other = conversation_streams(ids, starts, 2, 8, mask=mask, seed=4, align=4)
+    assert torch.equal(again[0], streams) and any(not torch.equal(o, t) for o, t in zip(other, (streams, targets, begins)))
+
+
+def test_the_state_is_zeroed_where_a_conversation_begins(small_model):
+    import torch
+
+    from lstm_model.regularize import Regularized
+
+    ids = torch.randint(0, small_model.vocab_size, (2, 30), generator=torch.Generator().manual_seed(4))
+    begins = torch.zeros(2, 30, dtype=torch.bool)
+    begins[0, 7] = begins[1, 19] = True
+    state = tuple(torch.randn_like(t) for t in small_model.begin_state(2))
+    model = small_model.eval()
+    for net in (model, Regularized(model, weight_drop=0.3, locked_dropout=0.2).eval()):
+        logits, after = net(ids, state, begins)
+        for row, at in ((0, 7), (1, 19)):
+            before, _ = model(ids[row : row + 1, :at], tuple(t[:, row : row + 1] for t in state))
+            fresh, end = model(ids[row : row + 1, at:])  # from begin_state
+            assert torch.allclose(logits[row, :at], before[0], atol=1e-5)
+            assert torch.allclose(logits[row, at:], fresh[0], atol=1e-5)
+            assert torch.allclose(after[0][:, row], end[0][:, 0], atol=1e-5)
 
 
 def test_a_conversation_starts_training_from_a_fresh_state(tmp_path):
@@ -207,13 +227,13 @@ def test_a_conversation_starts_training_from_a_fresh_state(tmp_path):
                             "8", "--batch-size", "4", "--seq-len", "32", "--dropout", "0", "--quiet",
                             "--turn-separator", "\n", "--stop-sequence", "\n", "--conversation-state", state])
         trainer = Trainer(c, Dist(), pick_device("cpu"))
-        _, x, y, m, r = next(trainer.data.epoch_batches(0, 0))
+        _, x, y, m, s = next(trainer.data.epoch_batches(0, 0))
         if noisy:  # a state left over from something else
             trainer.carry = tuple(torch.randn_like(t) * 3 for t in trainer.model.begin_state(x.shape[0]))
-        return trainer.train_step(x, y, m, r), r
+        return trainer.train_step(x, y, m, s), s
 
-    fresh, resets = first_loss("fresh", False)
-    assert resets.all()  # every row begins with a conversation
+    fresh, begins = first_loss("fresh", False)
+    assert begins[:, 0].all()  # every row begins with a conversation
     assert first_loss("fresh", True)[0] == pytest.approx(fresh, abs=1e-6)  # the leftover state was wiped
     assert first_loss("carried", True)[0] != pytest.approx(first_loss("carried", False)[0], abs=1e-4)
 
