@@ -186,7 +186,8 @@ def check_int8(model, ids: torch.Tensor, streams: int = 32, text: str = "", max_
         "max_loss_rise": max_loss_rise,
         "ok": bool(math.isfinite(rise) and rise <= max_loss_rise),
         "characters": streams * length if kept is None else ids.numel(),
-        "scored": "all" if marked is None else f"{int(marked.sum()):,} marked characters (replies)",
+        "scored": "all" if mask is None else
+                  f"{int((marked if kept is None else mask[:max_chars]).sum()):,} marked characters (replies)",
         "streams": streams if kept is None else f"{len(kept)} conversations, each from a fresh state",
         "text": text,
         "engine": "onnxruntime " + onnxruntime.__version__,

@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", default=None, help="local folder or Hub repo id (default: the bundled model)")
     p.add_argument("--dataset", required=True, help="held-out text: a dataset id, file or folder, as the training CLI takes")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction when the dataset has no validation split")
-    p.add_argument("--streams", type=int, default=32, help="pieces of the text read side by side (default 32; a chat dataset is read a conversation a row)")
+    p.add_argument("--streams", type=int, default=32,
+                   help="pieces of the text read side by side (default 32; a chat dataset: a conversation a row)")
     p.add_argument("--loss-on", choices=["all", "replies"], default="all",
                    help="for a chat dataset (a messages column): score every character or the replies only, as the "
                         "model was trained (default all)")
