@@ -6,12 +6,17 @@
 #   a fresh optimiser and cosine schedule: a warm restart).
 # - bAbI chat: the bundled model trained longer (`--init-from assets/babi`), and a curriculum from
 #   scratch (two people, then all four: `--people 2`, then `--init-from` the first stage).
+# Those five are the default set (the round recorded in benchmarks/README.md). Named with ONLY=, not
+# run yet (planned for the next GPU time):
 # - bAbI chat with each conversation read from a fresh state in training (`--conversation-state
 #   fresh`, as a new chat session starts; the runs above carried the state from one conversation
-#   into the next): continued from the bundled model, and from scratch.
+#   into the next): continued from the bundled model (babi_fresh_ft), and from scratch (babi_fresh);
+# - the small task the CPU runs used (task 1, two people, <= 8 facts) at 2 x 512 for the whole time
+#   (babi_t1p2), to see whether binding appears with more steps;
+# - Tiny Shakespeare at 3 x 640 (s3x640_awd), the bundled recipe's AWD options, under 20 MB fp16.
 # Every run ends on time (`--time-limit`); the models, fp16, are packed in one tar of 15 MB parts.
 # Usage: bash benchmarks/train_further_gpu.sh [seconds per run]      (DEVICE=cpu for a dry run)
-#        ONLY="babi_fresh_ft babi_fresh" bash benchmarks/train_further_gpu.sh 150      (some of the runs)
+#        ONLY="babi_fresh babi_t1p2 s3x640_awd" bash benchmarks/train_further_gpu.sh 420
 set -u
 LIMIT=${1:-400}
 OUT=${OUT:-runs/gpu-out}
@@ -25,8 +30,11 @@ python3 -c "import torch, datasets, lstm_model.train; print('torch', torch.__ver
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
 TS=.device_data/tinyshakespeare.txt
 STORIES=${BABI_STORIES:-60000}
+ONLY=${ONLY:-s768_wd50 s768_ft_wd40 s768_ft_wd50 babi_ft babi_p2}
+wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 python3 -m lstm_model.memory_tasks --out runs/babi-chat --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
-[ -z "${ONLY:-}" ] && python3 -m lstm_model.memory_tasks --out runs/babi-p2 --people 2 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
+wanted babi_p2 && python3 -m lstm_model.memory_tasks --out runs/babi-p2 --people 2 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
+wanted babi_t1p2 && python3 -m lstm_model.memory_tasks --out runs/babi-t1p2-200k --tasks 1 --people 2 --max-facts 8 --stories 200000 --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wait
 COMMON="--device ${DEVICE:-cuda} --eval-every 250 --eval-batches 10 --quiet --epochs 100000"
 STRONG="--dropout 0.25 --locked-dropout 0.4 --embed-dropout 0.1 --weight-decay 0.1 --batch-size 256 --seq-len 128"
@@ -40,6 +48,8 @@ declare -A RUNS=(
   [babi_ft]="--dataset runs/babi-chat --init-from assets/babi $CHAT --lr 1.5e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_fresh_ft]="--dataset runs/babi-chat --init-from assets/babi $FRESH --lr 1.5e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_fresh]="--dataset runs/babi-chat --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
+  [babi_t1p2]="--dataset runs/babi-t1p2-200k --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
+  [s3x640_awd]="--dataset $TS --hidden-size 640 --num-layers 3 --embed-dim 128 --dropout 0.2 --weight-drop 0.25 --locked-dropout 0.3 --embed-dropout 0.05 --weight-decay 0.1 --batch-size 256 --seq-len 128 --lr 3e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_p2]="--dataset runs/babi-p2 --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $CHAT --lr 2e-3 --warmup-steps 200 --time-limit $HALF"
 )
 run() {  # name, flags
@@ -50,7 +60,7 @@ run() {  # name, flags
   echo "$(( $(date +%s) - start ))" > "$SWEEP/$1.seconds"
 }
 for name in "${!RUNS[@]}"; do
-  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then continue; fi
+  wanted "$name" || continue
   if [ "$name" = babi_p2 ]; then  # the curriculum's second stage starts from its first
     ( run babi_p2 "${RUNS[babi_p2]}"
       run babi_p2_p4 "--dataset runs/babi-chat --init-from $SWEEP/babi_p2 $CHAT --lr 1.5e-3 --warmup-steps 100 --time-limit $HALF" ) &
