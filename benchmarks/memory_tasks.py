@@ -38,9 +38,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from lstm_model import load_model  # noqa: E402
-from lstm_model.data import encode_masked, encoded_offsets  # noqa: E402
+from lstm_model.data import encode_masked, encoded_offsets, render_chats  # noqa: E402
 from lstm_model.evaluate import conversation_loss, whole_text_loss  # noqa: E402
-from lstm_model.memory_tasks import PEOPLE, TASKS, distance_probe, render, story  # noqa: E402
+from lstm_model.memory_tasks import PEOPLE, TASKS, distance_probe, story  # noqa: E402
 from lstm_model.session import ChatSession  # noqa: E402
 
 WESTON_LSTM = {1: 50, 2: 20, 6: 48, 7: 49}  # Weston et al. 2015, Table 3, LSTM, 1k training stories (% right)
@@ -81,14 +81,8 @@ def score(model, conversations, memory: bool) -> dict:
 def reply_losses(model, conversations) -> tuple[float, float]:
     """nats/char on the replies of `conversations`, rendered as the chat feeds them: (one long text,
     the state carried across conversations; each conversation from a fresh state)."""
-    texts, marks, starts, at = [], [], [], 0
-    for conv in conversations:
-        text, mask = render(conv["messages"], model.turn_separator, model.stop_sequence)
-        texts.append(text)
-        marks += mask
-        starts.append(at)
-        at += len(text)
-    text = "".join(texts)
+    text, marks, starts = render_chats({"messages": [c["messages"] for c in conversations]}, "the held-out stories",
+                                       (model.turn_separator, model.stop_sequence))
     ids, mask = encode_masked(model.vocab, text, marks)
     return whole_text_loss(model, ids, mask), conversation_loss(model, ids, encoded_offsets(model.vocab, text, starts), mask)
 

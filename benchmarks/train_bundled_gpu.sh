@@ -13,12 +13,9 @@ LIMIT=${1:-400}
 OUT=${OUT:-runs/gpu-out}
 SWEEP=runs/sweep
 mkdir -p "$OUT" "$SWEEP"
-if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export HF_HUB_OFFLINE=1 HF_DATASETS_CACHE=/tmp/hf-datasets OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
-python3 -c "import torch, datasets, pyarrow, lstm_model.train; print('torch', torch.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__, 'cuda', torch.cuda.is_available())" || exit 1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+# shellcheck source=benchmarks/gpu_common.sh
+. benchmarks/gpu_common.sh
+gpu_setup
 TS=.device_data/tinyshakespeare.txt
 TM=.device_data/timemachine.txt
 BABI=runs/babi-chat
@@ -57,18 +54,9 @@ print(min(scores)[1] if scores else "")
 PY
 )
 echo "best Shakespeare run: $best" >> "$SWEEP/summary.txt"
-rm -rf runs/pack && mkdir -p runs/pack
+# the best Shakespeare run and the rest; a run with no weights (it failed) is left out
 for name in $best tm_384_awd babi_512_t512 babi_512_t256 babi_768_t512; do
-  [ -f "$SWEEP/$name/model.safetensors" ] || continue
-  mkdir -p "runs/pack/$name"
-  cp "$SWEEP/$name"/{config.json,README.md,metrics.jsonl,final_metrics.json,int8.json,train_config.json} "runs/pack/$name/" 2>/dev/null
-  cp "$SWEEP/$name.log" "runs/pack/$name/train.log"
-  python3 -c "
-import sys; from safetensors.torch import load_file, save_file
-w = load_file(sys.argv[1]); save_file({k: v.half().contiguous() for k, v in w.items()}, sys.argv[2], metadata={'format': 'pt'})
-" "$SWEEP/$name/model.safetensors" "runs/pack/$name/model.safetensors"
+  [ -f "$SWEEP/$name/model.safetensors" ] && packed="${packed:-} $name"
 done
-cp "$SWEEP/summary.txt" "$OUT/summary.txt"
-tar -C runs/pack -cf - . | split -b 15m -d - "$OUT/pack.tar."
-ls -la "$OUT"
-cat "$SWEEP/summary.txt"
+# shellcheck disable=SC2086
+pack_runs "$SWEEP" "$OUT" ${packed:-}

@@ -22,12 +22,9 @@ LIMIT=${1:-400}
 OUT=${OUT:-runs/gpu-out}
 SWEEP=runs/sweep2
 mkdir -p "$OUT" "$SWEEP"
-if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export HF_HUB_OFFLINE=1 HF_DATASETS_CACHE=/tmp/hf-datasets OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
-python3 -c "import torch, datasets, lstm_model.train; print('torch', torch.__version__, 'datasets', datasets.__version__, 'cuda', torch.cuda.is_available())" || exit 1
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null
+# shellcheck source=benchmarks/gpu_common.sh
+. benchmarks/gpu_common.sh
+gpu_setup
 TS=.device_data/tinyshakespeare.txt
 STORIES=${BABI_STORIES:-60000}
 ONLY=${ONLY:-s768_wd50 s768_ft_wd40 s768_ft_wd50 babi_ft babi_p2}
@@ -77,18 +74,5 @@ wait
     cat "$SWEEP/$name/final_metrics.json" 2>/dev/null; echo
   done
 } > "$SWEEP/summary.txt"
-rm -rf runs/pack2 && mkdir -p runs/pack2
-for dir in "$SWEEP"/*/; do
-  name=$(basename "$dir")
-  mkdir -p "runs/pack2/$name"
-  cp "$dir"/{config.json,README.md,metrics.jsonl,final_metrics.json,int8.json,train_config.json} "runs/pack2/$name/" 2>/dev/null
-  cp "$SWEEP/$name.log" "runs/pack2/$name/train.log"
-  [ -f "$dir/model.safetensors" ] && python3 -c "
-import sys; from safetensors.torch import load_file, save_file
-w = load_file(sys.argv[1]); save_file({k: v.half().contiguous() for k, v in w.items()}, sys.argv[2], metadata={'format': 'pt'})
-" "$dir/model.safetensors" "runs/pack2/$name/model.safetensors"
-done
-cp "$SWEEP/summary.txt" "$OUT/summary.txt"
-tar -C runs/pack2 -cf - . | split -b 15m -d - "$OUT/pack.tar."
-ls -la "$OUT"
-cat "$SWEEP/summary.txt"
+# every run of this round, its weights if it has some
+pack_runs "$SWEEP" "$OUT" $(cd "$SWEEP" && ls -d -- */ | tr -d /)

@@ -219,10 +219,10 @@ def _join_rows(ds, column: str, source: str = "the dataset") -> str:
     return "\n".join(t for t in (_text_of(v, column, source) for v in ds[column]) if t is not None)
 
 
-def _render_chats(ds, source: str, chat: tuple[str, str]) -> tuple[str, list[bool], list[int]]:
-    """Every conversation of a `messages` column, one after another, as the chat feeds it (each
-    user message + the turn separator, each reply + the stop sequence), with the reply mask and
-    the offset where each conversation begins."""
+def render_chats(ds, source: str, chat: tuple[str, str]) -> tuple[str, list[bool], list[int]]:
+    """Every conversation of a `messages` column (of a dataset, or a dict holding one), one after
+    another, as the chat feeds it (each user message + the turn separator, each reply + the stop
+    sequence), with the reply mask and the offset where each conversation begins."""
     from .memory_tasks import render  # here, so that `python -m lstm_model.memory_tasks` runs it only once
 
     texts, masks, starts, at = [], [], [], 0
@@ -263,9 +263,9 @@ def load_corpus(
     names = dd[train_name].column_names
     if "messages" in names and text_column in (None, "messages"):
         chat = chat or ("\n\n", "\n\n")
-        train, train_mask, train_starts = _render_chats(dd[train_name], dataset, chat)
+        train, train_mask, train_starts = render_chats(dd[train_name], dataset, chat)
         if val_name is not None:
-            val, val_mask, val_starts = _render_chats(dd[val_name], dataset, chat)
+            val, val_mask, val_starts = render_chats(dd[val_name], dataset, chat)
             corpus = Corpus(train, val, dataset, rev, f"split:{val_name}", train_mask, val_mask, train_starts, val_starts)
         else:  # held out from the end, cut where a conversation begins (mid-conversation if there is one only)
             cut = int(len(train) * (1.0 - val_fraction))

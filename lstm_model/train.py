@@ -252,7 +252,7 @@ class Trainer:
         that row's state is zeroed first (CharLSTM.forward's `starts`)."""
         if self.carry is None or self.carry[0].shape[1] != x.shape[0]:
             self.carry = self.model.begin_state(x.shape[0])
-        logits, new_state = self.net(x, self.carry) if s is None else self.net(x, self.carry, s)
+        logits, new_state = self.net(x, self.carry, s)
         if m is None:
             loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         else:  # a batch with no reply character in it still steps (with a zero loss), as every rank must

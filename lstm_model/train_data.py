@@ -84,17 +84,16 @@ class TrainingData:
                 self.train_ids = encode(self.vocab, corpus.train)
                 self.val_ids = encode(self.vocab, corpus.val)
             self.val_streams = batchify(self.val_ids, min(c.batch_size, 16)).to(device)
-            self.batches_per_epoch = num_batches(batchify(self.train_ids, c.batch_size), c.seq_len)
             if corpus.train_starts is not None and c.conversation_state == "fresh":
                 self.train_starts = encoded_offsets(self.vocab, corpus.train, corpus.train_starts)
                 self.val_starts = encoded_offsets(self.vocab, corpus.val, corpus.val_starts)
-                self.batches_per_epoch = num_batches(self.layout(0)[1], c.seq_len)
+                self.batches_per_epoch = num_batches(self.layout(0)[1], c.seq_len)  # whole windows, at least one
+            else:
+                self.batches_per_epoch = num_batches(batchify(self.train_ids, c.batch_size), c.seq_len)
             self.val_from = corpus.val_from
             self.train_chars = len(corpus.train)
         row = self.train.row_len if c.streaming else self.train_ids.numel() // c.batch_size
-        if self.train_starts is not None:
-            row = self.batches_per_epoch * c.seq_len + 1
-        if c.seq_len >= row:
+        if self.train_starts is None and c.seq_len >= row:
             raise TrainingStopped(f"--seq-len {c.seq_len} is longer than each of the {c.batch_size} training streams "
                                   f"({row:,} characters); lower --seq-len or --batch-size.")
         if self.batches_per_epoch < 1:

@@ -297,4 +297,3 @@ VIEWS_CSS = _views_css()
 
 __all__ = ["EXPLANATION", "VIEWS_CSS", "timeline_figure", "heatmap_html", "unit_html", "coloured_text_html",
            "benefit_html", "benefit_sentence"]
-

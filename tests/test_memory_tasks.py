@@ -120,7 +120,6 @@ def test_the_loss_loop_scores_only_what_the_mask_marks(small_model):
 
 
 def test_a_chat_dataset_trains_with_the_loss_on_the_replies(tmp_path):
-
     from lstm_model import load_model
     from lstm_model.data import encode_masked, load_corpus
     from lstm_model.evaluate import text_loss, whole_text_loss
