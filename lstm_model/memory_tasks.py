@@ -2,6 +2,7 @@
 AI-Complete Question Answering"), where the user tells facts and later asks about them.
 
     python -m lstm_model.memory_tasks --out data/babi-chat [--stories 20000 --seed 0 --max-facts 40] [--people 4]
+                                      [--probe-share 0.5 --probe-distance 10]
 
 Tasks (bAbI's numbers): 1, single supporting fact ("Mary moved to the bathroom." ... "Where is
 Mary?" -> "bathroom"); 2, two supporting facts (objects got, picked up, grabbed and dropped,
@@ -37,6 +38,7 @@ DROPS = ("dropped", "discarded", "put down", "left")
 COUNTS = ("none", "one", "two", "three")
 ACK = "OK."
 TASKS = (1, 2, 6, 7)
+PROBE_TASKS = (1, 6)  # the tasks a distance probe can ask (where is someone; are they in a place)
 SPLITS = {"train": 0, "validation": 1, "test": 2}
 
 
@@ -127,11 +129,18 @@ def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message:
     return {"messages": messages, "questions": questions}
 
 
-def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int = len(PEOPLE)) -> dict:
+def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int = len(PEOPLE), task: int = 1) -> dict:
     """A task-1 conversation whose question's supporting fact is exactly `distance` facts back, one
     fact a message: up to `lead` facts, then a person moves (the supporting fact), then `distance`
     moves of the others, then "Where is <person>?" (among the first `people` of PEOPLE: at least
-    two for a distance above 0)."""
+    two for a distance above 0). Past 0 facts back the last place said is the answer only by
+    chance: recency cannot answer it, only a name bound to its place can.
+
+    `task=6` asks the yes/no form instead, "Is <person> in the <place>?": half the time about their
+    place (yes), otherwise about the last place said when that is elsewhere (the trap recency falls
+    into), or another place."""
+    if task not in PROBE_TASKS:
+        raise ValueError(f"probes are made for tasks {' and '.join(map(str, PROBE_TASKS))}, not task {task}")
     names = PEOPLE[:people]
     if distance and len(names) < 2:
         raise ValueError("a probe more than 0 facts back needs at least two people (the others move in between)")
@@ -147,25 +156,54 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int
     tell(person)
     for _ in range(distance):
         tell(rng.choice(others))
-    answer = world.place[person]
-    messages += [{"role": "user", "content": f"Where is {person}?"}, {"role": "assistant", "content": answer}]
+    place = world.place[person]
+    if task == 1:
+        question, answer = f"Where is {person}?", place
+    else:
+        last_said = messages[-2]["content"].rsplit(" the ", 1)[1].rstrip(".")
+        asked = place if rng.random() < 0.5 else (
+            last_said if last_said != place else rng.choice([p for p in PLACES if p != place]))
+        question, answer = f"Is {person} in the {asked}?", "yes" if asked == place else "no"
+    messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     return {"messages": messages,
-            "questions": [{"turn": len(messages) // 2 - 1, "task": 1, "answer": answer, "distance": distance}]}
+            "questions": [{"turn": len(messages) // 2 - 1, "task": task, "answer": answer, "distance": distance}]}
 
 
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
-          test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE)):
+          test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
+          probe_distance: int = 10):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
-    first few names: the early stages of a curriculum (1 -> 2 -> 4 people)."""
+    first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
+
+    `probe_share` of the conversations (in every split) are distance probes instead of stories:
+    a person moves, then 0 to `probe_distance` moves of the others, then a task-1 or task-6
+    question about that person (of `tasks`), where the last place said is the answer only by
+    chance. Without them a small LSTM settles on answering with the last place said (recency), a
+    shortcut that is right often enough in ordinary stories; probes reward binding names to places.
+    With 0 (the default) the stories are exactly those of earlier versions for the same seed."""
     import datasets
 
+    if not 0.0 <= probe_share <= 1.0:
+        raise ValueError(f"the probe share is a fraction of the conversations, from 0 to 1 (got {probe_share})")
+    probe_tasks = [t for t in tasks if t in PROBE_TASKS]
+    if probe_share and not probe_tasks:
+        raise ValueError(f"probes ask tasks {' or '.join(map(str, PROBE_TASKS))}: add one of them to the tasks, "
+                         "or leave the probe share at 0")
+    if probe_share and probe_distance and people < 2:
+        raise ValueError("probes more than 0 facts back need at least two people (the others move in between)")
     sizes = {"train": stories, "validation": validation, "test": test}
     splits = {}
     for name, size in sizes.items():
         rng = random.Random(f"{seed}:{name}")
-        splits[name] = datasets.Dataset.from_list(
-            [story(rng, max_facts, tasks, max_per_message, people) for _ in range(size)])
+        rows = []
+        for _ in range(size):
+            if probe_share and rng.random() < probe_share:
+                rows.append(distance_probe(rng, rng.randint(0, probe_distance), people=people,
+                                           task=rng.choice(probe_tasks)))
+            else:
+                rows.append(story(rng, max_facts, tasks, max_per_message, people))
+        splits[name] = datasets.Dataset.from_list(rows)
     return datasets.DatasetDict(splits)
 
 
@@ -214,10 +252,18 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", type=int, nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--people", type=int, default=len(PEOPLE), choices=range(1, len(PEOPLE) + 1),
                    help="how many of Mary, John, Daniel, Sandra appear (1 or 2: a curriculum's first stages)")
+    p.add_argument("--probe-share", type=float, default=0.0, metavar="FRACTION",
+                   help="this fraction of conversations are distance probes (a person moves, then only the others "
+                        "do, then a question about that person): the last place said is then no answer; default 0")
+    p.add_argument("--probe-distance", type=int, default=10, metavar="N",
+                   help="probes ask about a move 0 to N facts back (default 10)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
     args = p.parse_args(argv)
-    dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test, args.max_per_message,
-               args.people)
+    try:
+        dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
+                   args.max_per_message, args.people, args.probe_share, args.probe_distance)
+    except ValueError as err:
+        p.error(str(err))
     dd.save_to_disk(args.out)
     sizes = ", ".join(f"{name} {len(split):,}" for name, split in dd.items())
     print(f"Wrote {sum(len(s) for s in dd.values()):,} conversations ({sizes}) to {args.out}")

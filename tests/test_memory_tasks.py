@@ -258,3 +258,51 @@ def test_a_probe_past_0_facts_needs_someone_else_to_move():
     assert distance_probe(random.Random(1), 0, people=1)["questions"][0]["answer"]
     with pytest.raises(ValueError, match="at least two people"):
         distance_probe(random.Random(1), 3, people=1)
+
+
+def test_yes_no_probes_ask_about_the_place_or_the_trap_recency_falls_into():
+    rng, traps, answers = random.Random(4), 0, set()
+    for _ in range(200):
+        p = distance_probe(rng, rng.randint(1, 6), people=2, task=6)
+        users = [m["content"] for m in p["messages"] if m["role"] == "user"]
+        facts, question = users[:-1], users[-1]
+        assert p["messages"][-1]["content"] == answer_by_reading(facts, question) == p["questions"][0]["answer"]
+        assert p["questions"][0]["task"] == 6
+        answers.add(p["questions"][0]["answer"])
+        asked = re.match(r"^Is \w+ in the (\w+)\?$", question)[1]
+        traps += p["questions"][0]["answer"] == "no" and asked == MOVE.match(facts[-1])[2]
+    assert answers == {"yes", "no"} and traps > 50  # most "no" probes name the last place said
+    with pytest.raises(ValueError, match="tasks 1 and 6"):
+        distance_probe(random.Random(1), 2, people=2, task=7)
+
+
+def test_a_share_of_probes_mixes_into_the_stories_deterministically():
+    plain = build(stories=40, seed=3, validation=5, test=5, people=2)
+    assert build(stories=40, seed=3, validation=5, test=5, people=2, probe_share=0.0)["train"]["messages"] == \
+        plain["train"]["messages"]  # no probes: the stories of earlier versions
+    mixed = build(stories=400, seed=3, validation=5, test=5, people=2, probe_share=0.5, probe_distance=6, tasks=(1, 2))
+    assert mixed["train"]["messages"] == build(stories=400, seed=3, validation=5, test=5, people=2, probe_share=0.5,
+                                               probe_distance=6, tasks=(1, 2))["train"]["messages"]
+    probes = 0
+    for row in mixed["train"]:
+        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+        is_probe = len(row["questions"]) == 1 and all(MOVE.match(u) for u in users[:-1])
+        if is_probe and row["questions"][0]["distance"] > 0:
+            q = row["questions"][0]
+            person = users[-1].removeprefix("Where is ").removesuffix("?")
+            assert q["task"] == 1 and not users[-2].startswith(person)  # someone else moved last
+            assert q["distance"] <= 6 and q["answer"] == answer_by_reading(users[:-1], users[-1])
+            probes += 1
+    assert 120 < probes < 230  # about half are probes, of which 6 in 7 are past the last fact
+
+
+def test_a_probe_share_that_cannot_be_made_is_refused_with_a_sentence(tmp_path, capsys):
+    from lstm_model.memory_tasks import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path / "d"), "--probe-share", "1.5"])
+    assert stop.value.code == 2 and "fraction of the conversations" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "d"), "--probe-share", "0.5", "--tasks", "2", "7"])
+    assert "add one of them to the tasks" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
