@@ -2,6 +2,7 @@
 
     python benchmarks/memory_tasks.py --model assets/babi [--stories 200 --probes 30 --png benchmarks/memory_distance.png]
     python benchmarks/memory_tasks.py --model runs/babi-p2 --people 2     (a curriculum stage, on stories of its own kind)
+    python benchmarks/memory_tasks.py --model runs/t1 --people 2 --tasks 1 --probes-only --probes 60 --distances 0 1 2 5 10
 
 Held-out conversations come from `lstm_model.memory_tasks` with a random stream of their own (not
 the training split's), so none is in the training set. Each user message is sent to a
@@ -60,11 +61,11 @@ def answers(model, conversation: dict, memory: bool) -> list[tuple[dict, str]]:
     return out
 
 
-def majority_answers(seed: int = 0, stories: int = 5000, people: int = len(PEOPLE)) -> dict[int, str]:
+def majority_answers(seed: int = 0, stories: int = 5000, people: int = len(PEOPLE), tasks=TASKS) -> dict[int, str]:
     """The most common answer of each task in the training stream (the split `build` trains on)."""
     rng, counts = random.Random(f"{seed}:train"), collections.defaultdict(collections.Counter)
     for _ in range(stories):
-        for q in story(rng, people=people)["questions"]:
+        for q in story(rng, people=people, tasks=tasks)["questions"]:
             counts[q["task"]][q["answer"]] += 1
     return {task: c.most_common(1)[0][0] for task, c in counts.items()}
 
@@ -100,15 +101,30 @@ def main(argv=None) -> int:
     p.add_argument("--png", default=None, help="draw accuracy by distance to this file")
     p.add_argument("--people", type=int, default=len(PEOPLE), choices=range(1, len(PEOPLE) + 1),
                    help="stories about the first N people only (a curriculum stage's own task); default all four")
+    p.add_argument("--tasks", type=int, nargs="+", default=list(TASKS), choices=list(TASKS),
+                   help="ask only these tasks in the stories (a model trained on fewer); default all four")
+    p.add_argument("--distances", type=int, nargs="+", default=list(DISTANCES), help="facts back for the probes")
+    p.add_argument("--probes-only", action="store_true", help="only the table by distance (quicker: checkpoints)")
     args = p.parse_args(argv)
+    if args.people < 2 and any(args.distances):
+        args.distances = [0]  # one person: nobody else moves in between
     torch.set_num_threads(1)  # short messages and single steps: one thread is fastest (benchmarks/README.md)
     model = load_model(args.model)
     t0 = time.perf_counter()
-    rng = random.Random(f"benchmark:{args.seed}")
-    one = [story(rng, max_per_message=1, people=args.people) for _ in range(args.stories)]
-    several = [story(rng, max_per_message=3, people=args.people) for _ in range(args.stories)]
+    if not args.probes_only:
+        stories_table(model, args)
+    probes_table(model, args)
+    print(f"\n({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def stories_table(model, args) -> None:
+    """Accuracy per task on held-out stories, three ways, and the replies' loss both ways."""
+    rng, tasks = random.Random(f"benchmark:{args.seed}"), tuple(args.tasks)
+    one = [story(rng, max_per_message=1, people=args.people, tasks=tasks) for _ in range(args.stories)]
+    several = [story(rng, max_per_message=3, people=args.people, tasks=tasks) for _ in range(args.stories)]
     carried, off, grouped = score(model, one, True), score(model, one, False), score(model, several, True)
-    majority = majority_answers(people=args.people)
+    majority = majority_answers(people=args.people, tasks=tasks)
     majority_right = collections.Counter()
     for conv in one:
         for q in conv["questions"]:
@@ -118,7 +134,7 @@ def main(argv=None) -> int:
     print("| task | questions | memory carried | memory off | majority answer | facts 1-3 per message, carried "
           "| Weston et al. LSTM (1k, official) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for task in TASKS:
+    for task in tasks:
         r, n = carried.get(task, (0, 0))
         print(f"| {TASK_NAMES[task]} | {n} | **{pct(r, n)}** | {pct(*off.get(task, (0, 0)))} | "
               f"{pct(majority_right[task], n)} ('{majority[task]}') | {pct(*grouped.get(task, (0, 0)))} | "
@@ -126,9 +142,13 @@ def main(argv=None) -> int:
     long_text, fresh = reply_losses(model, one)
     print(f"\nLoss on the right replies of the same conversations: {long_text:.4f} nats/char read as one long text "
           f"(the state carried across conversations), {fresh:.4f} each from a fresh state (as the chat starts).")
+
+
+def probes_table(model, args) -> None:
+    """Task 1 by distance: the table, and the curve with --png."""
     rows = []
     prng = random.Random(f"probe:{args.seed}")
-    for d in DISTANCES if args.people > 1 else (0,):  # one person: nobody else moves in between
+    for d in args.distances:
         probes = [distance_probe(prng, d, people=args.people) for _ in range(args.probes)]
         on, no = score(model, probes, True).get(1, (0, 0)), score(model, probes, False).get(1, (0, 0))
         rows.append((d, on, no))
@@ -155,8 +175,6 @@ def main(argv=None) -> int:
         fig.tight_layout()
         fig.savefig(args.png)
         print(f"\nwrote {args.png}")
-    print(f"\n({time.perf_counter() - t0:.0f} s)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -14,9 +14,13 @@
 # - the small task the CPU runs used (task 1, two people, <= 8 facts) at 2 x 512 for the whole time
 #   (babi_t1p2), to see whether binding appears with more steps;
 # - Tiny Shakespeare at 3 x 640 (s3x640_awd), the bundled recipe's AWD options, under 20 MB fp16.
+# - bAbI chat with distance probes mixed in (`memory_tasks --probe-share 0.3 --probe-distance 20`:
+#   stories where the last place said is no answer, which the CPU runs found to teach binding),
+#   read from fresh states in windows of 512 so a probe's fact is inside the gradient's reach:
+#   continued from the bundled model (babi_probe_ft), and from scratch at 2 x 512 (babi_probe).
 # Every run ends on time (`--time-limit`); the models, fp16, are packed in one tar of 15 MB parts.
 # Usage: bash benchmarks/train_further_gpu.sh [seconds per run]      (DEVICE=cpu for a dry run)
-#        ONLY="babi_fresh babi_t1p2 s3x640_awd" bash benchmarks/train_further_gpu.sh 420
+#        ONLY="babi_probe_ft babi_probe babi_fresh_ft s3x640_awd" bash benchmarks/train_further_gpu.sh 420
 set -u
 LIMIT=${1:-400}
 OUT=${OUT:-runs/gpu-out}
@@ -31,12 +35,14 @@ ONLY=${ONLY:-s768_wd50 s768_ft_wd40 s768_ft_wd50 babi_ft babi_p2}
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 python3 -m lstm_model.memory_tasks --out runs/babi-chat --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wanted babi_p2 && python3 -m lstm_model.memory_tasks --out runs/babi-p2 --people 2 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
+wanted babi_probe || wanted babi_probe_ft && python3 -m lstm_model.memory_tasks --out runs/babi-probe --probe-share 0.3 --probe-distance 20 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wanted babi_t1p2 && python3 -m lstm_model.memory_tasks --out runs/babi-t1p2-200k --tasks 1 --people 2 --max-facts 8 --stories 200000 --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wait
 COMMON="--device ${DEVICE:-cuda} --eval-every 250 --eval-batches 10 --quiet --epochs 100000"
 STRONG="--dropout 0.25 --locked-dropout 0.4 --embed-dropout 0.1 --weight-decay 0.1 --batch-size 256 --seq-len 128"
 CHAT="--turn-separator \n --stop-sequence \n --loss-on replies --dropout 0 --weight-decay 0.01 --batch-size 128 --seq-len 512 --conversation-state carried"
 FRESH="--turn-separator \n --stop-sequence \n --loss-on replies --dropout 0 --weight-decay 0.01 --batch-size 256 --seq-len 256 --conversation-state fresh"
+PROBE="--turn-separator \n --stop-sequence \n --loss-on replies --dropout 0 --weight-decay 0.01 --batch-size 128 --seq-len 512 --conversation-state fresh"
 HALF=$(( (${LIMIT%.*} - 40) / 2 ))  # two stages and the first one's final measures in LIMIT
 declare -A RUNS=(
   [s768_wd50]="--dataset $TS --hidden-size 768 --embed-dim 128 $STRONG --weight-drop 0.5 --lr 3e-3 --warmup-steps 100 --time-limit $LIMIT"
@@ -45,6 +51,8 @@ declare -A RUNS=(
   [babi_ft]="--dataset runs/babi-chat --init-from assets/babi $CHAT --lr 1.5e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_fresh_ft]="--dataset runs/babi-chat --init-from assets/babi $FRESH --lr 1.5e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_fresh]="--dataset runs/babi-chat --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
+  [babi_probe_ft]="--dataset runs/babi-probe --init-from assets/babi $PROBE --lr 1.5e-3 --warmup-steps 100 --time-limit $LIMIT"
+  [babi_probe]="--dataset runs/babi-probe --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $PROBE --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
   [babi_t1p2]="--dataset runs/babi-t1p2-200k --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
   [s3x640_awd]="--dataset $TS --hidden-size 640 --num-layers 3 --embed-dim 128 --dropout 0.2 --weight-drop 0.25 --locked-dropout 0.3 --embed-dropout 0.05 --weight-decay 0.1 --batch-size 256 --seq-len 128 --lr 3e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_p2]="--dataset runs/babi-p2 --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $CHAT --lr 2e-3 --warmup-steps 200 --time-limit $HALF"
