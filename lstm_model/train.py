@@ -114,19 +114,39 @@ def plot_losses(out: str) -> None:
     os.replace(tmp, os.path.join(out, "loss_curve.png"))
 
 
+def load_by_character(model: CharLSTM, start: CharLSTM) -> None:
+    """`start`'s weights into `model` (same shape), matched by character where the vocabularies
+    differ: each known character keeps its embedding and output row wherever it now stands, the
+    LSTM is copied whole, and characters `start` never saw keep their fresh embedding with an
+    output bias at the least likely known character's (nothing suggests them yet)."""
+    state = start.state_dict()
+    if model.vocab != start.vocab:
+        own = model.state_dict()
+        rows = torch.tensor([model.vocab.index[ch] for ch in start.vocab.chars])
+        new = torch.ones(len(model.vocab), dtype=torch.bool)
+        new[rows] = False
+        for name in ("embedding.weight", "head.weight", "head.bias"):
+            grown = own[name].clone()
+            grown[rows] = state[name].to(grown.dtype)
+            if name == "head.bias":
+                grown[new] = state[name].min()
+            state[name] = grown
+    model.load_state_dict(state)
+
+
 class Trainer:
     """One run: the model, its optimiser and schedule, the data, and where the run stands."""
 
     def __init__(self, c: TrainConfig, ddp: Dist, device: torch.device):
-        start = None
+        start = vocab = None
         if c.init_from and not c.resume:  # on --resume the weights come from the checkpoint
-            start, c = self._init_from(c)
+            start, vocab, c = self._init_from(c)
         self.c, self.ddp, self.device = c, ddp, device
         self.state_path = os.path.join(c.out, STATE_NAME)
         self.metrics_path = os.path.join(c.out, "metrics.jsonl")
         torch.manual_seed(c.seed)
         try:
-            self.data = TrainingData(c, device, ddp, vocab=start.vocab if start is not None else None)
+            self.data = TrainingData(c, device, ddp, vocab=vocab)
         except DataError as err:
             raise TrainingStopped(str(err)) from None
         size = parameter_count(len(self.data.vocab), c.embed_dim, c.hidden_size, c.num_layers)
@@ -139,7 +159,7 @@ class Trainer:
             forget_bias=c.forget_bias,
         ).to(device)
         if start is not None:
-            self.model.load_state_dict(start.state_dict())
+            load_by_character(self.model, start)
         # What the loop calls: the model, or the model inside AWD-LSTM's regularisation (same weights).
         self.trained = (Regularized(self.model, c.weight_drop, c.locked_dropout, c.embed_dropout)
                         if c.weight_drop or c.locked_dropout or c.embed_dropout else self.model)
@@ -162,8 +182,10 @@ class Trainer:
 
     @staticmethod
     def _init_from(c: TrainConfig):
-        """The model --init-from names, and the config with its shape and vocabulary (a note when
-        the flags said otherwise)."""
+        """The model --init-from names, the vocabulary to train with, and the config with the
+        model's shape (a note when the flags said otherwise). The vocabulary is the model's, or
+        --vocab-from's where that one holds every character of the model's and more: a curriculum's
+        next stage can meet characters the last one never saw (new names, "yes" and "no")."""
         try:
             start = load_model(c.init_from)
         except ModelLoadError as err:
@@ -173,10 +195,24 @@ class Trainer:
         if other:
             print(f"note: --init-from {c.init_from} is {start.num_layers} x {start.hidden_size} with {start.embed_dim}-dim "
                   f"embeddings; training that shape, not {other}", file=sys.stderr)
+        vocab, vocab_from = start.vocab, c.init_from
         if c.vocab_from not in (None, c.init_from):
-            print(f"note: --init-from sets the vocabulary (its model's), not --vocab-from {c.vocab_from}", file=sys.stderr)
+            try:
+                wider = load_model(c.vocab_from).vocab
+            except ModelLoadError as err:
+                raise TrainingStopped(f"--vocab-from: {err}") from None
+            missing = [ch for ch in start.vocab.chars if ch not in wider]
+            if missing:
+                raise TrainingStopped(
+                    f"--vocab-from {c.vocab_from} lacks {len(missing)} of the characters the --init-from model "
+                    f"knows ({''.join(missing[:12])!r}); name a vocabulary that holds them all, or leave "
+                    "--vocab-from out to train with the --init-from model's.")
+            if len(wider) > len(start.vocab):
+                print(f"note: the vocabulary grows from {len(start.vocab)} characters (--init-from's) to "
+                      f"{len(wider)} (--vocab-from's); the new ones start untrained", file=sys.stderr)
+            vocab, vocab_from = wider, c.vocab_from
         # vocab_from too, so that --resume (which skips this) reads the same vocabulary
-        return start, dataclasses.replace(c, vocab_from=c.init_from, **shape)
+        return start, vocab, dataclasses.replace(c, vocab_from=vocab_from, **shape)
 
     def _resume(self) -> None:
         c, ddp = self.c, self.ddp

@@ -341,3 +341,33 @@ def test_a_run_can_start_from_a_model_s_weights(play_file, trained_dir, tmp_path
     with pytest.raises(TrainingStopped, match="^--init-from: "):
         train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "x"), "--max-steps", "2",
                                       "--init-from", str(tmp_path / "no-such-model")]))
+
+
+def test_a_curriculum_stage_can_grow_the_vocabulary(play_file, trained_dir, tmp_path, capsys):
+    """--init-from with a --vocab-from that holds every character of the model's and more (the next
+    stage meets new names): known characters keep their rows wherever they now stand, new ones
+    start untrained; a --vocab-from that lacks some of the model's characters is refused."""
+    from lstm_model.model import CharLSTM
+
+    source = load_model(trained_dir[0])
+    wider_chars = ["@"] + source.vocab.chars[::-1] + ["~"]  # other positions, two new characters
+    CharLSTM(vocab=wider_chars, embed_dim=4, hidden_size=8).save_pretrained(tmp_path / "wider")
+    out = tmp_path / "grown"
+    train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(out), "--max-steps", "2", "--lr", "1e-9",
+                                  "--init-from", trained_dir[0], "--vocab-from", str(tmp_path / "wider")]))
+    assert "the vocabulary grows from" in capsys.readouterr().err
+    model = load_model(str(out))
+    assert model.vocab.chars == wider_chars and model.hidden_size == source.hidden_size
+    for ch in source.vocab.chars:
+        i, j = model.vocab.index[ch], source.vocab.index[ch]
+        torch.testing.assert_close(model.embedding.weight[i], source.embedding.weight[j], atol=1e-5, rtol=0)
+        torch.testing.assert_close(model.head.weight[i], source.head.weight[j], atol=1e-5, rtol=0)
+    for name, tensor in source.lstm.state_dict().items():
+        torch.testing.assert_close(model.lstm.state_dict()[name], tensor, atol=1e-5, rtol=0)
+    lowest = source.head.bias.min().item()
+    assert model.head.bias[model.vocab.index["@"]].item() == pytest.approx(lowest, abs=1e-5)
+    assert model.head.bias[model.vocab.index["~"]].item() == pytest.approx(lowest, abs=1e-5)
+    CharLSTM(vocab=source.vocab.chars[1:], embed_dim=4, hidden_size=8).save_pretrained(tmp_path / "narrower")
+    with pytest.raises(TrainingStopped, match="lacks 1 of the characters the --init-from model knows"):
+        train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "y"), "--max-steps", "2",
+                                      "--init-from", trained_dir[0], "--vocab-from", str(tmp_path / "narrower")]))
