@@ -19,7 +19,9 @@ state as a new chat session reads it: a model trained with `--conversation-state
 good at the first and poor at the second, which is what the chat uses.
 
 Then accuracy by distance on task 1 (`memory_tasks.distance_probe`: the supporting fact exactly
-0 to 40 facts before the question, one fact a message), as a table and a PNG. Beside them, the LSTM
+0 to 40 facts before the question, one fact a message), as a table and a PNG, with how often the
+answer changes when the question names the last person to move instead ("reads the name": a
+model that answers from the order of the facts alone, never reading the name, scores 0%). Beside them, the LSTM
 column of Weston et al. 2015 (Table 3, 1k training stories), for orientation only: those are the
 official bAbI test files and a word-level LSTM; ours are generated stories in bAbI's forms.
 """
@@ -77,6 +79,24 @@ def score(model, conversations, memory: bool) -> dict:
             total[q["task"]] += 1
             right[q["task"]] += reply == q["answer"]
     return {task: (right[task], total[task]) for task in total}
+
+
+def reads_the_name(model, probes) -> tuple[int, int]:
+    """(answers that change, probes) when each probe's question names the last person to move
+    instead, among probes where that person is elsewhere: whether the model reads the name."""
+    changed = total = 0
+    for probe in probes:
+        users = [m["content"] for m in probe["messages"] if m["role"] == "user"]
+        last_mover, last_place = users[-2].split(" ", 1)[0], users[-2].rsplit(" the ", 1)[1].rstrip(".")
+        if last_place == probe["questions"][0]["answer"]:
+            continue  # both answers are the same place: nothing to tell apart
+        swapped = {"messages": probe["messages"][:-2] + [{"role": "user", "content": f"Where is {last_mover}?"},
+                                                          {"role": "assistant", "content": last_place}],
+                   "questions": probe["questions"]}
+        [(_, asked)], [(_, other)] = answers(model, probe, True), answers(model, swapped, True)
+        changed += asked != other
+        total += 1
+    return changed, total
 
 
 def reply_losses(model, conversations) -> tuple[float, float]:
@@ -151,13 +171,15 @@ def probes_table(model, args) -> None:
     for d in args.distances:
         probes = [distance_probe(prng, d, people=args.people) for _ in range(args.probes)]
         on, no = score(model, probes, True).get(1, (0, 0)), score(model, probes, False).get(1, (0, 0))
-        rows.append((d, on, no))
+        rows.append((d, on, no, reads_the_name(model, probes) if d and args.people > 1 else None))
     print(f"\nTask 1 by distance (facts told between the supporting fact and the question), {args.probes} "
-          "probes each, one fact a message:\n")
-    print("| facts back | memory carried | memory off |")
-    print("| --- | --- | --- |")
-    for d, on, no in rows:
-        print(f"| {d} | {pct(*on)} | {pct(*no)} |")
+          "probes each, one fact a message; \"reads the name\": of the probes where the person asked about and the "
+          "last to move are in different places, how often the answer changes when the question names the last to "
+          "move instead (a model that ignores the name answers both alike: 0%):\n")
+    print("| facts back | memory carried | memory off | reads the name |")
+    print("| --- | --- | --- | --- |")
+    for d, on, no, reads in rows:
+        print(f"| {d} | {pct(*on)} | {pct(*no)} | {pct(*reads) if reads else '-'} |")
     if args.png:
         import matplotlib
 

@@ -110,16 +110,18 @@ class World:
         return None
 
 
-def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message: int = 3, people: int = len(PEOPLE)) -> dict:
-    """One conversation: facts told in messages of 1 to `max_per_message` facts, questions after
-    some of them (each about the world as the facts left it), about the first `people` of PEOPLE."""
+def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message: int = 3, people: int = len(PEOPLE),
+          question_rate: float = 0.5) -> dict:
+    """One conversation: facts told in messages of 1 to `max_per_message` facts, a question after
+    each message with chance `question_rate` and after the last (each about the world as the facts
+    left it), about the first `people` of PEOPLE."""
     world, messages, questions, told = World(PEOPLE[:people]), [], [], 0
     total = rng.randint(1, max_facts)
     while told < total:
         batch = [world.fact(rng, told + i) for i in range(min(rng.randint(1, max_per_message), total - told))]
         told += len(batch)
         messages += [{"role": "user", "content": " ".join(batch)}, {"role": "assistant", "content": ACK}]
-        if rng.random() < 0.5 or told == total:
+        if rng.random() < question_rate or told == total:
             task = rng.choice(tasks)
             asked = world.question(rng, task, told)
             if asked is not None:
@@ -129,7 +131,8 @@ def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message:
     return {"messages": messages, "questions": questions}
 
 
-def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int = len(PEOPLE), task: int = 1) -> dict:
+def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int = len(PEOPLE), task: int = 1,
+                   also_ask_last: bool = False) -> dict:
     """A task-1 conversation whose question's supporting fact is exactly `distance` facts back, one
     fact a message: up to `lead` facts, then a person moves (the supporting fact), then `distance`
     moves of the others, then "Where is <person>?" (among the first `people` of PEOPLE: at least
@@ -138,7 +141,13 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int
 
     `task=6` asks the yes/no form instead, "Is <person> in the <place>?": half the time about their
     place (yes), otherwise about the last place said when that is elsewhere (the trap recency falls
-    into), or another place."""
+    into), or another place.
+
+    With `also_ask_last` (and a distance above 0) the last person to move is asked about too, in
+    random order: one question's answer is the last place said and the other's is not, so only
+    the name in the question tells them apart. Without it, the person asked about is always the one
+    who did not move last, and a model can answer from the facts alone, never reading the name
+    (the small models trained on single-question probes did exactly that)."""
     if task not in PROBE_TASKS:
         raise ValueError(f"probes are made for tasks {' and '.join(map(str, PROBE_TASKS))}, not task {task}")
     names = PEOPLE[:people]
@@ -156,22 +165,28 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int
     tell(person)
     for _ in range(distance):
         tell(rng.choice(others))
-    place = world.place[person]
-    if task == 1:
-        question, answer = f"Where is {person}?", place
-    else:
-        last_said = messages[-2]["content"].rsplit(" the ", 1)[1].rstrip(".")
-        asked = place if rng.random() < 0.5 else (
-            last_said if last_said != place else rng.choice([p for p in PLACES if p != place]))
-        question, answer = f"Is {person} in the {asked}?", "yes" if asked == place else "no"
-    messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-    return {"messages": messages,
-            "questions": [{"turn": len(messages) // 2 - 1, "task": task, "answer": answer, "distance": distance}]}
+    last_mover = messages[-2]["content"].split(" ", 1)[0]
+    asked = [(person, distance)]
+    if also_ask_last and distance:
+        asked.insert(rng.randrange(2), (last_mover, 0))
+    questions = []
+    for who, back in asked:
+        place = world.place[who]
+        if task == 1:
+            question, answer = f"Where is {who}?", place
+        else:  # the trap: the place of whoever the question is not about
+            trap = world.place[last_mover if who != last_mover else person]
+            named = place if rng.random() < 0.5 else (
+                trap if trap != place else rng.choice([p for p in PLACES if p != place]))
+            question, answer = f"Is {who} in the {named}?", "yes" if named == place else "no"
+        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": back})
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return {"messages": messages, "questions": questions}
 
 
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
           test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
-          probe_distance: int = 10):
+          probe_distance: int = 10, question_rate: float = 0.5):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -179,11 +194,15 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     `probe_share` of the conversations (in every split) are distance probes instead of stories:
     a person moves, then 0 to `probe_distance` moves of the others, then a task-1 or task-6
     question about that person (of `tasks`), where the last place said is the answer only by
-    chance. Without them a small LSTM settles on answering with the last place said (recency), a
-    shortcut that is right often enough in ordinary stories; probes reward binding names to places.
-    With 0 (the default) the stories are exactly those of earlier versions for the same seed."""
+    chance, and one about the last to move, in random order (`distance_probe`'s `also_ask_last`).
+    Without them a small LSTM settles on answering with the last place said (recency), a shortcut that is right often enough in ordinary stories; probes reward binding names to places.
+    With 0 (the default) the stories are exactly those of earlier versions for the same seed.
+    `question_rate` 1 asks after every message: more answers (and more where recency fails) for
+    the same characters read."""
     import datasets
 
+    if not 0.0 <= question_rate <= 1.0:
+        raise ValueError(f"the question rate is a chance per message, from 0 to 1 (got {question_rate})")
     if not 0.0 <= probe_share <= 1.0:
         raise ValueError(f"the probe share is a fraction of the conversations, from 0 to 1 (got {probe_share})")
     probe_tasks = [t for t in tasks if t in PROBE_TASKS]
@@ -200,9 +219,9 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         for _ in range(size):
             if probe_share and rng.random() < probe_share:
                 rows.append(distance_probe(rng, rng.randint(0, probe_distance), people=people,
-                                           task=rng.choice(probe_tasks)))
+                                           task=rng.choice(probe_tasks), also_ask_last=True))
             else:
-                rows.append(story(rng, max_facts, tasks, max_per_message, people))
+                rows.append(story(rng, max_facts, tasks, max_per_message, people, question_rate))
         splits[name] = datasets.Dataset.from_list(rows)
     return datasets.DatasetDict(splits)
 
@@ -252,6 +271,8 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", type=int, nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--people", type=int, default=len(PEOPLE), choices=range(1, len(PEOPLE) + 1),
                    help="how many of Mary, John, Daniel, Sandra appear (1 or 2: a curriculum's first stages)")
+    p.add_argument("--question-rate", type=float, default=0.5, metavar="CHANCE",
+                   help="chance of a question after each message of facts (default 0.5; 1: after every one)")
     p.add_argument("--probe-share", type=float, default=0.0, metavar="FRACTION",
                    help="this fraction of conversations are distance probes (a person moves, then only the others "
                         "do, then a question about that person): the last place said is then no answer; default 0")
@@ -261,7 +282,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
-                   args.max_per_message, args.people, args.probe_share, args.probe_distance)
+                   args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

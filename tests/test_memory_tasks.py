@@ -286,12 +286,17 @@ def test_a_share_of_probes_mixes_into_the_stories_deterministically():
     probes = 0
     for row in mixed["train"]:
         users = [m["content"] for m in row["messages"] if m["role"] == "user"]
-        is_probe = len(row["questions"]) == 1 and all(MOVE.match(u) for u in users[:-1])
-        if is_probe and row["questions"][0]["distance"] > 0:
-            q = row["questions"][0]
-            person = users[-1].removeprefix("Where is ").removesuffix("?")
-            assert q["task"] == 1 and not users[-2].startswith(person)  # someone else moved last
-            assert q["distance"] <= 6 and q["answer"] == answer_by_reading(users[:-1], users[-1])
+        asked = len(row["questions"])
+        is_probe = asked and all(MOVE.match(u) for u in users[:-asked]) and row["questions"][0]["turn"] == len(users) - asked
+        if is_probe and asked == 2:  # past 0 facts back: the person, and the last to move, in either order
+            facts = users[:-2]
+            names = [re.match(r"^Where is (\w+)\?$", u)[1] for u in users[-2:]]
+            last_mover = MOVE.match(facts[-1])[1]
+            assert sorted(q["distance"] == 0 for q in row["questions"]) == [False, True]
+            for name, q, question in zip(names, row["questions"], users[-2:]):
+                assert q["task"] == 1 and q["answer"] == answer_by_reading(facts, question) and q["distance"] <= 6
+                assert (q["distance"] == 0) == (name == last_mover)
+            assert names[0] != names[1]
             probes += 1
     assert 120 < probes < 230  # about half are probes, of which 6 in 7 are past the last fact
 
@@ -306,3 +311,32 @@ def test_a_probe_share_that_cannot_be_made_is_refused_with_a_sentence(tmp_path, 
         main(["--out", str(tmp_path / "d"), "--probe-share", "0.5", "--tasks", "2", "7"])
     assert "add one of them to the tasks" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_the_question_rate_sets_how_often_a_story_asks():
+    assert story(random.Random(2), question_rate=0.5) == story(random.Random(2))  # the default stream
+    rng = random.Random(3)
+    for _ in range(50):
+        s = story(rng, max_facts=10, max_per_message=1, people=2, tasks=(1,), question_rate=1.0)
+        replies = [m["content"] for m in s["messages"][1::2]]
+        # a question after every fact (the first fact is a move, so a task-1 question can always be asked)
+        assert all(a == ACK for a in replies[::2]) and ACK not in replies[1::2]
+        assert len(s["questions"]) == replies.count(ACK) == len(replies) // 2
+    with pytest.raises(ValueError, match="chance per message"):
+        build(stories=2, validation=1, test=1, question_rate=2)
+
+
+def test_a_probe_can_also_ask_about_the_last_to_move_so_the_name_decides():
+    rng, orders = random.Random(8), set()
+    for _ in range(60):
+        p = distance_probe(rng, rng.randint(1, 5), people=3, also_ask_last=True)
+        users = [m["content"] for m in p["messages"] if m["role"] == "user"]
+        facts, questions = users[:-2], users[-2:]
+        answers = [answer_by_reading(facts, q) for q in questions]
+        assert [m["content"] for m in p["messages"][-3::2]] == answers == [q["answer"] for q in p["questions"]]
+        assert [q["turn"] for q in p["questions"]] == [len(users) - 2, len(users) - 1]
+        last = MOVE.match(facts[-1])
+        orders.add(tuple(q["distance"] == 0 for q in p["questions"]))
+        assert answers[[q["distance"] for q in p["questions"]].index(0)] == last[2]  # the last place said
+    assert orders == {(True, False), (False, True)}
+    assert len(distance_probe(random.Random(1), 0, people=2, also_ask_last=True)["questions"]) == 1
