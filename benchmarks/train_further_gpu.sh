@@ -15,12 +15,16 @@
 #   (babi_t1p2), to see whether binding appears with more steps;
 # - Tiny Shakespeare at 3 x 640 (s3x640_awd), the bundled recipe's AWD options, under 20 MB fp16.
 # - bAbI chat with distance probes mixed in (`memory_tasks --probe-share 0.3 --probe-distance 20`:
-#   stories where the last place said is no answer, which the CPU runs found to teach binding),
-#   read from fresh states in windows of 512 so a probe's fact is inside the gradient's reach:
-#   continued from the bundled model (babi_probe_ft), and from scratch at 2 x 512 (babi_probe).
+#   each probe asks about a person who moved before the others and about the last to move, so only
+#   the name in the question tells the answers apart; no CPU run has learned that yet), read from
+#   fresh states in windows of 512 so a probe's fact is inside the gradient's reach: continued from
+#   the bundled model (babi_probe_ft), and from scratch at 2 x 512 (babi_probe);
+# - the shortest binding drill (two people, one move each, both asked: `--probe-share 1
+#   --probe-distance 1 --probe-lead 0`) from scratch at 2 x 512 for the whole time (babi_drill):
+#   whether binding appears at all with GPU-many steps.
 # Every run ends on time (`--time-limit`); the models, fp16, are packed in one tar of 15 MB parts.
 # Usage: bash benchmarks/train_further_gpu.sh [seconds per run]      (DEVICE=cpu for a dry run)
-#        ONLY="babi_probe_ft babi_probe babi_fresh_ft s3x640_awd" bash benchmarks/train_further_gpu.sh 420
+#        ONLY="babi_drill babi_probe babi_probe_ft s3x640_awd" bash benchmarks/train_further_gpu.sh 420
 set -u
 LIMIT=${1:-400}
 OUT=${OUT:-runs/gpu-out}
@@ -36,6 +40,7 @@ wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 python3 -m lstm_model.memory_tasks --out runs/babi-chat --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wanted babi_p2 && python3 -m lstm_model.memory_tasks --out runs/babi-p2 --people 2 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wanted babi_probe || wanted babi_probe_ft && python3 -m lstm_model.memory_tasks --out runs/babi-probe --probe-share 0.3 --probe-distance 20 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
+wanted babi_drill && python3 -m lstm_model.memory_tasks --out runs/babi-drill --tasks 1 --people 2 --probe-share 1 --probe-distance 1 --probe-lead 0 --stories 200000 --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wanted babi_t1p2 && python3 -m lstm_model.memory_tasks --out runs/babi-t1p2-200k --tasks 1 --people 2 --max-facts 8 --stories 200000 --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wait
 COMMON="--device ${DEVICE:-cuda} --eval-every 250 --eval-batches 10 --quiet --epochs 100000"
@@ -53,6 +58,7 @@ declare -A RUNS=(
   [babi_fresh]="--dataset runs/babi-chat --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
   [babi_probe_ft]="--dataset runs/babi-probe --init-from assets/babi $PROBE --lr 1.5e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_probe]="--dataset runs/babi-probe --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $PROBE --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
+  [babi_drill]="--dataset runs/babi-drill --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
   [babi_t1p2]="--dataset runs/babi-t1p2-200k --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
   [s3x640_awd]="--dataset $TS --hidden-size 640 --num-layers 3 --embed-dim 128 --dropout 0.2 --weight-drop 0.25 --locked-dropout 0.3 --embed-dropout 0.05 --weight-decay 0.1 --batch-size 256 --seq-len 128 --lr 3e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_p2]="--dataset runs/babi-p2 --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $CHAT --lr 2e-3 --warmup-steps 200 --time-limit $HALF"

@@ -186,7 +186,7 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int
 
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
           test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
-          probe_distance: int = 10, question_rate: float = 0.5):
+          probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -194,7 +194,8 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     `probe_share` of the conversations (in every split) are distance probes instead of stories:
     a person moves, then 0 to `probe_distance` moves of the others, then a task-1 or task-6
     question about that person (of `tasks`), where the last place said is the answer only by
-    chance, and one about the last to move, in random order (`distance_probe`'s `also_ask_last`).
+    chance, and one about the last to move, in random order (`distance_probe`'s `also_ask_last`),
+    after 0 to `probe_lead` facts about anyone.
     Without them a small LSTM settles on answering with the last place said (recency), a shortcut that is right often enough in ordinary stories; probes reward binding names to places.
     With 0 (the default) the stories are exactly those of earlier versions for the same seed.
     `question_rate` 1 asks after every message: more answers (and more where recency fails) for
@@ -218,7 +219,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         rows = []
         for _ in range(size):
             if probe_share and rng.random() < probe_share:
-                rows.append(distance_probe(rng, rng.randint(0, probe_distance), people=people,
+                rows.append(distance_probe(rng, rng.randint(0, probe_distance), probe_lead, people=people,
                                            task=rng.choice(probe_tasks), also_ask_last=True))
             else:
                 rows.append(story(rng, max_facts, tasks, max_per_message, people, question_rate))
@@ -278,11 +279,14 @@ def main(argv=None) -> int:
                         "do, then a question about that person): the last place said is then no answer; default 0")
     p.add_argument("--probe-distance", type=int, default=10, metavar="N",
                    help="probes ask about a move 0 to N facts back (default 10)")
+    p.add_argument("--probe-lead", type=int, default=3, metavar="N",
+                   help="probes begin with 0 to N facts about anyone (default 3; 0: the shortest binding drill)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
     args = p.parse_args(argv)
     try:
         dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
-                   args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate)
+                   args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
+                   args.probe_lead)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

@@ -340,3 +340,15 @@ def test_a_probe_can_also_ask_about_the_last_to_move_so_the_name_decides():
         assert answers[[q["distance"] for q in p["questions"]].index(0)] == last[2]  # the last place said
     assert orders == {(True, False), (False, True)}
     assert len(distance_probe(random.Random(1), 0, people=2, also_ask_last=True)["questions"]) == 1
+
+
+def test_the_shortest_probes_drill_binding_alone():
+    dd = build(stories=50, seed=1, validation=2, test=2, tasks=(1,), people=2, probe_share=1, probe_distance=1,
+               probe_lead=0)
+    for row in dd["train"]:
+        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+        facts = [u for u in users if MOVE.match(u)]
+        assert len(facts) in (1, 2) and len(row["questions"]) == len(facts)  # 1 fact: 1 question; 2: both people
+        assert len({MOVE.match(f)[1] for f in facts}) == len(facts)  # two facts: one about each person
+        for q, question in zip(row["questions"], users[len(facts):]):
+            assert q["answer"] == answer_by_reading(facts, question)
