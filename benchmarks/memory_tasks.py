@@ -124,6 +124,10 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", type=int, nargs="+", default=list(TASKS), choices=list(TASKS),
                    help="ask only these tasks in the stories (a model trained on fewer); default all four")
     p.add_argument("--distances", type=int, nargs="+", default=list(DISTANCES), help="facts back for the probes")
+    p.add_argument("--lead", type=int, default=3, help="probes begin with 0 to N facts about anyone (default 3)")
+    p.add_argument("--drill", type=int, default=0, metavar="N",
+                   help="also N binding drills (two people, one move each, both asked in random order): how often the "
+                        "first question is right, where a model that knows both places but not whose gets half")
     p.add_argument("--probes-only", action="store_true", help="only the table by distance (quicker: checkpoints)")
     args = p.parse_args(argv)
     if args.people < 2 and any(args.distances):
@@ -134,6 +138,8 @@ def main(argv=None) -> int:
     if not args.probes_only:
         stories_table(model, args)
     probes_table(model, args)
+    if args.drill:
+        drill_line(model, args)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     return 0
 
@@ -164,12 +170,26 @@ def stories_table(model, args) -> None:
           f"(the state carried across conversations), {fresh:.4f} each from a fresh state (as the chat starts).")
 
 
+def drill_line(model, args) -> None:
+    """The shortest binding drill: the first question's answers and all answers right."""
+    rng, first = random.Random(f"drill:{args.seed}"), 0
+    right = total = 0
+    for _ in range(args.drill):
+        replies = answers(model, distance_probe(rng, 1, lead=0, people=2, also_ask_last=True), True)
+        first += replies[0][1] == replies[0][0]["answer"]
+        right += sum(reply == q["answer"] for q, reply in replies)
+        total += len(replies)
+    print(f"\nBinding drill ({args.drill} conversations: two people, one move each, both asked in random order): "
+          f"first question right {pct(first, args.drill)} (knowing both places but not whose: 50%), "
+          f"all answers {pct(right, total)}.")
+
+
 def probes_table(model, args) -> None:
     """Task 1 by distance: the table, and the curve with --png."""
     rows = []
     prng = random.Random(f"probe:{args.seed}")
     for d in args.distances:
-        probes = [distance_probe(prng, d, people=args.people) for _ in range(args.probes)]
+        probes = [distance_probe(prng, d, args.lead, people=args.people) for _ in range(args.probes)]
         on, no = score(model, probes, True).get(1, (0, 0)), score(model, probes, False).get(1, (0, 0))
         rows.append((d, on, no, reads_the_name(model, probes) if d and args.people > 1 else None))
     print(f"\nTask 1 by distance (facts told between the supporting fact and the question), {args.probes} "
