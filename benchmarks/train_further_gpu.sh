@@ -20,8 +20,10 @@
 #   fresh states in windows of 512 so a probe's fact is inside the gradient's reach: continued from
 #   the bundled model (babi_probe_ft), and from scratch at 2 x 512 (babi_probe);
 # - the shortest binding drill (two people, one move each, both asked: `--probe-share 1
-#   --probe-distance 1 --probe-lead 0`) from scratch at 2 x 512 for the whole time (babi_drill):
-#   whether binding appears at all with GPU-many steps.
+#   --probe-distance 1 --probe-lead 0`) from scratch at 2 x 512 for half the time, then the bAbI
+#   chat with probes from it for the other half (babi_drill, babi_drill_mix): on CPU a 2 x 256
+#   model learned to bind on the drill after ~4,000 steps, then lost it within 1,000 steps of
+#   longer stories at lr 2e-3: the second stage here goes on at 1e-3 (whether that keeps it is open).
 # Every run ends on time (`--time-limit`); the models, fp16, are packed in one tar of 15 MB parts.
 # Usage: bash benchmarks/train_further_gpu.sh [seconds per run]      (DEVICE=cpu for a dry run)
 #        ONLY="babi_drill babi_probe babi_probe_ft s3x640_awd" bash benchmarks/train_further_gpu.sh 420
@@ -39,7 +41,7 @@ ONLY=${ONLY:-s768_wd50 s768_ft_wd40 s768_ft_wd50 babi_ft babi_p2}
 wanted() { [[ " $ONLY " == *" $1 "* ]]; }
 python3 -m lstm_model.memory_tasks --out runs/babi-chat --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wanted babi_p2 && python3 -m lstm_model.memory_tasks --out runs/babi-p2 --people 2 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
-wanted babi_probe || wanted babi_probe_ft && python3 -m lstm_model.memory_tasks --out runs/babi-probe --probe-share 0.3 --probe-distance 20 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
+wanted babi_probe || wanted babi_probe_ft || wanted babi_drill && python3 -m lstm_model.memory_tasks --out runs/babi-probe --probe-share 0.3 --probe-distance 20 --stories "$STORIES" --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wanted babi_drill && python3 -m lstm_model.memory_tasks --out runs/babi-drill --tasks 1 --people 2 --probe-share 1 --probe-distance 1 --probe-lead 0 --stories 200000 --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wanted babi_t1p2 && python3 -m lstm_model.memory_tasks --out runs/babi-t1p2-200k --tasks 1 --people 2 --max-facts 8 --stories 200000 --validation 300 --test 300 --seed 0 2>&1 | grep -v Saving &
 wait
@@ -58,7 +60,7 @@ declare -A RUNS=(
   [babi_fresh]="--dataset runs/babi-chat --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
   [babi_probe_ft]="--dataset runs/babi-probe --init-from assets/babi $PROBE --lr 1.5e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_probe]="--dataset runs/babi-probe --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $PROBE --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
-  [babi_drill]="--dataset runs/babi-drill --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
+  [babi_drill]="--dataset runs/babi-drill --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $HALF"
   [babi_t1p2]="--dataset runs/babi-t1p2-200k --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $FRESH --lr 3e-3 --warmup-steps 200 --time-limit $LIMIT"
   [s3x640_awd]="--dataset $TS --hidden-size 640 --num-layers 3 --embed-dim 128 --dropout 0.2 --weight-drop 0.25 --locked-dropout 0.3 --embed-dropout 0.05 --weight-decay 0.1 --batch-size 256 --seq-len 128 --lr 3e-3 --warmup-steps 100 --time-limit $LIMIT"
   [babi_p2]="--dataset runs/babi-p2 --vocab-from assets/babi --hidden-size 512 --embed-dim 64 $CHAT --lr 2e-3 --warmup-steps 200 --time-limit $HALF"
@@ -75,6 +77,9 @@ for name in "${!RUNS[@]}"; do
   if [ "$name" = babi_p2 ]; then  # the curriculum's second stage starts from its first
     ( run babi_p2 "${RUNS[babi_p2]}"
       run babi_p2_p4 "--dataset runs/babi-chat --init-from $SWEEP/babi_p2 $CHAT --lr 1.5e-3 --warmup-steps 100 --time-limit $HALF" ) &
+  elif [ "$name" = babi_drill ]; then  # binding first, then the whole task from there
+    ( run babi_drill "${RUNS[babi_drill]}"
+      run babi_drill_mix "--dataset runs/babi-probe --init-from $SWEEP/babi_drill $PROBE --lr 1e-3 --warmup-steps 100 --time-limit $HALF" ) &
   else
     run "$name" "${RUNS[$name]}" &
   fi
