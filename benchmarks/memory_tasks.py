@@ -21,9 +21,10 @@ good at the first and poor at the second, which is what the chat uses.
 Then accuracy by distance on task 1 (`memory_tasks.distance_probe`: the supporting fact exactly
 0 to 40 facts before the question, one fact a message), as a table and a PNG, with how often the
 answer changes when the question names the last person to move instead ("reads the name": a
-model that answers from the order of the facts alone, never reading the name, scores 0%). Beside them, the LSTM
-column of Weston et al. 2015 (Table 3, 1k training stories), for orientation only: those are the
-official bAbI test files and a word-level LSTM; ours are generated stories in bAbI's forms.
+model that answers from the order of the facts alone, never reading the name, scores 0%).
+Beside them, the LSTM column of Weston et al. 2015 (Table 3, 1k training stories), for
+orientation only: those are the official bAbI test files and a word-level LSTM; ours are
+generated stories in bAbI's forms.
 """
 
 from __future__ import annotations

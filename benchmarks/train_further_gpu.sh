@@ -16,7 +16,8 @@
 # - Tiny Shakespeare at 3 x 640 (s3x640_awd), the bundled recipe's AWD options, under 20 MB fp16.
 # - bAbI chat with distance probes mixed in (`memory_tasks --probe-share 0.3 --probe-distance 20`:
 #   each probe asks about a person who moved before the others and about the last to move, so only
-#   the name in the question tells the answers apart; no CPU run has learned that yet), read from
+#   the name in the question tells the answers apart; on CPU only small steps from the drill below
+#   taught that), read from
 #   fresh states in windows of 512 so a probe's fact is inside the gradient's reach: continued from
 #   the bundled model (babi_probe_ft), and from scratch at 2 x 512 (babi_probe);
 # - the shortest binding drill (two people, one move each, both asked: `--probe-share 1

@@ -156,16 +156,16 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int
     world, messages, person = World(names), [], rng.choice(names)
     others = [p for p in names if p != person]
 
-    def tell(who: str) -> None:
+    def tell(who: str) -> str:
         messages.extend([{"role": "user", "content": world.move(rng, who, len(messages) // 2)},
                          {"role": "assistant", "content": ACK}])
+        return who
 
     for _ in range(rng.randint(0, lead)):
         tell(rng.choice(names))
-    tell(person)
+    last_mover = tell(person)
     for _ in range(distance):
-        tell(rng.choice(others))
-    last_mover = messages[-2]["content"].split(" ", 1)[0]
+        last_mover = tell(rng.choice(others))
     asked = [(person, distance)]
     if also_ask_last and distance:
         asked.insert(rng.randrange(2), (last_mover, 0))
@@ -195,11 +195,11 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     a person moves, then 0 to `probe_distance` moves of the others, then a task-1 or task-6
     question about that person (of `tasks`), where the last place said is the answer only by
     chance, and one about the last to move, in random order (`distance_probe`'s `also_ask_last`),
-    after 0 to `probe_lead` facts about anyone.
-    Without them a small LSTM settles on answering with the last place said (recency), a shortcut that is right often enough in ordinary stories; probes reward binding names to places.
-    With 0 (the default) the stories are exactly those of earlier versions for the same seed.
-    `question_rate` 1 asks after every message: more answers (and more where recency fails) for
-    the same characters read."""
+    after 0 to `probe_lead` facts about anyone. Without them a small LSTM settles on answering with
+    the last place said (recency), a shortcut right often enough in ordinary stories; with them
+    only the name in the question tells the answers apart. With 0 (the default) the stories are
+    exactly those of earlier versions for the same seed. `question_rate` 1 asks after every
+    message: more answers (and more where recency fails) for the same characters read."""
     import datasets
 
     if not 0.0 <= question_rate <= 1.0:
