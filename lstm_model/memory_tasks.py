@@ -186,13 +186,13 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int
 
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
           test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
-          probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3):
+          probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
 
     `probe_share` of the conversations (in every split) are distance probes instead of stories:
-    a person moves, then 0 to `probe_distance` moves of the others, then a task-1 or task-6
+    a person moves, then `probe_min_distance` (default 0) to `probe_distance` moves of the others, then a task-1 or task-6
     question about that person (of `tasks`), where the last place said is the answer only by
     chance, and one about the last to move, in random order (`distance_probe`'s `also_ask_last`),
     after 0 to `probe_lead` facts about anyone. Without them a small LSTM settles on answering with
@@ -210,6 +210,9 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     if probe_share and not probe_tasks:
         raise ValueError(f"probes ask tasks {' or '.join(map(str, PROBE_TASKS))}: add one of them to the tasks, "
                          "or leave the probe share at 0")
+    if not 0 <= probe_min_distance <= probe_distance:
+        raise ValueError(f"the probes' nearest distance ({probe_min_distance}) must lie between 0 and the farthest "
+                         f"({probe_distance}): lower --probe-min-distance or raise --probe-distance")
     if probe_share and probe_distance and people < 2:
         raise ValueError("probes more than 0 facts back need at least two people (the others move in between)")
     sizes = {"train": stories, "validation": validation, "test": test}
@@ -219,7 +222,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         rows = []
         for _ in range(size):
             if probe_share and rng.random() < probe_share:
-                rows.append(distance_probe(rng, rng.randint(0, probe_distance), probe_lead, people=people,
+                rows.append(distance_probe(rng, rng.randint(probe_min_distance, probe_distance), probe_lead, people=people,
                                            task=rng.choice(probe_tasks), also_ask_last=True))
             else:
                 rows.append(story(rng, max_facts, tasks, max_per_message, people, question_rate))
@@ -279,6 +282,9 @@ def main(argv=None) -> int:
                         "do, then a question about that person): the last place said is then no answer; default 0")
     p.add_argument("--probe-distance", type=int, default=10, metavar="N",
                    help="probes ask about a move 0 to N facts back (default 10)")
+    p.add_argument("--probe-min-distance", type=int, default=0, metavar="N",
+                   help="probes ask about a move at least N facts back (default 0; 1 with --probe-distance 1 and "
+                        "--probe-lead 0: the binding drill, two moves and both people asked)")
     p.add_argument("--probe-lead", type=int, default=3, metavar="N",
                    help="probes begin with 0 to N facts about anyone (default 3; 0: the shortest binding drill)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
@@ -286,7 +292,7 @@ def main(argv=None) -> int:
     try:
         dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
                    args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
-                   args.probe_lead)
+                   args.probe_lead, args.probe_min_distance)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

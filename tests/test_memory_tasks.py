@@ -352,3 +352,19 @@ def test_the_shortest_probes_drill_binding_alone():
         assert len({MOVE.match(f)[1] for f in facts}) == len(facts)  # two facts: one about each person
         for q, question in zip(row["questions"], users[len(facts):]):
             assert q["answer"] == answer_by_reading(facts, question)
+
+
+def test_a_nearest_probe_distance_makes_every_drill_two_moves_and_two_questions(tmp_path, capsys):
+    from lstm_model.memory_tasks import main
+
+    dd = build(stories=60, seed=2, validation=2, test=2, tasks=(1,), people=2, probe_share=1, probe_distance=1,
+               probe_lead=0, probe_min_distance=1)
+    for row in dd["train"]:
+        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+        facts = [u for u in users if MOVE.match(u)]
+        assert len(facts) == 2 and len(row["questions"]) == 2
+        assert {MOVE.match(f)[1] for f in facts} == {"Mary", "John"}
+        assert sorted(q["distance"] for q in row["questions"]) == [0, 1]
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "d"), "--probe-share", "1", "--probe-distance", "2", "--probe-min-distance", "3"])
+    assert "lower --probe-min-distance" in capsys.readouterr().err

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The curriculum that teaches a small LSTM to bind names to places (issue "Memory you can see in the
+# conversation"; benchmarks/README.md, "Memory tasks"). Each stage makes its data with
+# `python -m lstm_model.memory_tasks`, then trains with `python -m lstm_model.train`, starting from
+# the stage before it (`--init-from`). A stage that finished is skipped; one that was stopped
+# (SIGTERM saves a checkpoint) is resumed. Runs on CPU in the background:
+#
+#   nohup bash benchmarks/babi_curriculum.sh drill pair1 pair2 > runs/curriculum.log 2>&1 &
+#
+# Stages, in order (each a small step outward; a jump to stories where "the last place said" pays
+# undid the binding within 1,000 steps):
+#   drill   from scratch: two people, one move each, both asked (binding appears after ~4,000 steps)
+#   pair1   paired probes, 0-1 facts before, 0-2 moves between          (two people)
+#   pair2   0-2 before, 0-4 between                                     (two people)
+#   pair3   0-3 before, 0-8 between                                     (two people)
+#   four1   four people, 0-3 before, 0-8 between
+#   four2   four people, 0-3 before, 0-20 between
+#   four3   four people, 0-3 before, 0-40 between
+# Environment: RUNS (folder of the stages, default runs/curriculum), THREADS (torch threads,
+# default 2), SEED (default 1337), BATCH (default 32), and per stage SECONDS_<stage> (its
+# --time-limit) and LR_<stage>.
+set -eu
+RUNS=${RUNS:-runs/curriculum}
+SEED=${SEED:-1337}
+BATCH=${BATCH:-32}
+export OMP_NUM_THREADS=${THREADS:-2}
+mkdir -p "$RUNS"
+FRESH=(--turn-separator '\n' --stop-sequence '\n' --loss-on replies --conversation-state fresh --dropout 0
+       --batch-size "$BATCH" --seq-len 256 --eval-every 250 --eval-batches 10 --checkpoint-every 250
+       --epochs 100000 --quiet --seed "$SEED" --device cpu)
+declare -A DATA=(
+  [drill]="--people 2 --probe-distance 1 --probe-min-distance 1 --probe-lead 0 --stories 40000"
+  [pair1]="--people 2 --probe-distance 2 --probe-lead 1 --stories 30000"
+  [pair2]="--people 2 --probe-distance 4 --probe-lead 2 --stories 30000"
+  [pair3]="--people 2 --probe-distance 8 --probe-lead 3 --stories 30000"
+  [four1]="--people 4 --probe-distance 8 --probe-lead 3 --stories 30000"
+  [four2]="--people 4 --probe-distance 20 --probe-lead 3 --stories 30000"
+  [four3]="--people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
+)
+declare -A FROM=([drill]="" [pair1]=drill [pair2]=pair1 [pair3]=pair2 [four1]=pair3 [four2]=four1 [four3]=four2)
+declare -A SECONDS_DEFAULT=([drill]=2700 [pair1]=720 [pair2]=540 [pair3]=720 [four1]=900 [four2]=900 [four3]=900)
+declare -A LR_DEFAULT=([drill]=3e-3 [pair1]=1e-3 [pair2]=1e-3 [pair3]=1e-3 [four1]=1e-3 [four2]=1e-3 [four3]=1e-3)
+
+for stage in "$@"; do
+  [ -n "${DATA[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${!DATA[*]}" >&2; exit 2; }
+  out="$RUNS/$stage"
+  if [ -f "$out/done" ]; then echo "$stage: done already ($out)"; continue; fi
+  data="$RUNS/data-$stage"
+  if [ ! -d "$data" ]; then
+    # shellcheck disable=SC2086  # the flags are meant to split
+    python -m lstm_model.memory_tasks --out "$data" --tasks 1 --probe-share 1 ${DATA[$stage]} \
+      --validation 200 --test 200 --seed 0 2>&1 | grep -v "Saving"
+  fi
+  limit_var="SECONDS_$stage" lr_var="LR_$stage"
+  limit=${!limit_var:-${SECONDS_DEFAULT[$stage]}} lr=${!lr_var:-${LR_DEFAULT[$stage]}}
+  if [ -f "$out/training_state.safetensors" ]; then
+    start=(--resume)
+  elif [ -z "${FROM[$stage]}" ]; then
+    start=(--vocab-from assets/babi --hidden-size 256 --embed-dim 32 --num-layers 2)
+  else
+    start=(--init-from "$RUNS/${FROM[$stage]}" --vocab-from assets/babi)
+  fi
+  echo "$stage: $(date -u +%H:%M:%S) training $limit s at lr $lr into $out"
+  python -m lstm_model.train --dataset "$data" "${start[@]}" "${FRESH[@]}" --lr "$lr" --warmup-steps 100 \
+    --time-limit "$limit" --out "$out"
+  touch "$out/done"
+done
