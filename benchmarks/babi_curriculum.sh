@@ -16,9 +16,12 @@
 #   four1   four people, 0-3 before, 0-8 between
 #   four2   four people, 0-3 before, 0-20 between
 #   four3   four people, 0-3 before, 0-40 between
+#   story1  tasks 1 and 6 as stories (1-3 facts a message, up to 20 facts, a question after every
+#           message), half of the conversations still paired probes (to 20 back)
+#   story2  all four tasks (1, 2, 6, 7), stories up to 40 facts, 30% paired probes (to 40 back)
 # Environment: RUNS (folder of the stages, default runs/curriculum), THREADS (torch threads,
 # default 2), SEED (default 1337), BATCH (default 32), and per stage SECONDS_<stage> (its
-# --time-limit) and LR_<stage>.
+# --time-limit), LR_<stage> and SEQ_<stage> (characters per backpropagation window).
 set -eu
 RUNS=${RUNS:-runs/curriculum}
 SEED=${SEED:-1337}
@@ -26,20 +29,28 @@ BATCH=${BATCH:-32}
 export OMP_NUM_THREADS=${THREADS:-2}
 mkdir -p "$RUNS"
 FRESH=(--turn-separator '\n' --stop-sequence '\n' --loss-on replies --conversation-state fresh --dropout 0
-       --batch-size "$BATCH" --seq-len 256 --eval-every 250 --eval-batches 10 --checkpoint-every 250
+       --batch-size "$BATCH" --eval-every 250 --eval-batches 10 --checkpoint-every 250
        --epochs 100000 --quiet --seed "$SEED" --device cpu)
+PROBES="--tasks 1 --probe-share 1"
 declare -A DATA=(
-  [drill]="--people 2 --probe-distance 1 --probe-min-distance 1 --probe-lead 0 --stories 40000"
-  [pair1]="--people 2 --probe-distance 2 --probe-lead 1 --stories 30000"
-  [pair2]="--people 2 --probe-distance 4 --probe-lead 2 --stories 30000"
-  [pair3]="--people 2 --probe-distance 8 --probe-lead 3 --stories 30000"
-  [four1]="--people 4 --probe-distance 8 --probe-lead 3 --stories 30000"
-  [four2]="--people 4 --probe-distance 20 --probe-lead 3 --stories 30000"
-  [four3]="--people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
+  [drill]="$PROBES --people 2 --probe-distance 1 --probe-min-distance 1 --probe-lead 0 --stories 40000"
+  [pair1]="$PROBES --people 2 --probe-distance 2 --probe-lead 1 --stories 30000"
+  [pair2]="$PROBES --people 2 --probe-distance 4 --probe-lead 2 --stories 30000"
+  [pair3]="$PROBES --people 2 --probe-distance 8 --probe-lead 3 --stories 30000"
+  [four1]="$PROBES --people 4 --probe-distance 8 --probe-lead 3 --stories 30000"
+  [four2]="$PROBES --people 4 --probe-distance 20 --probe-lead 3 --stories 30000"
+  [four3]="$PROBES --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
+  [story1]="--tasks 1 6 --people 4 --max-facts 20 --question-rate 1 --probe-share 0.5 --probe-distance 20 --stories 30000"
+  [story2]="--tasks 1 2 6 7 --people 4 --max-facts 40 --probe-share 0.3 --probe-distance 40 --stories 40000"
 )
-declare -A FROM=([drill]="" [pair1]=drill [pair2]=pair1 [pair3]=pair2 [four1]=pair3 [four2]=four1 [four3]=four2)
-declare -A SECONDS_DEFAULT=([drill]=2700 [pair1]=720 [pair2]=540 [pair3]=720 [four1]=900 [four2]=900 [four3]=900)
-declare -A LR_DEFAULT=([drill]=3e-3 [pair1]=1e-3 [pair2]=1e-3 [pair3]=1e-3 [four1]=1e-3 [four2]=1e-3 [four3]=1e-3)
+declare -A FROM=([drill]="" [pair1]=drill [pair2]=pair1 [pair3]=pair2 [four1]=pair3 [four2]=four1 [four3]=four2
+                 [story1]=four3 [story2]=story1)
+declare -A SECONDS_DEFAULT=([drill]=2700 [pair1]=720 [pair2]=540 [pair3]=720 [four1]=900 [four2]=900 [four3]=900
+                           [story1]=900 [story2]=1800)
+declare -A LR_DEFAULT=([drill]=3e-3 [pair1]=1e-3 [pair2]=1e-3 [pair3]=1e-3 [four1]=1e-3 [four2]=1e-3 [four3]=1e-3
+                      [story1]=1e-3 [story2]=1e-3)
+declare -A SEQ_DEFAULT=([drill]=256 [pair1]=256 [pair2]=256 [pair3]=256 [four1]=256 [four2]=512 [four3]=512
+                       [story1]=512 [story2]=512)
 
 for stage in "$@"; do
   [ -n "${DATA[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${!DATA[*]}" >&2; exit 2; }
@@ -48,11 +59,11 @@ for stage in "$@"; do
   data="$RUNS/data-$stage"
   if [ ! -d "$data" ]; then
     # shellcheck disable=SC2086  # the flags are meant to split
-    python -m lstm_model.memory_tasks --out "$data" --tasks 1 --probe-share 1 ${DATA[$stage]} \
+    python -m lstm_model.memory_tasks --out "$data" ${DATA[$stage]} \
       --validation 200 --test 200 --seed 0 2>&1 | grep -v "Saving"
   fi
-  limit_var="SECONDS_$stage" lr_var="LR_$stage"
-  limit=${!limit_var:-${SECONDS_DEFAULT[$stage]}} lr=${!lr_var:-${LR_DEFAULT[$stage]}}
+  limit_var="SECONDS_$stage" lr_var="LR_$stage" seq_var="SEQ_$stage"
+  limit=${!limit_var:-${SECONDS_DEFAULT[$stage]}} lr=${!lr_var:-${LR_DEFAULT[$stage]}} seq=${!seq_var:-${SEQ_DEFAULT[$stage]}}
   if [ -f "$out/training_state.safetensors" ]; then
     start=(--resume)
   elif [ -z "${FROM[$stage]}" ]; then
@@ -61,7 +72,7 @@ for stage in "$@"; do
     start=(--init-from "$RUNS/${FROM[$stage]}" --vocab-from assets/babi)
   fi
   echo "$stage: $(date -u +%H:%M:%S) training $limit s at lr $lr into $out"
-  python -m lstm_model.train --dataset "$data" "${start[@]}" "${FRESH[@]}" --lr "$lr" --warmup-steps 100 \
+  python -m lstm_model.train --dataset "$data" "${start[@]}" "${FRESH[@]}" --lr "$lr" --seq-len "$seq" --warmup-steps 100 \
     --time-limit "$limit" --out "$out"
   touch "$out/done"
 done
