@@ -16,9 +16,10 @@
 #   four1   four people, 0-3 before, 0-8 between
 #   four2   four people, 0-3 before, 0-20 between
 #   four3   four people, 0-3 before, 0-40 between
-#   story1  tasks 1 and 6 as stories (1-3 facts a message, up to 20 facts, a question after every
-#           message), half of the conversations still paired probes (to 20 back)
-#   story2  all four tasks (1, 2, 6, 7), stories up to 40 facts, 30% paired probes (to 40 back)
+#   story1  all four tasks (1, 2, 6, 7) as stories: 1-3 facts a message, up to 40 facts, a question
+#           after every message; 40% of the conversations still paired probes (to 40 back)
+#   story2  the same stories with a question after half the messages (the benchmark's own form),
+#           30% probes
 # Environment: RUNS (folder of the stages, default runs/curriculum), THREADS (torch threads,
 # default 2), SEED (default 1337), BATCH (default 32), and per stage SECONDS_<stage> (its
 # --time-limit), LR_<stage> and SEQ_<stage> (characters per backpropagation window).
@@ -40,13 +41,13 @@ declare -A DATA=(
   [four1]="$PROBES --people 4 --probe-distance 8 --probe-lead 3 --stories 30000"
   [four2]="$PROBES --people 4 --probe-distance 20 --probe-lead 3 --stories 30000"
   [four3]="$PROBES --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
-  [story1]="--tasks 1 6 --people 4 --max-facts 20 --question-rate 1 --probe-share 0.5 --probe-distance 20 --stories 30000"
+  [story1]="--tasks 1 2 6 7 --people 4 --max-facts 40 --question-rate 1 --probe-share 0.4 --probe-distance 40 --stories 30000"
   [story2]="--tasks 1 2 6 7 --people 4 --max-facts 40 --probe-share 0.3 --probe-distance 40 --stories 40000"
 )
 declare -A FROM=([drill]="" [pair1]=drill [pair2]=pair1 [pair3]=pair2 [four1]=pair3 [four2]=four1 [four3]=four2
                  [story1]=four3 [story2]=story1)
 declare -A SECONDS_DEFAULT=([drill]=2700 [pair1]=720 [pair2]=540 [pair3]=720 [four1]=900 [four2]=900 [four3]=900
-                           [story1]=900 [story2]=1800)
+                           [story1]=1200 [story2]=1200)
 declare -A LR_DEFAULT=([drill]=3e-3 [pair1]=1e-3 [pair2]=1e-3 [pair3]=1e-3 [four1]=1e-3 [four2]=1e-3 [four3]=1e-3
                       [story1]=1e-3 [story2]=1e-3)
 declare -A SEQ_DEFAULT=([drill]=256 [pair1]=256 [pair2]=256 [pair3]=256 [four1]=256 [four2]=512 [four3]=512
