@@ -191,7 +191,8 @@ class Trainer:
         except ModelLoadError as err:
             raise TrainingStopped(f"--init-from: {err}") from None
         shape = dict(embed_dim=start.embed_dim, hidden_size=start.hidden_size, num_layers=start.num_layers)
-        other = {k: getattr(c, k) for k, v in shape.items() if getattr(c, k) != v}
+        defaults = TrainConfig()  # a flag left at its default was not asked for: no note about it
+        other = {k: getattr(c, k) for k, v in shape.items() if getattr(c, k) not in (v, getattr(defaults, k))}
         if other:
             print(f"note: --init-from {c.init_from} is {start.num_layers} x {start.hidden_size} with {start.embed_dim}-dim "
                   f"embeddings; training that shape, not {other}", file=sys.stderr)

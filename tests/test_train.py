@@ -334,6 +334,9 @@ def test_a_run_can_start_from_a_model_s_weights(play_file, trained_dir, tmp_path
     train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(out), "--max-steps", "2", "--lr", "1e-9",
                                   "--init-from", trained_dir[0]]))
     assert "training that shape" in capsys.readouterr().err  # SMALL asks for 24 units; the source has 48
+    train(resolve_config(["--dataset", play_file, "--out", str(tmp_path / "stage2b"), "--max-steps", "1",
+                          "--batch-size", "2", "--seq-len", "8", "--init-from", trained_dir[0], "--quiet"]))
+    assert "training that shape" not in capsys.readouterr().err  # no shape asked for: nothing to note
     model = load_model(str(out))
     assert (model.hidden_size, model.embed_dim, model.vocab.chars) == (48, 16, source.vocab.chars)
     for name, tensor in source.state_dict().items():
