@@ -186,7 +186,8 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int
 
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
           test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
-          probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0):
+          probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0,
+          drill_share: float = 0.0):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -199,7 +200,12 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     the last place said (recency), a shortcut right often enough in ordinary stories; with them
     only the name in the question tells the answers apart. With 0 (the default) the stories are
     exactly those of earlier versions for the same seed. `question_rate` 1 asks after every
-    message: more answers (and more where recency fails) for the same characters read."""
+    message: more answers (and more where recency fails) for the same characters read.
+
+    `drill_share` of the probes are binding drills instead (two moves, no fact before them, both
+    people asked): a curriculum stage that widens the probes keeps the drill in its mix, which
+    kept more of the binding the drill had taught than the wider probes alone
+    (benchmarks/README.md, "Memory tasks"). With 0 (the default) no draw is spent on it."""
     import datasets
 
     if not 0.0 <= question_rate <= 1.0:
@@ -210,6 +216,10 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     if probe_share and not probe_tasks:
         raise ValueError(f"probes ask tasks {' or '.join(map(str, PROBE_TASKS))}: add one of them to the tasks, "
                          "or leave the probe share at 0")
+    if not 0.0 <= drill_share <= 1.0:
+        raise ValueError(f"the drill share is a fraction of the probes, from 0 to 1 (got {drill_share})")
+    if drill_share and people < 2:
+        raise ValueError("a binding drill needs at least two people (one move each)")
     if not 0 <= probe_min_distance <= probe_distance:
         raise ValueError(f"the probes' nearest distance ({probe_min_distance}) must lie between 0 and the farthest "
                          f"({probe_distance}): lower --probe-min-distance or raise --probe-distance")
@@ -222,8 +232,12 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         rows = []
         for _ in range(size):
             if probe_share and rng.random() < probe_share:
-                rows.append(distance_probe(rng, rng.randint(probe_min_distance, probe_distance), probe_lead, people=people,
-                                           task=rng.choice(probe_tasks), also_ask_last=True))
+                if drill_share and rng.random() < drill_share:
+                    rows.append(distance_probe(rng, 1, 0, people=people, task=rng.choice(probe_tasks),
+                                               also_ask_last=True))
+                else:
+                    rows.append(distance_probe(rng, rng.randint(probe_min_distance, probe_distance), probe_lead,
+                                               people=people, task=rng.choice(probe_tasks), also_ask_last=True))
             else:
                 rows.append(story(rng, max_facts, tasks, max_per_message, people, question_rate))
         splits[name] = datasets.Dataset.from_list(rows)
@@ -285,6 +299,9 @@ def main(argv=None) -> int:
     p.add_argument("--probe-min-distance", type=int, default=0, metavar="N",
                    help="probes ask about a move at least N facts back (default 0; 1 with --probe-distance 1 and "
                         "--probe-lead 0: the binding drill, two moves and both people asked)")
+    p.add_argument("--drill-share", type=float, default=0.0, metavar="FRACTION",
+                   help="this fraction of the probes are binding drills (two moves, nothing before them, both "
+                        "people asked): keeps the drill in a wider stage's mix (default 0)")
     p.add_argument("--probe-lead", type=int, default=3, metavar="N",
                    help="probes begin with 0 to N facts about anyone (default 3; 0: the shortest binding drill)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
@@ -292,7 +309,7 @@ def main(argv=None) -> int:
     try:
         dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
                    args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
-                   args.probe_lead, args.probe_min_distance)
+                   args.probe_lead, args.probe_min_distance, args.drill_share)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

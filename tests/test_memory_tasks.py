@@ -368,3 +368,24 @@ def test_a_nearest_probe_distance_makes_every_drill_two_moves_and_two_questions(
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "d"), "--probe-share", "1", "--probe-distance", "2", "--probe-min-distance", "3"])
     assert "lower --probe-min-distance" in capsys.readouterr().err
+
+
+def test_a_drill_share_keeps_binding_drills_in_a_wider_stage_s_mix(tmp_path, capsys):
+    from lstm_model.memory_tasks import main
+
+    kw = dict(stories=300, seed=4, validation=2, test=2, tasks=(1,), people=2, probe_share=1, probe_distance=4,
+              probe_lead=2)
+    assert build(**kw)["train"]["messages"] == build(**kw, drill_share=0.0)["train"]["messages"]  # no draw spent
+    mixed = build(**kw, drill_share=0.5)
+    assert mixed["train"]["messages"] == build(**kw, drill_share=0.5)["train"]["messages"]
+    drills = 0
+    for row in mixed["train"]:
+        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+        facts = [u for u in users if MOVE.match(u)]
+        for q, question in zip(row["questions"], users[len(facts):]):
+            assert q["answer"] == answer_by_reading(facts, question)
+        drills += len(facts) == 2 and {MOVE.match(f)[1] for f in facts} == {"Mary", "John"} and len(row["questions"]) == 2
+    assert 150 < drills < 230  # half are drills, and a few of the wider probes look like one (lead 0, 1 back)
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "d"), "--probe-share", "1", "--drill-share", "2"])
+    assert "fraction of the probes" in capsys.readouterr().err
