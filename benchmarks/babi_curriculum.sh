@@ -22,8 +22,9 @@
 #           30% probes
 # Environment: RUNS (folder of the stages, default runs/curriculum), THREADS (torch threads,
 # default 2), SEED (default 1337), BATCH (default 32; 16 bound sooner on the drill), DRILL_SHARE
-# (default 0.5), and per stage SECONDS_<stage> (its
-# --time-limit), LR_<stage> and SEQ_<stage> (characters per backpropagation window).
+# (default 0.5), DEVICE (default cpu; cuda where a GPU is lent: the stage times then buy many more
+# steps), and per stage SECONDS_<stage> (its --time-limit), LR_<stage> and SEQ_<stage> (characters
+# per backpropagation window).
 set -eu
 RUNS=${RUNS:-runs/curriculum}
 SEED=${SEED:-1337}
@@ -32,7 +33,7 @@ export OMP_NUM_THREADS=${THREADS:-2}
 mkdir -p "$RUNS"
 FRESH=(--turn-separator '\n' --stop-sequence '\n' --loss-on replies --conversation-state fresh --dropout 0
        --batch-size "$BATCH" --eval-every 250 --eval-batches 10 --checkpoint-every 250
-       --epochs 100000 --quiet --seed "$SEED" --device cpu)
+       --epochs 100000 --quiet --seed "$SEED" --device "${DEVICE:-cpu}")
 # Past the drill, half of each stage's probes are drills (DRILL_SHARE): the wider probes alone lost
 # most of the binding the drill had taught in their first steps; with the drill kept in the mix less.
 PROBES="--tasks 1 --probe-share 1 --drill-share ${DRILL_SHARE:-0.5}"

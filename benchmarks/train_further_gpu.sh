@@ -25,6 +25,10 @@
 #   chat with probes from it for the other half (babi_drill, babi_drill_mix): on CPU a 2 x 256
 #   model learned to bind on the drill after ~4,000 steps, then lost it within 1,000 steps of
 #   longer stories at lr 2e-3: the second stage here goes on at 1e-3 (whether that keeps it is open).
+# (Since then the CPU curriculum, benchmarks/babi_curriculum.sh, found that the drill kept in each
+# wider stage's mix, `--drill-share 0.5`, keeps binding where the wider stage alone lost it: on a GPU,
+# `DEVICE=cuda BATCH=16 bash benchmarks/babi_curriculum.sh drill pair1 pair2 pair3 four1 four2` with
+# SECONDS_<stage> fitted to the time is the likelier plan; this script's babi_drill predates it.)
 # Every run ends on time (`--time-limit`); the models, fp16, are packed in one tar of 15 MB parts.
 # Usage: bash benchmarks/train_further_gpu.sh [seconds per run]      (DEVICE=cpu for a dry run)
 #        ONLY="babi_drill babi_probe babi_probe_ft s3x640_awd" bash benchmarks/train_further_gpu.sh 420
