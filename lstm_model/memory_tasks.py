@@ -193,12 +193,12 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
 
     `probe_share` of the conversations (in every split) are distance probes instead of stories:
-    a person moves, then `probe_min_distance` (default 0) to `probe_distance` moves of the others, then a task-1 or task-6
-    question about that person (of `tasks`), where the last place said is the answer only by
-    chance, and one about the last to move, in random order (`distance_probe`'s `also_ask_last`),
-    after 0 to `probe_lead` facts about anyone. Without them a small LSTM settles on answering with
-    the last place said (recency), a shortcut right often enough in ordinary stories; with them
-    only the name in the question tells the answers apart. With 0 (the default) the stories are
+    a person moves, then `probe_min_distance` (default 0) to `probe_distance` moves of the others,
+    then a task-1 or task-6 question about that person (of `tasks`), where the last place said is
+    the answer only by chance, and one about the last to move, in random order (`distance_probe`'s
+    `also_ask_last`), after 0 to `probe_lead` facts about anyone. Without them a small LSTM settles
+    on answering with the last place said (recency), a shortcut right often enough in ordinary
+    stories; with them only the name in the question tells the answers apart. With 0 (the default) the stories are
     exactly those of earlier versions for the same seed. `question_rate` 1 asks after every
     message: more answers (and more where recency fails) for the same characters read.
 
