@@ -36,42 +36,41 @@ FRESH=(--turn-separator '\n' --stop-sequence '\n' --loss-on replies --conversati
        --epochs 100000 --quiet --seed "$SEED" --device "${DEVICE:-cpu}")
 # Past the drill, half of each stage's probes are drills (DRILL_SHARE): the wider probes alone lost
 # most of the binding the drill had taught in their first steps; with the drill kept in the mix less.
-PROBES="--tasks 1 --probe-share 1 --drill-share ${DRILL_SHARE:-0.5}"
-declare -A DATA=(
-  [drill]="--tasks 1 --probe-share 1 --people 2 --probe-distance 1 --probe-min-distance 1 --probe-lead 0 --stories 40000"
-  [pair1]="$PROBES --people 2 --probe-distance 2 --probe-lead 1 --stories 30000"
-  [pair2]="$PROBES --people 2 --probe-distance 4 --probe-lead 2 --stories 30000"
-  [pair3]="$PROBES --people 2 --probe-distance 8 --probe-lead 3 --stories 30000"
-  [four1]="$PROBES --people 4 --probe-distance 8 --probe-lead 3 --stories 30000"
-  [four2]="$PROBES --people 4 --probe-distance 20 --probe-lead 3 --stories 30000"
-  [four3]="$PROBES --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
-  [story1]="--tasks 1 2 6 7 --people 4 --max-facts 40 --question-rate 1 --probe-share 0.4 --probe-distance 40 --drill-share ${DRILL_SHARE:-0.5} --stories 30000"
-  [story2]="--tasks 1 2 6 7 --people 4 --max-facts 40 --probe-share 0.3 --probe-distance 40 --drill-share ${DRILL_SHARE:-0.5} --stories 40000"
+DRILL="--drill-share ${DRILL_SHARE:-0.5}"
+PROBES="--tasks 1 --probe-share 1"
+STORIES="--tasks 1 2 6 7 --people 4 --max-facts 40 --probe-distance 40 $DRILL"
+# Each stage starts from the one listed before it: seconds, lr, seq-len, then its data's flags.
+ORDER=(drill pair1 pair2 pair3 four1 four2 four3 story1 story2)
+declare -A STAGE=(
+  [drill]="2700 3e-3 256 $PROBES --people 2 --probe-distance 1 --probe-min-distance 1 --probe-lead 0 --stories 40000"
+  [pair1]="720 1e-3 256 $PROBES $DRILL --people 2 --probe-distance 2 --probe-lead 1 --stories 30000"
+  [pair2]="540 1e-3 256 $PROBES $DRILL --people 2 --probe-distance 4 --probe-lead 2 --stories 30000"
+  [pair3]="720 1e-3 256 $PROBES $DRILL --people 2 --probe-distance 8 --probe-lead 3 --stories 30000"
+  [four1]="900 1e-3 256 $PROBES $DRILL --people 4 --probe-distance 8 --probe-lead 3 --stories 30000"
+  [four2]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 20 --probe-lead 3 --stories 30000"
+  [four3]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
+  [story1]="1200 1e-3 512 $STORIES --question-rate 1 --probe-share 0.4 --stories 30000"
+  [story2]="1200 1e-3 512 $STORIES --probe-share 0.3 --stories 40000"
 )
-declare -A FROM=([drill]="" [pair1]=drill [pair2]=pair1 [pair3]=pair2 [four1]=pair3 [four2]=four1 [four3]=four2
-                 [story1]=four3 [story2]=story1)
-declare -A SECONDS_DEFAULT=([drill]=2700 [pair1]=720 [pair2]=540 [pair3]=720 [four1]=900 [four2]=900 [four3]=900
-                           [story1]=1200 [story2]=1200)
-declare -A LR_DEFAULT=([drill]=3e-3 [pair1]=1e-3 [pair2]=1e-3 [pair3]=1e-3 [four1]=1e-3 [four2]=1e-3 [four3]=1e-3
-                      [story1]=1e-3 [story2]=1e-3)
-declare -A SEQ_DEFAULT=([drill]=256 [pair1]=256 [pair2]=256 [pair3]=256 [four1]=256 [four2]=512 [four3]=512
-                       [story1]=512 [story2]=512)
+declare -A FROM=()
+for ((i = 1; i < ${#ORDER[@]}; i++)); do FROM[${ORDER[i]}]=${ORDER[i - 1]}; done
 
 for stage in "$@"; do
-  [ -n "${DATA[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${!DATA[*]}" >&2; exit 2; }
+  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]}" >&2; exit 2; }
+  read -r limit lr seq flags <<< "${STAGE[$stage]}"
   out="$RUNS/$stage"
   if [ -f "$out/done" ]; then echo "$stage: done already ($out)"; continue; fi
   data="$RUNS/data-$stage"
   if [ ! -d "$data" ]; then
     # shellcheck disable=SC2086  # the flags are meant to split
-    python -m lstm_model.memory_tasks --out "$data" ${DATA[$stage]} \
+    python -m lstm_model.memory_tasks --out "$data" $flags \
       --validation 200 --test 200 --seed 0 2>&1 | grep -v "Saving"
   fi
-  limit_var="SECONDS_$stage" lr_var="LR_$stage" seq_var="SEQ_$stage"
-  limit=${!limit_var:-${SECONDS_DEFAULT[$stage]}} lr=${!lr_var:-${LR_DEFAULT[$stage]}} seq=${!seq_var:-${SEQ_DEFAULT[$stage]}}
+  limit_var="SECONDS_$stage" lr_var="LR_$stage" seq_var="SEQ_$stage"  # the environment's, if set
+  limit=${!limit_var:-$limit} lr=${!lr_var:-$lr} seq=${!seq_var:-$seq}
   if [ -f "$out/training_state.safetensors" ]; then
     start=(--resume)
-  elif [ -z "${FROM[$stage]}" ]; then
+  elif [ -z "${FROM[$stage]:-}" ]; then
     start=(--vocab-from assets/babi --hidden-size 256 --embed-dim 32 --num-layers 2)
   else
     start=(--init-from "$RUNS/${FROM[$stage]}" --vocab-from assets/babi)

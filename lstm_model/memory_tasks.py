@@ -198,9 +198,10 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     the answer only by chance, and one about the last to move, in random order (`distance_probe`'s
     `also_ask_last`), after 0 to `probe_lead` facts about anyone. Without them a small LSTM settles
     on answering with the last place said (recency), a shortcut right often enough in ordinary
-    stories; with them only the name in the question tells the answers apart. With 0 (the default) the stories are
-    exactly those of earlier versions for the same seed. `question_rate` 1 asks after every
-    message: more answers (and more where recency fails) for the same characters read.
+    stories; with them only the name in the question tells the answers apart. With 0 (the
+    default) the stories are exactly those of earlier versions for the same seed. `question_rate`
+    1 asks after every message: more answers (and more where recency fails) for the same
+    characters read.
 
     `drill_share` of the probes are binding drills instead (two moves, no fact before them, both
     people asked): a curriculum stage that widens the probes keeps the drill in its mix, which
@@ -232,12 +233,10 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         rows = []
         for _ in range(size):
             if probe_share and rng.random() < probe_share:
-                if drill_share and rng.random() < drill_share:
-                    rows.append(distance_probe(rng, 1, 0, people=people, task=rng.choice(probe_tasks),
-                                               also_ask_last=True))
-                else:
-                    rows.append(distance_probe(rng, rng.randint(probe_min_distance, probe_distance), probe_lead,
-                                               people=people, task=rng.choice(probe_tasks), also_ask_last=True))
+                drill = drill_share and rng.random() < drill_share  # no draw at all with a share of 0
+                distance, lead = (1, 0) if drill else (rng.randint(probe_min_distance, probe_distance), probe_lead)
+                rows.append(distance_probe(rng, distance, lead, people=people, task=rng.choice(probe_tasks),
+                                           also_ask_last=True))
             else:
                 rows.append(story(rng, max_facts, tasks, max_per_message, people, question_rate))
         splits[name] = datasets.Dataset.from_list(rows)

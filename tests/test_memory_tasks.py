@@ -12,6 +12,12 @@ GET = re.compile(r"^(\w+) (?:got|picked up|grabbed) the (\w+)\.$")
 DROP = re.compile(r"^(\w+) (?:dropped|discarded|put down|left) the (\w+)\.$")
 
 
+def told(row) -> tuple[list[str], list[str]]:
+    """A conversation's user messages, and those of them that are moves."""
+    users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+    return users, [u for u in users if MOVE.match(u)]
+
+
 def answer_by_reading(facts: list[str], question: str) -> str:
     """An independent reader of the facts: what a question's answer must be."""
     place, holder, lies = {}, {}, {}
@@ -346,8 +352,7 @@ def test_the_shortest_probes_drill_binding_alone():
     dd = build(stories=50, seed=1, validation=2, test=2, tasks=(1,), people=2, probe_share=1, probe_distance=1,
                probe_lead=0)
     for row in dd["train"]:
-        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
-        facts = [u for u in users if MOVE.match(u)]
+        users, facts = told(row)
         assert len(facts) in (1, 2) and len(row["questions"]) == len(facts)  # 1 fact: 1 question; 2: both people
         assert len({MOVE.match(f)[1] for f in facts}) == len(facts)  # two facts: one about each person
         for q, question in zip(row["questions"], users[len(facts):]):
@@ -360,8 +365,7 @@ def test_a_nearest_probe_distance_makes_every_drill_two_moves_and_two_questions(
     dd = build(stories=60, seed=2, validation=2, test=2, tasks=(1,), people=2, probe_share=1, probe_distance=1,
                probe_lead=0, probe_min_distance=1)
     for row in dd["train"]:
-        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
-        facts = [u for u in users if MOVE.match(u)]
+        users, facts = told(row)
         assert len(facts) == 2 and len(row["questions"]) == 2
         assert {MOVE.match(f)[1] for f in facts} == {"Mary", "John"}
         assert sorted(q["distance"] for q in row["questions"]) == [0, 1]
@@ -380,8 +384,7 @@ def test_a_drill_share_keeps_binding_drills_in_a_wider_stage_s_mix(tmp_path, cap
     assert mixed["train"]["messages"] == build(**kw, drill_share=0.5)["train"]["messages"]
     drills = 0
     for row in mixed["train"]:
-        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
-        facts = [u for u in users if MOVE.match(u)]
+        users, facts = told(row)
         for q, question in zip(row["questions"], users[len(facts):]):
             assert q["answer"] == answer_by_reading(facts, question)
         drills += len(facts) == 2 and {MOVE.match(f)[1] for f in facts} == {"Mary", "John"} and len(row["questions"]) == 2
