@@ -9,8 +9,8 @@
 #
 # The defaults are the run recorded in benchmarks/README.md ("Fifth round"): 2 x 128 from scratch,
 # batch 16, one thread on the EPYC's 2 vCPUs (about 34,000 characters/s; two curricula fit side by
-# side): the drill bound in 16 minutes and two people were solved (100% to 10 facts back) 35 minutes
-# after the start; a 2 x 256 run of the same seed had not bound in 45.
+# side): the drill bound in 16 minutes and three stages later (25 minutes more) two people were
+# solved (100% right up to 30 facts back); a 2 x 256 run of the same seed had not bound in 45.
 #
 # Stages, in order (each a small step outward; a jump to stories where "the last place said" pays
 # undid the binding within 1,000 steps):

@@ -33,14 +33,15 @@ GUIDES = {
     "babi": Guide(
         intro="This model is learning to **remember what you tell it**. Tell it where someone goes "
               "(`Mary went to the kitchen.`), then ask `Where is Mary?`; then press **Reset** and ask again: a fresh "
-              "memory can only guess. Under each reply: what a fresh memory would have written instead. For now it "
-              "reliably remembers only the last fact told (its model card has the figures). It knows Mary, John, "
-              "Daniel and Sandra; the bathroom, hallway, garden, office, bedroom and kitchen.",
+              "memory can only guess. Under each reply: what a fresh memory would have written instead. It binds "
+              "names to places: ask about someone who moved several facts ago (right about two times in three "
+              "with four people; its model card has the figures). It knows Mary, John, Daniel and Sandra; the "
+              "bathroom, hallway, garden, office, bedroom and kitchen.",
         placeholder="Mary went to the kitchen.",
         examples=("Mary went to the kitchen.", "John moved to the garden.", "Sandra journeyed to the office.",
                   "Where is Mary?", "Is John in the garden?"),
-        test=("John moved to the garden.", "Sandra journeyed to the office.", "Mary went to the kitchen.",
-              "Where is Mary?"),
+        test=("Mary went to the kitchen.", "John moved to the garden.", "Sandra journeyed to the office.",
+              "Where is Mary?"),  # two facts back: recency would say "office"
         replies_only=True,
     ),
 }
