@@ -13,7 +13,9 @@ Per turn the session measures:
 - `loss_carried_bpc` / `loss_fresh_bpc`: bits per character of the user's message predicted from
   the carried state and from a fresh state, and `memory_benefit_bpc` = fresh - carried: the bits
   per character the memory saves on this message (what a reset would cost; negative when the
-  carried memory misleads the model). The fresh loss needs a second pass over the message, made
+  carried memory misleads the model). `reply_benefit_bpc`, the same for what the model wrote (the
+  reply and its stop: how much the memory shaped it), is filled in when `char_benefits` is first
+  asked for the turn (the app's panel does so after each turn). The fresh loss needs a second pass over the message, made
   once the reply is written so that it delays no reply's first character (None until then).
 
 And per turn, on request (`fresh_reply(index)`, kept in `turn.fresh_reply` and in the report):
@@ -152,7 +154,8 @@ class ChatSession:
         turn.state_before = snapshot(self.state)
         turn.message_chars = len(encoded.ids)
         turn.measures = {"chars_fed": len(turn.fed), "message_chars": turn.message_chars,
-                         "loss_carried_bpc": None, "loss_fresh_bpc": None, "memory_benefit_bpc": None}
+                         "loss_carried_bpc": None, "loss_fresh_bpc": None, "memory_benefit_bpc": None,
+                         "reply_benefit_bpc": None}
         self.turns.append(turn)
         self._trim()
         return self._reply(turn)
@@ -274,7 +277,8 @@ class ChatSession:
         (negative) against a fresh memory, for what was read (the message and the separator) and
         for what was written (the reply and the stop that ended it: how much the memory shaped
         it). {"read": [(char, bits)...], "written": [...]}, or None for a turn without its
-        snapshots (older than the last MAX_SNAPSHOTS turns) or not finished."""
+        snapshots (older than the last MAX_SNAPSHOTS turns) or not finished. The written part's mean
+        is kept in the turn's `reply_benefit_bpc` (None until this is first asked for a turn)."""
         turn = self.turns[index]
         if turn.state_before is None or turn.state_after_user is None or not turn.done:
             return None
@@ -292,6 +296,8 @@ class ChatSession:
 
         read, fresh_after = saved(turn.fed, turn.state_before, self.model.begin_state(1))
         written, _ = saved(written_text, turn.state_after_user, fresh_after)
+        if written:
+            turn.measures["reply_benefit_bpc"] = sum(bits for _, bits in written) / len(written)
         return {"read": read, "written": written}
 
     # -- measurements -------------------------------------------------------------------------

@@ -34,7 +34,8 @@ O** (how much of C to expose). Then `C = F ⊙ C + I ⊙ C'` and `H = O ⊙ tanh
 
 - **Timeline**: the size of H and C after each turn (per layer; a fresh memory is 0) and the
   *memory benefit*: how many bits per character the carried memory saved when the model read
-  your message, compared with a fresh memory. That is what a reset costs.
+  your message, compared with a fresh memory. That is what a reset costs. (For a model trained
+  on its replies only, such as the bAbI model, the benefit on its reply instead.)
 - **Heatmap**: the units whose memory changed most during the last turn, character by character; switch
   to F, I or O to see the gates that moved it. Below it, the mean forget gate per layer is a
   retention meter: near 1 the memory is held, dips mark where it is being rewritten. Hover a cell
@@ -56,8 +57,10 @@ def _empty(message: str, size=(6.4, 3.2)):
     return fig
 
 
-def timeline_figure(report: dict):
-    """State norms per layer and the memory benefit, one point per turn."""
+def timeline_figure(report: dict, replies_only: bool = False):
+    """State norms per layer and the memory benefit, one point per turn: on the user's message, or
+    with `replies_only` (a model trained to predict its replies only, whose losses on messages mean
+    nothing) on the reply (`reply_benefit_bpc`; a turn without it shows no bar)."""
     turns = [t for t in report.get("turns", []) if "c_norm" in t]
     if not turns:
         return _empty("Send a message: the memory timeline starts with the first turn.")
@@ -77,14 +80,14 @@ def timeline_figure(report: dict):
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)
     top.set_title("Memory after each turn" + ("" if report.get("memory", True) else " (memory off)"), fontsize=10)
-    benefit = [t.get("memory_benefit_bpc") or 0.0 for t in turns]
+    benefit = [t.get("reply_benefit_bpc" if replies_only else "memory_benefit_bpc") or 0.0 for t in turns]
     bottom.bar(x, benefit, color=["#2a9d8f" if b >= 0 else "#e76f51" for b in benefit])
     bottom.axhline(0, color="#444", lw=0.8)
     # A fixed, symmetric scale (+-BENEFIT_RANGE bits/char, wider only for a larger value), so
     # that a small benefit looks small and help and harm compare at a glance.
     limit = max(BENEFIT_RANGE, 1.1 * max(abs(b) for b in benefit))
     bottom.set_ylim(-limit, limit)
-    bottom.set_ylabel("memory benefit\n(bits/char)")
+    bottom.set_ylabel("memory benefit\non the reply\n(bits/char)" if replies_only else "memory benefit\n(bits/char)")
     bottom.set_xlabel("turn")
     bottom.grid(alpha=0.3, axis="y")
     bottom.set_xticks(x)

@@ -417,3 +417,28 @@ def test_fresh_replies_can_be_switched_off_for_a_busy_server(trained_model):
         for line in ("ANNA:\nThe sea.", "ANNA:\nThe moon."):
             list(app.chat(line, 0.8, 40, 1.0, 30, 3, "\\n\\n", True))
         assert (st.session.turns[-1].fresh_reply is not None) == on
+
+
+def test_the_timeline_charts_the_reply_s_benefit_for_a_model_trained_on_its_replies(trained_model):
+    import matplotlib.pyplot as plt
+
+    from lstm_model.serving import Serving
+    from ui.actions import ChatState, panel_figures
+
+    st = ChatState(Serving(trained_model))
+    for message in ("ANNA:\nThe moon.", "ANNA:\nThe sea."):
+        "".join(st.session.send(message))
+        plain = panel_figures(st, "cell", 0, "2")
+    turns = plain[3]["turns"]
+    assert turns[0]["reply_benefit_bpc"] == 0.0  # a fresh first turn: the carried memory is the fresh one
+    written = st.session.char_benefits(-1)["written"]
+    assert turns[1]["reply_benefit_bpc"] == round(sum(b for _, b in written) / len(written), 4)
+    bars = [p.get_height() for p in plain[0].axes[2].patches]
+    assert bars[1] == st.session.turns[1].measures["memory_benefit_bpc"]  # the message's, for a plain model
+    st.source = "babi"  # the page's guide for the bAbI model, trained on its replies only
+    assert st.guide.replies_only
+    judged = panel_figures(st, "cell", 0, "2")[0].axes[2]
+    heights = [p.get_height() for p in judged.patches]
+    assert abs(heights[0]) < 1e-5 and heights[1] == st.session.turns[1].measures["reply_benefit_bpc"]
+    assert "reply" in judged.get_ylabel() and "reply" not in plain[0].axes[2].get_ylabel()
+    plt.close("all")

@@ -433,6 +433,8 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     if not session.turns:
         return (views.timeline_figure({"turns": []}), views.heatmap_html(None), "", {"turns": []}, gr.skip(),
                 gr.skip(), "No turns yet: the memory is fresh (all zeros).", "", "")
+    turn = session.turns[-1]
+    benefits = session.char_benefits(-1) if turn.memory else None  # before the report: it adds reply_benefit_bpc
     report = session.memory_report()
     layer_index = layer_of(layer, model)
     recent = session.trace_recent(max_chars=RECENT_CHARS)  # one trace serves every view
@@ -446,12 +448,10 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
             unit = ranked[0][0]
             status += (f" The unit inspector shows unit {unit}, whose cell state best follows “{DEFAULT_PATTERN}” "
                        f"here (r = {ranked[0][1]:+.2f}); pick another number, or Find units.")
-    turn = session.turns[-1]
-    benefits = session.char_benefits(-1) if turn.memory else None
     replies_only = st.guide.replies_only
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
         return (gr.skip(),) * 9
-    return (views.timeline_figure(report),
+    return (views.timeline_figure(report, replies_only),
             views.heatmap_html(last, quantity, layer_index, message_chars=len(turn.fed)),
             unit_view(st, recent, unit, layer_index), rounded(report),
             unit_update(unit, model.hidden_size),
