@@ -184,10 +184,41 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int
     return {"messages": messages, "questions": questions}
 
 
+def roll_call(rng: random.Random, people: int = len(PEOPLE), task: int = 1) -> dict:
+    """A binding drill for `people` people (the first of PEOPLE): each moves once, in random order,
+    then every one of them is asked about, in random order (task 1 "Where is <person>?" or task 6
+    "Is <person> in the <place>?"). Holding two bindings is what the two-person drill teaches;
+    this one asks the state to hold all of them at once, each question at its own distance."""
+    if task not in PROBE_TASKS:
+        raise ValueError(f"drills are made for tasks {' and '.join(map(str, PROBE_TASKS))}, not task {task}")
+    names = list(PEOPLE[:people])
+    if len(names) < 2:
+        raise ValueError("a binding drill needs at least two people (one move each)")
+    world, messages = World(names), []
+    rng.shuffle(names)
+    for who in names:
+        messages += [{"role": "user", "content": world.move(rng, who, len(messages) // 2)},
+                     {"role": "assistant", "content": ACK}]
+    moved = list(names)
+    rng.shuffle(names)
+    questions = []
+    for who in names:
+        place = world.place[who]
+        if task == 1:
+            question, answer = f"Where is {who}?", place
+        else:
+            named = place if rng.random() < 0.5 else rng.choice([p for p in PLACES if p != place])
+            question, answer = f"Is {who} in the {named}?", "yes" if named == place else "no"
+        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer,
+                          "distance": len(moved) - 1 - moved.index(who)})
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return {"messages": messages, "questions": questions}
+
+
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
           test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
           probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0,
-          drill_share: float = 0.0):
+          drill_share: float = 0.0, drill_people: int = 2):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -206,7 +237,9 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     `drill_share` of the probes are binding drills instead (two moves, no fact before them, both
     people asked): a curriculum stage that widens the probes keeps the drill in its mix, which
     kept more of the binding the drill had taught than the wider probes alone
-    (benchmarks/README.md, "Memory tasks"). With 0 (the default) no draw is spent on it."""
+    (benchmarks/README.md, "Memory tasks"). With 0 (the default) no draw is spent on it.
+    `drill_people` above 2 makes each drill a roll call instead (`roll_call`: that many people
+    move once each, all of them asked): the step from binding two people to holding four."""
     import datasets
 
     if not 0.0 <= question_rate <= 1.0:
@@ -221,6 +254,9 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         raise ValueError(f"the drill share is a fraction of the probes, from 0 to 1 (got {drill_share})")
     if drill_share and people < 2:
         raise ValueError("a binding drill needs at least two people (one move each)")
+    if drill_share and not 2 <= drill_people <= people:
+        raise ValueError(f"a drill's people (--drill-people {drill_people}) must number from 2 to the "
+                         f"conversations' people ({people})")
     if not 0 <= probe_min_distance <= probe_distance:
         raise ValueError(f"the probes' nearest distance ({probe_min_distance}) must lie between 0 and the farthest "
                          f"({probe_distance}): lower --probe-min-distance or raise --probe-distance")
@@ -234,6 +270,9 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         for _ in range(size):
             if probe_share and rng.random() < probe_share:
                 drill = drill_share and rng.random() < drill_share  # no draw at all with a share of 0
+                if drill and drill_people > 2:
+                    rows.append(roll_call(rng, drill_people, task=rng.choice(probe_tasks)))
+                    continue
                 distance, lead = (1, 0) if drill else (rng.randint(probe_min_distance, probe_distance), probe_lead)
                 rows.append(distance_probe(rng, distance, lead, people=people, task=rng.choice(probe_tasks),
                                            also_ask_last=True))
@@ -301,6 +340,9 @@ def main(argv=None) -> int:
     p.add_argument("--drill-share", type=float, default=0.0, metavar="FRACTION",
                    help="this fraction of the probes are binding drills (two moves, nothing before them, both "
                         "people asked): keeps the drill in a wider stage's mix (default 0)")
+    p.add_argument("--drill-people", type=int, default=2, metavar="N",
+                   help="people in each drill of --drill-share (default 2; 3 or 4: a roll call, each moves once "
+                        "and all are asked)")
     p.add_argument("--probe-lead", type=int, default=3, metavar="N",
                    help="probes begin with 0 to N facts about anyone (default 3; 0: the shortest binding drill)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
@@ -308,7 +350,7 @@ def main(argv=None) -> int:
     try:
         dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
                    args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
-                   args.probe_lead, args.probe_min_distance, args.drill_share)
+                   args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

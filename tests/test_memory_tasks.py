@@ -392,3 +392,28 @@ def test_a_drill_share_keeps_binding_drills_in_a_wider_stage_s_mix(tmp_path, cap
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "d"), "--probe-share", "1", "--drill-share", "2"])
     assert "fraction of the probes" in capsys.readouterr().err
+
+
+def test_a_roll_call_drill_asks_about_everyone_who_moved(tmp_path, capsys):
+    from lstm_model.memory_tasks import main
+
+    kw = dict(stories=200, seed=5, validation=2, test=2, tasks=(1, 6), people=4, probe_share=1, probe_distance=8,
+              probe_lead=3, drill_share=0.5)
+    two = build(**kw)
+    assert two["train"]["messages"] == build(**kw, drill_people=2)["train"]["messages"]  # the default: as before
+    rolls = build(**kw, drill_people=4)
+    assert rolls["train"]["messages"] == build(**kw, drill_people=4)["train"]["messages"]  # deterministic
+    calls = 0
+    for row in rolls["train"]:
+        users, facts = told(row)
+        for q, question in zip(row["questions"], users[len(facts):]):
+            assert q["answer"] == answer_by_reading(facts, question)
+        if len(row["questions"]) == 4:  # a roll call: four moves, one each, and all four asked
+            calls += 1
+            assert sorted(MOVE.match(f)[1] for f in facts) == sorted(["Mary", "John", "Daniel", "Sandra"])
+            assert sorted(q["distance"] for q in row["questions"]) == [0, 1, 2, 3]
+    assert 70 < calls < 130
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "d"), "--people", "2", "--probe-share", "1", "--drill-share", "0.5",
+              "--drill-people", "4"])
+    assert "--drill-people 4" in capsys.readouterr().err
