@@ -437,8 +437,13 @@ def test_the_timeline_charts_the_reply_s_benefit_for_a_model_trained_on_its_repl
     assert bars[1] == st.session.turns[1].measures["memory_benefit_bpc"]  # the message's, for a plain model
     st.source = "babi"  # the page's guide for the bAbI model, trained on its replies only
     assert st.guide.replies_only
-    judged = panel_figures(st, "cell", 0, "2")[0].axes[2]
+    for message in ("ANNA:\nThe sun.", "BEN:\nThe home."):  # two turns, one panel refresh (as the memory test does)
+        "".join(st.session.send(message))
+    figure, *_, report = panel_figures(st, "cell", 0, "2")[:4]
+    judged = figure.axes[2]
     heights = [p.get_height() for p in judged.patches]
-    assert abs(heights[0]) < 1e-5 and heights[1] == st.session.turns[1].measures["reply_benefit_bpc"]
+    measured = [t.measures["reply_benefit_bpc"] for t in st.session.turns]
+    assert None not in measured and heights[1:] == measured[1:] and abs(heights[0]) < 1e-5
+    assert [t["reply_benefit_bpc"] for t in report["turns"]] == [round(m, 4) for m in measured]
     assert "reply" in judged.get_ylabel() and "reply" not in plain[0].axes[2].get_ylabel()
     plt.close("all")

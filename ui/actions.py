@@ -435,6 +435,11 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
                 gr.skip(), "No turns yet: the memory is fresh (all zeros).", "", "")
     turn = session.turns[-1]
     benefits = session.char_benefits(-1) if turn.memory else None  # before the report: it adds reply_benefit_bpc
+    replies_only = st.guide.replies_only
+    if replies_only:  # the timeline charts every turn's reply benefit: measure turns sent without a refresh
+        for index, earlier in enumerate(session.turns[:-1]):
+            if earlier.memory and earlier.measures.get("reply_benefit_bpc") is None:
+                session.char_benefits(index)
     report = session.memory_report()
     layer_index = layer_of(layer, model)
     recent = session.trace_recent(max_chars=RECENT_CHARS)  # one trace serves every view
@@ -448,7 +453,6 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
             unit = ranked[0][0]
             status += (f" The unit inspector shows unit {unit}, whose cell state best follows “{DEFAULT_PATTERN}” "
                        f"here (r = {ranked[0][1]:+.2f}); pick another number, or Find units.")
-    replies_only = st.guide.replies_only
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
         return (gr.skip(),) * 9
     return (views.timeline_figure(report, replies_only),
