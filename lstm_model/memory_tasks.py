@@ -58,20 +58,27 @@ class World:
         """A new fact (a move, or a get/drop once someone is somewhere), applied to the world."""
         placed = [p for p in self.people if p in self.place]
         if placed and rng.random() < 0.35:
-            person = rng.choice(placed)
-            carried = [o for o in OBJECTS if self.holder.get(o) == person]
-            free = [o for o in OBJECTS if self.holder.get(o) is None and self.lies.get(o, self.place[person]) == self.place[person]]
-            if carried and (not free or rng.random() < 0.5):
-                thing = rng.choice(carried)
-                self.holder[thing], self.lies[thing], self.object_told[thing] = None, self.place[person], index
-                self.carry_told[person] = index
-                return f"{person} {rng.choice(DROPS)} the {thing}."
-            if free:
-                thing = rng.choice(free)
-                self.holder[thing], self.object_told[thing], self.carry_told[person] = person, index, index
-                self.lies.pop(thing, None)
-                return f"{person} {rng.choice(GETS)} the {thing}."
+            told = self.carry(rng, rng.choice(placed), index)
+            if told is not None:
+                return told
         return self.move(rng, rng.choice(self.people), index)
+
+    def carry(self, rng: random.Random, person: str, index: int) -> str | None:
+        """`person` (somewhere already) drops something they carry or gets something lying where
+        they are (or never seen yet): the fact, applied to the world; None if neither is possible."""
+        carried = [o for o in OBJECTS if self.holder.get(o) == person]
+        free = [o for o in OBJECTS if self.holder.get(o) is None and self.lies.get(o, self.place[person]) == self.place[person]]
+        if carried and (not free or rng.random() < 0.5):
+            thing = rng.choice(carried)
+            self.holder[thing], self.lies[thing], self.object_told[thing] = None, self.place[person], index
+            self.carry_told[person] = index
+            return f"{person} {rng.choice(DROPS)} the {thing}."
+        if free:
+            thing = rng.choice(free)
+            self.holder[thing], self.object_told[thing], self.carry_told[person] = person, index, index
+            self.lies.pop(thing, None)
+            return f"{person} {rng.choice(GETS)} the {thing}."
+        return None
 
     def move(self, rng: random.Random, person: str, index: int) -> str:
         """`person` goes somewhere new: the fact, applied to the world."""
@@ -84,6 +91,20 @@ class World:
         if holder is not None:
             return self.place.get(holder)
         return self.lies.get(thing)
+
+    def about_object(self, thing: str, index: int) -> tuple[str, str, int]:
+        """Task 2 about `thing` (told of already): question, answer, distance (from the later of the
+        fact that last moved it and its holder's last move)."""
+        holder = self.holder.get(thing)
+        last = max(self.object_told[thing], self.place_told[holder]) if holder else self.object_told[thing]
+        return f"Where is the {thing}?", self.where_object(thing), index - 1 - last
+
+    def about_count(self, person: str, index: int) -> tuple[str, str, int]:
+        """Task 7 about `person` (somewhere already): question, answer, distance (from their last get
+        or drop; none yet: from when they appeared)."""
+        carried = [o for o in OBJECTS if self.holder.get(o) == person]
+        last = self.carry_told.get(person, self.place_told[person])
+        return f"How many objects is {person} carrying?", COUNTS[len(carried)], index - 1 - last
 
     def question(self, rng: random.Random, task: int, index: int) -> tuple[str, str, int] | None:
         """(question, answer, distance) for `task`, or None if the world cannot answer one yet."""
@@ -98,15 +119,9 @@ class World:
         if task == 2:
             known = [o for o in OBJECTS if o in self.object_told and self.where_object(o)]
             if known:
-                thing = rng.choice(known)
-                holder = self.holder.get(thing)
-                last = max(self.object_told[thing], self.place_told[holder]) if holder else self.object_told[thing]
-                return f"Where is the {thing}?", self.where_object(thing), index - 1 - last
+                return self.about_object(rng.choice(known), index)
         if task == 7 and placed:
-            person = rng.choice(placed)
-            carried = [o for o in OBJECTS if self.holder.get(o) == person]
-            last = self.carry_told.get(person, self.place_told[person])  # no get or drop yet: since they appeared
-            return f"How many objects is {person} carrying?", COUNTS[len(carried)], index - 1 - last
+            return self.about_count(rng.choice(placed), index)
         return None
 
 
@@ -215,10 +230,61 @@ def roll_call(rng: random.Random, people: int = len(PEOPLE), task: int = 1) -> d
     return {"messages": messages, "questions": questions}
 
 
+CARRY_TASKS = (2, 7)  # the tasks a carrying drill asks (where is an object; how many is someone carrying)
+
+
+def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS) -> dict:
+    """A drill for the objects (tasks 2 and 7): the first `people` of PEOPLE move once each, in
+    random order; then one or two of them get and drop things (2 to 6 facts, a move now and then,
+    the objects carried along); then every object told of ("Where is the football?") and every
+    one who got or dropped something ("How many objects is Mary carrying?") is asked about, in
+    random order (of `tasks`, 2 and/or 7). In stories these questions are few and a count is
+    mostly "none"; here each conversation asks several, about the people who did carry."""
+    tasks = [t for t in tasks if t in CARRY_TASKS]
+    if not tasks:
+        raise ValueError(f"carrying drills ask tasks {' or '.join(map(str, CARRY_TASKS))}")
+    names = list(PEOPLE[:people])
+    world, messages = World(names), []
+
+    def tell(fact: str) -> None:
+        messages.extend([{"role": "user", "content": fact}, {"role": "assistant", "content": ACK}])
+
+    rng.shuffle(names)
+    for who in names:
+        tell(world.move(rng, who, len(messages) // 2))
+    carriers = rng.sample(names, min(len(names), rng.randint(1, 2)))
+    for _ in range(rng.randint(2, 6)):
+        who = rng.choice(carriers)
+        fact = world.carry(rng, who, len(messages) // 2) if rng.random() < 0.75 else None
+        tell(fact or world.move(rng, who, len(messages) // 2))
+    told = len(messages) // 2
+    asked = [world.about_object(o, told) for o in OBJECTS if o in world.object_told] if 2 in tasks else []
+    asked += [world.about_count(p, told) for p in carriers] if 7 in tasks else []
+    rng.shuffle(asked)
+    questions = []
+    for question, answer, distance in asked:
+        task = 2 if question.startswith("Where") else 7
+        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": distance})
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return {"messages": messages, "questions": questions}
+
+
+def tasks_for_share(share: float, name: str, kind: str, kinds, tasks) -> list[int]:
+    """The tasks of `tasks` that a share of conversations of `kind` (asking `kinds`) can ask;
+    ValueError with a sentence if the share is no fraction, or is set and none of them is chosen."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"the {name} share is a fraction of the conversations, from 0 to 1 (got {share})")
+    chosen = [t for t in tasks if t in kinds]
+    if share and not chosen:
+        raise ValueError(f"{kind} ask tasks {' or '.join(map(str, kinds))}: add one of them to the tasks, "
+                         f"or leave the {name} share at 0")
+    return chosen
+
+
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
           test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
           probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0,
-          drill_share: float = 0.0, drill_people: int = 2):
+          drill_share: float = 0.0, drill_people: int = 2, carry_share: float = 0.0):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -239,17 +305,16 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     kept more of the binding the drill had taught than the wider probes alone
     (benchmarks/README.md, "Memory tasks"). With 0 (the default) no draw is spent on it.
     `drill_people` above 2 makes each drill a roll call instead (`roll_call`: that many people
-    move once each, all of them asked): the step from binding two people to holding four."""
+    move once each, all of them asked): the step from binding two people to holding four.
+
+    `carry_share` of the conversations are carrying drills (`carry_drill`: tasks 2 and 7 of
+    `tasks`, several questions each about the people who got and dropped things). With 0 (the
+    default) no draw is spent on it."""
     import datasets
 
     if not 0.0 <= question_rate <= 1.0:
         raise ValueError(f"the question rate is a chance per message, from 0 to 1 (got {question_rate})")
-    if not 0.0 <= probe_share <= 1.0:
-        raise ValueError(f"the probe share is a fraction of the conversations, from 0 to 1 (got {probe_share})")
-    probe_tasks = [t for t in tasks if t in PROBE_TASKS]
-    if probe_share and not probe_tasks:
-        raise ValueError(f"probes ask tasks {' or '.join(map(str, PROBE_TASKS))}: add one of them to the tasks, "
-                         "or leave the probe share at 0")
+    probe_tasks = tasks_for_share(probe_share, "probe", "probes", PROBE_TASKS, tasks)
     if not 0.0 <= drill_share <= 1.0:
         raise ValueError(f"the drill share is a fraction of the probes, from 0 to 1 (got {drill_share})")
     if drill_share and people < 2:
@@ -257,6 +322,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     if drill_share and not 2 <= drill_people <= people:
         raise ValueError(f"a drill's people (--drill-people {drill_people}) must number from 2 to the "
                          f"conversations' people ({people})")
+    carry_tasks = tasks_for_share(carry_share, "carry", "carrying drills", CARRY_TASKS, tasks)
     if not 0 <= probe_min_distance <= probe_distance:
         raise ValueError(f"the probes' nearest distance ({probe_min_distance}) must lie between 0 and the farthest "
                          f"({probe_distance}): lower --probe-min-distance or raise --probe-distance")
@@ -268,7 +334,9 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         rng = random.Random(f"{seed}:{name}")
         rows = []
         for _ in range(size):
-            if probe_share and rng.random() < probe_share:
+            if carry_share and rng.random() < carry_share:  # no draw at all with a share of 0
+                rows.append(carry_drill(rng, people, carry_tasks))
+            elif probe_share and rng.random() < probe_share:
                 drill = drill_share and rng.random() < drill_share  # no draw at all with a share of 0
                 if drill and drill_people > 2:
                     rows.append(roll_call(rng, drill_people, task=rng.choice(probe_tasks)))
@@ -343,6 +411,9 @@ def main(argv=None) -> int:
     p.add_argument("--drill-people", type=int, default=2, metavar="N",
                    help="people in each drill of --drill-share (default 2; 3 or 4: a roll call, each moves once "
                         "and all are asked)")
+    p.add_argument("--carry-share", type=float, default=0.0, metavar="FRACTION",
+                   help="this fraction of conversations are carrying drills (people get and drop things, then "
+                        "every object and carrier is asked about: tasks 2 and 7 of --tasks); default 0")
     p.add_argument("--probe-lead", type=int, default=3, metavar="N",
                    help="probes begin with 0 to N facts about anyone (default 3; 0: the shortest binding drill)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
@@ -350,7 +421,8 @@ def main(argv=None) -> int:
     try:
         dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
                    args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
-                   args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people)
+                   args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people,
+                   args.carry_share)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

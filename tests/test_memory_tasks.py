@@ -417,3 +417,36 @@ def test_a_roll_call_drill_asks_about_everyone_who_moved(tmp_path, capsys):
         main(["--out", str(tmp_path / "d"), "--people", "2", "--probe-share", "1", "--drill-share", "0.5",
               "--drill-people", "4"])
     assert "--drill-people 4" in capsys.readouterr().err
+
+
+def test_a_carrying_drill_asks_about_every_object_and_carrier(tmp_path, capsys):
+    from lstm_model.memory_tasks import main
+
+    kw = dict(stories=300, seed=5, validation=2, test=2, tasks=(1, 2, 6, 7), people=4, probe_share=0.4,
+              drill_share=0.5, drill_people=4)
+    plain = build(**kw)
+    assert plain["train"]["messages"] == build(**kw, carry_share=0)["train"]["messages"]  # the default: as before
+    mixed = build(**kw, carry_share=0.3)
+    assert mixed["train"]["messages"] == build(**kw, carry_share=0.3)["train"]["messages"]  # deterministic
+    drills, counts = 0, set()
+    for row in mixed["train"]:
+        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+        asked = users[len(users) - len(row["questions"]):] if row["questions"] else []
+        at_end = row["questions"] and row["questions"][0]["turn"] == len(users) - len(asked)
+        if not (at_end and len(asked) >= 2 and {q["task"] for q in row["questions"]} <= {2, 7}):
+            continue  # a story (one question at a time) or a probe: the first test reads those
+        drills += 1
+        facts = users[:len(users) - len(asked)]
+        for q, question in zip(row["questions"], asked):
+            assert q["answer"] == answer_by_reading(facts, question)
+        assert sorted(MOVE.match(f)[1] for f in facts[:4]) == sorted(PEOPLE)  # everyone is somewhere first
+        touched = {m[2] for f in facts if (m := GET.match(f) or DROP.match(f))}
+        carriers = {m[1] for f in facts if (m := GET.match(f) or DROP.match(f))}
+        counted = {re.match(r"^How many objects is (\w+)", x)[1] for x in asked if x.startswith("How")}
+        assert {re.match(r"^Where is the (\w+)\?$", x)[1] for x in asked if x.startswith("Where")} == touched
+        assert carriers <= counted and len(counted) <= 2  # one or two carriers, each asked (some only moved)
+        counts |= {q["answer"] for q in row["questions"] if q["task"] == 7}
+    assert 60 < drills < 120 and {"none", "one", "two"} <= counts
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "d"), "--tasks", "1", "6", "--carry-share", "0.5"])
+    assert "carrying drills ask tasks 2 or 7" in capsys.readouterr().err
