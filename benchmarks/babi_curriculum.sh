@@ -11,6 +11,8 @@
 # batch 16, one thread on the EPYC's 2 vCPUs (about 34,000 characters/s; two curricula fit side by
 # side): the drill bound in 16 minutes and three stages later (25 minutes more) two people were
 # solved (100% right up to 30 facts back); a 2 x 256 run of the same seed had not bound in 45.
+# The roll call and the stories after it are the "Sixth round": from four2, roll then story1 solved
+# tasks 1 and 6 in 50 more minutes.
 #
 # Stages, in order (each a small step outward; a jump to stories where "the last place said" pays
 # undid the binding within 1,000 steps):
@@ -20,11 +22,14 @@
 #   pair3   0-3 before, 0-8 between                                     (two people)
 #   four1   four people, 0-3 before, 0-8 between
 #   four2   four people, 0-3 before, 0-20 between
-#   four3   four people, 0-3 before, 0-40 between
+#   roll    four people, 0-20 between, the drills roll calls (four move, all four asked): the step
+#           that held four names (task 1 from 57-75% to 82-98% right 1-20 back in 25 minutes)
 #   story1  all four tasks (1, 2, 6, 7) as stories: 1-3 facts a message, up to 40 facts, a question
-#           after every message; 40% of the conversations still paired probes (to 40 back)
-#   story2  the same stories with a question after half the messages (the benchmark's own form),
-#           30% probes
+#           after every message; 40% of the conversations still probes (to 40 back), half of those
+#           roll calls (tasks 1 and 6 solved: 99.8% and 100%)
+#   carry   the same stories with carrying drills for tasks 2 and 7 (--carry-share)
+# and two stages off that line, each from the stage named: four3 (from four2: 0-40 between, two-person
+# drills) and story2 (from story1: a question after half the messages, the benchmark's own form).
 # Environment: RUNS (folder of the stages, default runs/curriculum), THREADS (torch threads,
 # default 1), SEED (default 7), BATCH (default 16; smaller batches bound sooner on the drill),
 # DRILL_SHARE (default 0.5), HIDDEN (the width from scratch, default 128), DEVICE (default cpu; cuda
@@ -44,8 +49,10 @@ FRESH=(--turn-separator '\n' --stop-sequence '\n' --loss-on replies --conversati
 DRILL="--drill-share ${DRILL_SHARE:-0.5}"
 PROBES="--tasks 1 --probe-share 1"
 STORIES="--tasks 1 2 6 7 --people 4 --max-facts 40 --probe-distance 40 $DRILL"
-# Each stage starts from the one listed before it: seconds, lr, seq-len, then its data's flags.
-ORDER=(drill pair1 pair2 pair3 four1 four2 four3 story1 story2)
+ROLL="--drill-people 4"
+# Each stage starts from the one listed before it in ORDER (or the one FROM names): seconds, lr,
+# seq-len, then its data's flags.
+ORDER=(drill pair1 pair2 pair3 four1 four2 roll story1 carry)
 declare -A STAGE=(
   [drill]="1500 3e-3 256 $PROBES --people 2 --probe-distance 1 --probe-min-distance 1 --probe-lead 0 --stories 40000"
   [pair1]="600 1e-3 256 $PROBES $DRILL --people 2 --probe-distance 2 --probe-lead 1 --stories 30000"
@@ -53,15 +60,17 @@ declare -A STAGE=(
   [pair3]="420 1e-3 256 $PROBES $DRILL --people 2 --probe-distance 8 --probe-lead 3 --stories 30000"
   [four1]="1800 1e-3 256 $PROBES $DRILL --people 4 --probe-distance 8 --probe-lead 3 --stories 30000"
   [four2]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 20 --probe-lead 3 --stories 30000"
+  [roll]="1500 1e-3 512 $PROBES $DRILL $ROLL --people 4 --probe-distance 20 --probe-lead 3 --stories 30000"
+  [story1]="1500 1e-3 512 $STORIES $ROLL --question-rate 1 --probe-share 0.4 --stories 30000"
+  [carry]="1500 1e-3 512 $STORIES $ROLL --question-rate 1 --probe-share 0.3 --carry-share 0.3 --stories 30000"
   [four3]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
-  [story1]="1200 1e-3 512 $STORIES --question-rate 1 --probe-share 0.4 --stories 30000"
   [story2]="1200 1e-3 512 $STORIES --probe-share 0.3 --stories 40000"
 )
-declare -A FROM=()
+declare -A FROM=([four3]=four2 [story2]=story1)
 for ((i = 1; i < ${#ORDER[@]}; i++)); do FROM[${ORDER[i]}]=${ORDER[i - 1]}; done
 
 for stage in "$@"; do
-  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]}" >&2; exit 2; }
+  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} four3 story2" >&2; exit 2; }
   read -r limit lr seq flags <<< "${STAGE[$stage]}"
   out="$RUNS/$stage"
   if [ -f "$out/done" ]; then echo "$stage: done already ($out)"; continue; fi
