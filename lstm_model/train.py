@@ -422,8 +422,8 @@ def _train(c: TrainConfig, command: str, ddp: Dist, device: torch.device) -> Run
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     run.step = trainer.step
-    if ddp.main:
-        finish(c, trainer.model, trainer.data, run, command)
+    if ddp.main:  # trainer.c: with --init-from it holds the shape trained, not the flags' defaults
+        finish(trainer.c, trainer.model, trainer.data, run, command)
     return run
 
 

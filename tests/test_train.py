@@ -339,6 +339,8 @@ def test_a_run_can_start_from_a_model_s_weights(play_file, trained_dir, tmp_path
     assert "training that shape" not in capsys.readouterr().err  # no shape asked for: nothing to note
     model = load_model(str(out))
     assert (model.hidden_size, model.embed_dim, model.vocab.chars) == (48, 16, source.vocab.chars)
+    card = (out / "README.md").read_text()  # the card's training settings give the shape trained, not the flags'
+    assert '"hidden_size": 48' in card and '"embed_dim": 16' in card
     for name, tensor in source.state_dict().items():
         torch.testing.assert_close(model.state_dict()[name], tensor, atol=1e-5, rtol=0)
     with pytest.raises(TrainingStopped, match="^--init-from: "):
