@@ -214,7 +214,7 @@ def probes_table(model, args) -> None:
         ax.axhline(100 / 6, color="grey", lw=0.8, ls=":", label="chance (1 of 6 places)")
         ax.set(xlabel="facts between the supporting fact and the question", ylabel="right answers (%)", ylim=(0, 102),
                title=f"Where is ...? ({os.path.basename(args.model.rstrip('/'))})")
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8)  # below: never over a line
         fig.tight_layout()
         fig.savefig(args.png)
         print(f"\nwrote {args.png}")

@@ -34,9 +34,9 @@ GUIDES = {
         intro="This model is learning to **remember what you tell it**. Tell it where someone goes "
               "(`Mary went to the kitchen.`), then ask `Where is Mary?`; then press **Reset** and ask again: a fresh "
               "memory can only guess. Under each reply: what a fresh memory would have written instead. It binds "
-              "names to places: ask about someone who moved a few facts ago (right about two times in three in "
-              "its test stories, less the further back; its model card has the figures). It knows Mary, John, Daniel and Sandra; the "
-              "bathroom, hallway, garden, office, bedroom and kitchen.",
+              "names to places: ask about anyone who moved, even 25 facts ago (right every time in its test "
+              "probes); objects and counting it has only begun to learn (its model card has the figures). It "
+              "knows Mary, John, Daniel and Sandra; the bathroom, hallway, garden, office, bedroom and kitchen.",
         placeholder="Mary went to the kitchen.",
         examples=("Mary went to the kitchen.", "John moved to the garden.", "Sandra journeyed to the office.",
                   "Where is Mary?", "Is John in the garden?"),
