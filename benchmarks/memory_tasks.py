@@ -44,7 +44,7 @@ sys.path.insert(0, ROOT)
 from lstm_model import load_model  # noqa: E402
 from lstm_model.data import encode_masked, encoded_offsets, render_chats  # noqa: E402
 from lstm_model.evaluate import conversation_loss, whole_text_loss  # noqa: E402
-from lstm_model.memory_tasks import PEOPLE, TASKS, distance_probe, story  # noqa: E402
+from lstm_model.memory_tasks import COUNTS, PEOPLE, TASKS, carry_drill, distance_probe, story  # noqa: E402
 from lstm_model.session import ChatSession  # noqa: E402
 
 WESTON_LSTM = {1: 50, 2: 20, 6: 48, 7: 49}  # Weston et al. 2015, Table 3, LSTM, 1k training stories (% right)
@@ -129,6 +129,9 @@ def main(argv=None) -> int:
     p.add_argument("--drill", type=int, default=0, metavar="N",
                    help="also N binding drills (two people, one move each, both asked in random order): how often the "
                         "first question is right, where a model that knows both places but not whose gets half")
+    p.add_argument("--carry", type=int, default=0, metavar="N",
+                   help="also N carrying drills (memory_tasks.carry_drill: people get and drop things, every object and "
+                        "carrier asked): task 2 right, and task 7 right per true count")
     p.add_argument("--probes-only", action="store_true", help="only the table by distance (quicker: checkpoints)")
     args = p.parse_args(argv)
     if args.people < 2 and any(args.distances):
@@ -141,6 +144,8 @@ def main(argv=None) -> int:
     probes_table(model, args)
     if args.drill:
         drill_line(model, args)
+    if args.carry:
+        carry_line(model, args)
     print(f"\n({time.perf_counter() - t0:.0f} s)")
     return 0
 
@@ -183,6 +188,22 @@ def drill_line(model, args) -> None:
     print(f"\nBinding drill ({args.drill} conversations: two people, one move each, both asked in random order): "
           f"first question right {pct(first, args.drill)} (knowing both places but not whose: 50%), "
           f"all answers {pct(right, total)}.")
+
+
+def carry_line(model, args) -> None:
+    """Carrying drills: task 2 right, and task 7 right for each true count (a model that answers
+    `none` to every count gets that column only)."""
+    rng = random.Random(f"carry:{args.seed}")
+    right, total = collections.Counter(), collections.Counter()
+    for _ in range(args.carry):
+        for q, reply in answers(model, carry_drill(rng, people=args.people), True):
+            key = "task 2" if q["task"] == 2 else f"count {q['answer']}"
+            right[key] += reply == q["answer"]
+            total[key] += 1
+    cells = ", ".join(f"{k} {pct(right[k], total[k])} of {total[k]}" for k in sorted(total, key=lambda k: (
+        k != "task 2", COUNTS.index(k.split()[1]) if k.startswith("count") else 0)))
+    print(f"\nCarrying drills ({args.carry} conversations: everyone placed, one or two people get and drop things, "
+          f"every object and carrier asked): {cells}.")
 
 
 def probes_table(model, args) -> None:
