@@ -60,8 +60,9 @@ class Request:
     """One reply in the decoder: its state, prompt to read, settings, text so far (a StopMatcher)
     and an outbox."""
 
-    def __init__(self, decoder, logits, state, sampling: Sampling, generator, feed=(), score: int = 0):
+    def __init__(self, decoder, logits, state, sampling: Sampling, generator, feed=(), score: int = 0, wake=None):
         self.decoder = decoder
+        self.wake = wake  # called (from the decoder's thread) after each item put in the outbox, if given
         self.logits = logits.reshape(-1)
         self.h, self.c = state
         self.sampling = sampling
@@ -75,6 +76,12 @@ class Request:
         self.sent = 0  # characters of the text already handed to the reply's reader
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled = False
+
+    def post(self, item) -> None:
+        """Hand the reply's reader an item, and wake it if it waits without blocking a thread."""
+        self.outbox.put(item)
+        if self.wake is not None:
+            self.wake()
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -105,13 +112,15 @@ class Decoder:
         self.read_steps = 0  # of which steps of the reading rows alone
         self.rows = 0  # characters produced
 
-    def submit(self, logits, state, sampling: Sampling, generator, feed=(), score: int = 0) -> Request:
+    def submit(self, logits, state, sampling: Sampling, generator, feed=(), score: int = 0, wake=None) -> Request:
         """Add a reply: the logits and (h, c) it starts from, the prompt ids `feed` to read first
         (the first `score` of them scored), its settings and random generator. With a prompt, a
         `Read` arrives in `request.outbox` first; then its pieces as (text, h, c), the last one
         (whose text may be empty) with the final state, then None (or an exception);
-        `request.matcher` holds the final text and why it stopped."""
-        request = Request(self, logits, state, sampling, generator, feed, score)
+        `request.matcher` holds the final text and why it stopped. `wake`, if given, is called after
+        each item is put there (from the decoder's thread): a reader that polls the outbox instead
+        of blocking a thread on it (an asyncio handler) learns when to look again."""
+        request = Request(self, logits, state, sampling, generator, feed, score, wake)
         with self._wake:
             self._closed = False  # a reply after close() starts the thread again
             self._pending.append(request)
@@ -182,7 +191,7 @@ class Decoder:
                 logits, (h, c) = step.step(torch.tensor(ids), (h, c))
             except Exception as err:  # never leave a reply waiting forever
                 for r in active + joining:
-                    r.outbox.put(err)
+                    r.post(err)
                 active, h, c, logits = [], None, None, None
                 continue
             self.steps += 1
@@ -240,7 +249,7 @@ class Decoder:
         for i in reading:
             r = active[i]
             if r.fed == len(r.feed):
-                r.outbox.put(Read(r.loss, r.score, h[:, i : i + 1], c[:, i : i + 1]))
+                r.post(Read(r.loss, r.score, h[:, i : i + 1], c[:, i : i + 1]))
 
     def _hand_over(self, active, ids, h, c, read=()) -> list[int]:
         """Add each writing row's character to its text (the rows in `read` stepped a prompt
@@ -259,7 +268,7 @@ class Decoder:
             elif flush or not r.sent:
                 shown = r.matcher.shown()
                 if shown > r.sent:
-                    r.outbox.put((r.matcher.text[r.sent : shown], h[:, i : i + 1], c[:, i : i + 1]))
+                    r.post((r.matcher.text[r.sent : shown], h[:, i : i + 1], c[:, i : i + 1]))
                     r.sent = shown
         return done
 
@@ -270,9 +279,9 @@ class Decoder:
             r.left = self.steps
             r.h, r.c = h[:, i : i + 1], c[:, i : i + 1]
             text = r.matcher.text  # the rest, possibly nothing, with the final state (after any stop)
-            r.outbox.put((text[r.sent :], r.h, r.c))
+            r.post((text[r.sent :], r.h, r.c))
             r.sent = len(text)
-            r.outbox.put(_FINISHED)
+            r.post(_FINISHED)
         keep = [i for i in range(len(active)) if i not in set(rows)]
         active[:] = [active[i] for i in keep]
         if not keep:

@@ -19,6 +19,7 @@ without one, fp32 steps on the best engine here, stepping alone. The terminal sa
 from __future__ import annotations
 
 import functools
+import queue
 import warnings
 
 import torch
@@ -32,6 +33,13 @@ from .serving import Serving
 # alone that costs about what one nn.LSTM call does (~0.3-0.6 ms a character on 1 CPU thread).
 # Longer prompts go through nn.LSTM in one call, which is faster per character.
 PROMPT_STEP_CHARS = 32
+
+# What a Stream made with `wake` yields besides text (an asyncio reader, which must not block its
+# event loop on the decoder): WAIT, nothing to read yet (call again once `wake` has been called);
+# SLOW, the rest may block for a while (the prompt read alone, the steps without a decoder, or the
+# work after the last piece): call on from a thread.
+WAIT = type("Wait", (), {"__repr__": lambda self: "WAIT"})()
+SLOW = type("Slow", (), {"__repr__": lambda self: "SLOW"})()
 
 
 @functools.lru_cache(maxsize=4)
@@ -53,8 +61,9 @@ class Stream:
     """
 
     def __init__(self, serving: Serving, prompt: str = "", state=None, sampling: Sampling = Sampling(),
-                 score: int = 0):
+                 score: int = 0, wake=None):
         self.serving, self.model, self.sampling = serving, serving.model, sampling
+        self.wake = wake  # given: never block on the decoder; yield WAIT and SLOW (above) instead
         encoded = self.model.vocab.encode_report(prompt or "")
         self.prompt_ids, self.skipped = encoded.ids, encoded.skipped
         self.score = min(score, len(self.prompt_ids))
@@ -102,6 +111,8 @@ class Stream:
                 logits = self.model.logits_from_state(state)[0]
             self.state, self.read_by_step, feed = state, True, self.prompt_ids
         else:
+            if self.wake is not None and (decoder is None or self.prompt_ids):
+                yield SLOW  # read here, and without a decoder stepped here too
             logits, self.state = self._read_prompt(state)
             if s.max_new_chars == 0:
                 self.stopped_by = "length"
@@ -135,14 +146,23 @@ class Stream:
     def _batched(self, decoder, logits, generator, feed=()):
         """Characters from the shared decoder, which steps this reply with all the others (after
         reading `feed`, the prompt's ids, if any)."""
-        request = decoder.submit(logits, self.state, self.sampling, generator, feed, self.score)
+        request = decoder.submit(logits, self.state, self.sampling, generator, feed, self.score, self.wake)
         try:
             while True:
-                item = request.outbox.get()
+                if self.wake is None:
+                    item = request.outbox.get()
+                else:
+                    try:
+                        item = request.outbox.get_nowait()
+                    except queue.Empty:
+                        yield WAIT
+                        continue
                 if isinstance(item, Exception):
                     raise item
                 if item is None:
                     self.steps = request.left - request.joined
+                    if self.wake is not None:
+                        yield SLOW  # the reader's own bookkeeping follows
                     return request.matcher
                 if isinstance(item, Read):
                     self.state = (item.h, item.c)

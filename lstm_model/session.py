@@ -108,6 +108,9 @@ class ChatSession:
         self.memory = memory
         self.measure = measure  # False: no per-turn loss measurements (batch evaluations that read only replies)
         self.serving = serving or default_serving(model)
+        # Set by an asyncio reader around a reply: the reply's stream then never blocks on the
+        # decoder; it yields generate.WAIT / SLOW between its pieces (see Stream's `wake`).
+        self.wake = None
         sampling.setdefault("stop", model.stop_sequence or None)
         self.sampling = Sampling(**sampling)  # checked here, trusted downstream
         self.turns: list[Turn] = []
@@ -197,9 +200,9 @@ class ChatSession:
             sampling = sampling.replace(seed=random.randrange(2**31))
         turn.sampling, turn.memory = sampling, self.memory
         if turn.state_after_user is not None:
-            return self._run(turn, Stream(self.serving, "", turn.state_after_user, sampling), previous)
-        return self._run(turn, Stream(self.serving, turn.fed, turn.state_before, sampling, score=turn.message_chars),
-                         previous)
+            return self._run(turn, Stream(self.serving, "", turn.state_after_user, sampling, wake=self.wake), previous)
+        return self._run(turn, Stream(self.serving, turn.fed, turn.state_before, sampling, score=turn.message_chars,
+                                      wake=self.wake), previous)
 
     def _run(self, turn: Turn, s: Stream, previous: Turn | None):
         """Stream the reply and record it in `turn`. If writing it fails, the turn is taken back
@@ -207,6 +210,9 @@ class ChatSession:
         emitted = []
         try:
             for piece in s:
+                if not isinstance(piece, str):  # WAIT or SLOW, for a reader that set `wake`
+                    yield piece
+                    continue
                 self._took_message(turn, s)
                 emitted.append(piece)
                 turn.reply = "".join(emitted)

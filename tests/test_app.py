@@ -1,8 +1,16 @@
 """The app through its API (gradio_client), launched for real on a local port."""
 
+import asyncio
 import threading
 
 import pytest
+
+
+def drain(replies) -> list:
+    """Every update of one of the app's async reply streams (a handler called directly)."""
+    async def collect():
+        return [text async for text in replies]
+    return asyncio.run(collect())
 
 
 @pytest.fixture(scope="module")
@@ -212,17 +220,24 @@ def test_replies_beyond_the_admission_limit_are_told_to_come_back():
 
     app = ChatApp(Options(concurrency=2))
     tab = [SimpleNamespace(session_hash=name) for name in ("a", "b", "c")]
-    first = app.chat("ROMEO:\nOne.", max_chars=3000, stop="", request=tab[0])
-    second = app.chat("ROMEO:\nTwo.", max_chars=3000, stop="", request=tab[1])
-    next(first), next(second)  # both streaming
-    with pytest.raises(gr.Error) as refused:
-        next(app.chat("ROMEO:\nThree.", request=tab[2]))
-    assert "replies at once" in refused.value.message and "send it again" in refused.value.message
-    assert app.state(tab[2]).session.turns == []  # nothing was read: the message is the user's to resend
-    assert app.interval() >= 0.04
-    first.close()  # a tab closed mid-reply gives its place back
-    assert next(app.chat("ROMEO:\nThree.", max_chars=5, request=tab[2]))
-    second.close()
+
+    async def crowd():
+        first = app.chat("ROMEO:\nOne.", max_chars=3000, stop="", request=tab[0])
+        second = app.chat("ROMEO:\nTwo.", max_chars=3000, stop="", request=tab[1])
+        await anext(first), await anext(second)  # both streaming
+        with pytest.raises(gr.Error) as refused:
+            await anext(app.chat("ROMEO:\nThree.", request=tab[2]))
+        assert "replies at once" in refused.value.message and "send it again" in refused.value.message
+        assert app.state(tab[2]).session.turns == []  # nothing was read: the message is the user's to resend
+        assert app.interval() >= 0.04
+        await first.aclose()  # a tab closed mid-reply gives its place back
+        assert app.state(tab[0]).session.turns[0].reply  # and keeps the reply so far
+        third = app.chat("ROMEO:\nThree.", max_chars=5, request=tab[2])
+        assert await anext(third)
+        await third.aclose(), await second.aclose()
+        assert not any(app.state(t).lock.locked() for t in tab)  # every handler gave its session back
+
+    asyncio.run(crowd())
 
 
 def test_lazy_session_state_gives_gradio_s_configs():
@@ -415,7 +430,7 @@ def test_fresh_replies_can_be_switched_off_for_a_busy_server(trained_model):
         st = app.state(None)
         st.switch(Serving(trained_model), "trained")
         for line in ("ANNA:\nThe sea.", "ANNA:\nThe moon."):
-            list(app.chat(line, 0.8, 40, 1.0, 30, 3, "\\n\\n", True))
+            drain(app.chat(line, 0.8, 40, 1.0, 30, 3, "\\n\\n", True))
         assert (st.session.turns[-1].fresh_reply is not None) == on
 
 

@@ -166,3 +166,28 @@ def test_a_newcomer_reads_its_message_while_the_writers_wait(trained_model, batc
     assert short.steps == len(prompt) + 50 and decoder._active  # the long reply is still being written
     assert text == "".join(stream(trained_model, prompt, max_new_chars=50, seed=2, stop=None))
     long.close()
+
+
+@pytest.mark.parametrize("batching", [True, False])
+def test_a_reader_that_must_not_block_gets_the_same_reply_and_is_woken(trained_model, batching):
+    """ChatSession.wake (an asyncio handler's): the reply's stream never blocks on the decoder, it
+    says WAIT when nothing is ready and SLOW before work that may block; the text, the turn and the
+    state are those a blocking reader gets."""
+    from lstm_model.generate import SLOW, WAIT
+
+    serving = Serving(trained_model, batching=batching)
+    blocking = ChatSession(trained_model, serving=serving, seed=3, max_new_chars=80)
+    text = "".join(blocking.send("ANNA:\nThe sea."))
+    woken = []
+    polled = ChatSession(trained_model, serving=serving, seed=3, max_new_chars=80)
+    polled.wake = lambda: woken.append(1)
+    items = list(polled.send("ANNA:\nThe sea."))  # a busy reader: WAIT may come many times
+    assert "".join(i for i in items if isinstance(i, str)) == text == polled.turns[-1].reply
+    assert set(map(type, items)) <= {str, type(WAIT), type(SLOW)} and SLOW in items
+    for a, b in zip(blocking.state, polled.state):
+        torch.testing.assert_close(a, b)
+    assert polled.turns[-1].measures["loss_carried_bpc"] == pytest.approx(blocking.turns[-1].measures["loss_carried_bpc"])
+    if batching:  # the decoder woke the reader for every item it handed over; nothing ran before SLOW but reading
+        assert woken and items[-1] is SLOW
+    else:  # no decoder: everything may block, so SLOW comes first and nobody needs waking
+        assert items[0] is SLOW and not woken

@@ -5,6 +5,7 @@ work on; the memory panel's figures for a session. Options come from app.py's co
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import html
 import os
@@ -13,11 +14,20 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import anyio
 import gradio as gr
 
 from lstm_model import views
 from lstm_model.gates import DEFAULT_PATTERN, units_following
-from lstm_model.hub import DEFAULT_MODEL, ModelLoadError, bundled_models, load_int8_check, load_model, source_key
+from lstm_model.generate import SLOW, WAIT
+from lstm_model.hub import (
+    DEFAULT_MODEL,
+    ModelLoadError,
+    bundled_models,
+    load_int8_check,
+    load_model,
+    source_key,
+)
 from lstm_model.sampling import SamplingError, as_number
 from lstm_model.serving import Serving
 from lstm_model.session import ChatSession
@@ -127,17 +137,65 @@ def with_fresh_reply(session: ChatSession) -> None:
             pass
 
 
-def paced(pieces, interval=lambda: STREAM_INTERVAL_S):
+LOCK_POLL_S = 0.01  # how often a handler looks again at a session lock another action holds
+_END = object()
+
+
+def waker():
+    """(wake, event): `wake()`, safe to call from any thread (the decoder's), sets `event` on this
+    event loop; calls that come before the loop has run the last one are merged into it."""
+    loop, event, pending = asyncio.get_running_loop(), asyncio.Event(), [False]
+
+    def ready():
+        pending[0] = False
+        event.set()
+
+    def wake():
+        if not pending[0]:
+            pending[0] = True
+            try:
+                loop.call_soon_threadsafe(ready)
+            except RuntimeError:  # the loop has closed: nobody reads this reply any more
+                pass
+    return wake, event
+
+
+async def unblocked(pieces, event: asyncio.Event):
+    """A reply stream made with `wake` (ChatSession.wake), read without blocking the event loop:
+    on WAIT it awaits the decoder's next item, after SLOW it reads on in a worker thread. So a
+    streaming reply holds no thread while the decoder writes it."""
+    in_thread = False
+    while True:
+        item = await anyio.to_thread.run_sync(next, pieces, _END) if in_thread else next(pieces, _END)
+        if item is _END:
+            return
+        if item is WAIT:
+            await event.wait()
+            event.clear()
+        elif item is SLOW:
+            in_thread = True
+        else:
+            yield item
+
+
+async def paced(pieces, interval=lambda: STREAM_INTERVAL_S):
     """The reply so far, at most once per `interval()` seconds (and at once for the first piece,
     and at the end): each update costs Gradio more than sampling a character does."""
     text, last = "", None
-    for piece in pieces:
+    async for piece in pieces:
         text += piece
         now = time.monotonic()
         if last is None or now - last >= interval():
             yield text
             last = now
     yield text
+
+
+async def acquire(lock: threading.Lock) -> None:
+    """Take a session's lock without blocking the event loop (another action may hold it a while:
+    the memory panel's figures, a fresh reply)."""
+    while not lock.acquire(blocking=False):
+        await asyncio.sleep(LOCK_POLL_S)
 
 
 def sampling_from(temperature, top_k, top_p, max_chars, seed, stop) -> dict:
@@ -342,38 +400,59 @@ class ChatApp:
 
     # -- actions: the API endpoints, and what the page's buttons do --------------------------
 
-    def chat(self, message: str, temperature: float = DEFAULTS["temperature"], top_k: int = DEFAULTS["top_k"],
-             top_p: float = DEFAULTS["top_p"], max_chars: int = DEFAULTS["max_chars"], seed: int = DEFAULTS["seed"],
-             stop: str = "\\n\\n", memory: bool = DEFAULTS["memory"], request: gr.Request = None) -> str:
+    async def chat(self, message: str, temperature: float = DEFAULTS["temperature"],
+                   top_k: int = DEFAULTS["top_k"], top_p: float = DEFAULTS["top_p"],
+                   max_chars: int = DEFAULTS["max_chars"], seed: int = DEFAULTS["seed"], stop: str = "\\n\\n",
+                   memory: bool = DEFAULTS["memory"], request: gr.Request = None) -> str:
         """Send a message; streams the reply. The LSTM memory carries over between calls of the same
         client session. Top-k 0 = off, top-p 1 = off, seed -1 = random; the stop sequence is written
         with \\n for a newline."""
         st = self.state(request)
         self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
-        with self.admitted(), st.lock:
-            reply = st.session.send(message if isinstance(message, str) else "")
-            st.changes += 1
-            st.notes = st.session.notices()
-            for note in st.notes:
-                gr.Warning(note)
-            yield from paced(reply, self.interval)
-            if self.options.fresh_replies:
-                with_fresh_reply(st.session)  # the reply is out: now what a fresh memory writes instead
+        async with contextlib.aclosing(self._write(st, lambda: st.session.send(
+                message if isinstance(message, str) else ""))) as texts:  # closed with this one: frees its place
+            async for text in texts:
+                yield text
 
-    def retry(self, temperature: float = DEFAULTS["temperature"], top_k: int = DEFAULTS["top_k"],
-              top_p: float = DEFAULTS["top_p"], max_chars: int = DEFAULTS["max_chars"], seed: int = DEFAULTS["seed"],
-              stop: str = "\\n\\n", memory: bool = DEFAULTS["memory"], request: gr.Request = None) -> str:
+    async def retry(self, temperature: float = DEFAULTS["temperature"], top_k: int = DEFAULTS["top_k"],
+                    top_p: float = DEFAULTS["top_p"], max_chars: int = DEFAULTS["max_chars"],
+                    seed: int = DEFAULTS["seed"], stop: str = "\\n\\n", memory: bool = DEFAULTS["memory"],
+                    request: gr.Request = None) -> str:
         """Resample the last reply from the memory just after the last message; streams it."""
         st = self.state(request)
         self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
-        with self.admitted(), st.lock:
-            reply = st.session.retry()
-            st.changes += 1
-            if reply is None:
-                raise gr.Error("Nothing to retry: send a message first.")
-            yield from paced(reply, self.interval)
-            if self.options.fresh_replies:
-                with_fresh_reply(st.session)
+        async with contextlib.aclosing(self._write(st, st.session.retry, notes=False)) as texts:
+            async for text in texts:
+                yield text
+
+    async def _write(self, st: ChatState, start, notes: bool = True):
+        """Admit a reply, start it (`start()`: the session's send or retry) under the session's
+        lock, stream it paced, then (in a thread) what a fresh memory writes instead."""
+        with self.admitted():
+            await acquire(st.lock)
+            try:
+                wake, event = waker()
+                st.session.wake = wake  # read when the reply's stream is made, in start()
+                try:
+                    reply = start()
+                finally:
+                    st.session.wake = None
+                st.changes += 1
+                if reply is None:
+                    raise gr.Error("Nothing to retry: send a message first.")
+                if notes:
+                    st.notes = st.session.notices()
+                    for note in st.notes:
+                        gr.Warning(note)
+                try:
+                    async for text in paced(unblocked(reply, event), self.interval):
+                        yield text
+                finally:
+                    reply.close()  # a reader that left early: the turn keeps the reply so far
+                if self.options.fresh_replies:  # the reply is out: now what a fresh memory writes instead
+                    await anyio.to_thread.run_sync(with_fresh_reply, st.session)
+            finally:
+                st.lock.release()
 
     def undo(self, request: gr.Request = None) -> str:
         """Forget the last turn and restore the exact memory from before it."""

@@ -4,8 +4,10 @@ API endpoints."""
 
 from __future__ import annotations
 
+import contextlib
 from types import SimpleNamespace
 
+import anyio
 import gradio as gr
 
 from lstm_model import views
@@ -150,33 +152,37 @@ def memory_section() -> SimpleNamespace:
 def wire_chat(app: ChatApp, chat, controls, panel) -> None:
     """The chat buttons: each runs the action's handler and shows the session's transcript."""
 
-    def page_send(message, temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
+    async def page_send(message, temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
         if not (message or "").strip():  # Enter in an empty box sends nothing (the API's /chat takes any text)
             yield gr.skip(), gr.skip(), gr.skip()
             return
         st = app.state(request)
         values = temperature, top_k, top_p, max_chars, seed, stop, memory
         try:
-            for i, text in enumerate(app.chat(message, *values, request=request)):
-                notice = "\n".join(f"⚠️ {n}" for n in st.notes) if i == 0 else gr.skip()
-                yield history_of(st.session, text), "", notice
+            first = True
+            async with contextlib.aclosing(app.chat(message, *values, request=request)) as texts:
+                async for text in texts:
+                    notice = "\n".join(f"⚠️ {n}" for n in st.notes) if first else gr.skip()
+                    first = False
+                    yield history_of(st.session, text), "", notice
         except gr.Error as err:  # busy, a bad setting, a failed reply: the message goes back in the box
             yield history_of(st.session), message, f"⚠️ {err.message}"
             return
         yield history_of(st.session), "", gr.skip()
 
-    def page_retry(temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
+    async def page_retry(temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
         st = app.state(request)
         values = temperature, top_k, top_p, max_chars, seed, stop, memory
         try:
-            for text in app.retry(*values, request=request):
-                yield history_of(st.session, text), gr.skip()
+            async with contextlib.aclosing(app.retry(*values, request=request)) as texts:
+                async for text in texts:
+                    yield history_of(st.session, text), gr.skip()
         except gr.Error as err:
             yield history_of(st.session), f"⚠️ {err.message}"
             return
         yield history_of(st.session), "Resampled the last reply from the memory after your message."
 
-    def page_test(temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
+    async def page_test(temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
         """The served model's memory test: its messages sent one by one, then what the memory did."""
         st = app.state(request)
         script = st.guide.test
@@ -186,8 +192,9 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
         values = temperature, top_k, top_p, max_chars, seed, stop, memory
         try:
             for message in script:
-                for text in app.chat(message, *values, request=request):
-                    yield history_of(st.session, text), gr.skip()
+                async with contextlib.aclosing(app.chat(message, *values, request=request)) as texts:
+                    async for text in texts:
+                        yield history_of(st.session, text), gr.skip()
         except gr.Error as err:
             yield history_of(st.session), f"⚠️ {err.message}"
             return
@@ -195,8 +202,10 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
         if not turn.memory:
             verdict = "Memory is off, so it answered from a fresh memory: switch Memory on and run it again."
         else:
-            with st.lock:  # the test needs it even where FRESH_REPLIES=0 leaves it out of every reply
-                fresh = st.session.fresh_reply(-1)
+            def fresh_reply():  # the test needs it even where FRESH_REPLIES=0 leaves it out of every reply
+                with st.lock:
+                    return st.session.fresh_reply(-1)
+            fresh = await anyio.to_thread.run_sync(fresh_reply)
             verdict = (f"Memory test: with the facts in its memory it answered “{turn.reply}”; from a fresh memory "
                        f"(what Reset would leave) it answers “{fresh}”.")
         yield history_of(st.session), verdict
