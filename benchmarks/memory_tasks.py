@@ -18,6 +18,9 @@ one long text with the state carried from one conversation into the next, and ea
 state as a new chat session reads it: a model trained with `--conversation-state carried` can be
 good at the first and poor at the second, which is what the chat uses.
 
+The stories' questions are also counted by how many facts back the fact that answers them was told
+(0-2, 3-5, 6-10, 11-20, 21-40): where a task is lost, near or far.
+
 Then accuracy by distance on task 1 (`memory_tasks.distance_probe`: the supporting fact exactly
 0 to 40 facts before the question, one fact a message), as a table and a PNG, with how often the
 answer changes when the question names the last person to move instead ("reads the name": a
@@ -73,12 +76,23 @@ def majority_answers(seed: int = 0, stories: int = 5000, people: int = len(PEOPL
     return {task: c.most_common(1)[0][0] for task, c in counts.items()}
 
 
-def score(model, conversations, memory: bool) -> dict:
+STORY_BUCKETS = ((0, 2), (3, 5), (6, 10), (11, 20), (21, 40))  # facts back, for the stories' questions
+
+
+def bucket(distance: int) -> str:
+    return next(f"{lo}-{hi}" for lo, hi in STORY_BUCKETS if distance <= hi)
+
+
+def score(model, conversations, memory: bool, by_distance: collections.Counter | None = None) -> dict:
+    """{task: (right, asked)}; with `by_distance`, also counts (task, facts-back bucket, right?)
+    there."""
     right, total = collections.Counter(), collections.Counter()
     for conv in conversations:
         for q, reply in answers(model, conv, memory):
             total[q["task"]] += 1
             right[q["task"]] += reply == q["answer"]
+            if by_distance is not None:
+                by_distance[q["task"], bucket(q["distance"]), reply == q["answer"]] += 1
     return {task: (right[task], total[task]) for task in total}
 
 
@@ -155,7 +169,9 @@ def stories_table(model, args) -> None:
     rng, tasks = random.Random(f"benchmark:{args.seed}"), tuple(args.tasks)
     one = [story(rng, max_per_message=1, people=args.people, tasks=tasks) for _ in range(args.stories)]
     several = [story(rng, max_per_message=3, people=args.people, tasks=tasks) for _ in range(args.stories)]
-    carried, off, grouped = score(model, one, True), score(model, one, False), score(model, several, True)
+    by_distance = collections.Counter()
+    carried, off = score(model, one, True, by_distance), score(model, one, False)
+    grouped = score(model, several, True)
     majority = majority_answers(people=args.people, tasks=tasks)
     majority_right = collections.Counter()
     for conv in one:
@@ -171,6 +187,15 @@ def stories_table(model, args) -> None:
         print(f"| {TASK_NAMES[task]} | {n} | **{pct(r, n)}** | {pct(*off.get(task, (0, 0)))} | "
               f"{pct(majority_right[task], n)} ('{majority[task]}') | {pct(*grouped.get(task, (0, 0)))} | "
               f"{WESTON_LSTM[task]}% |")
+    buckets = [f"{lo}-{hi}" for lo, hi in STORY_BUCKETS]
+    print("\nThe same questions (memory carried, one fact a message) by facts back from the fact that answers "
+          "them (task 2: the later of the object's last get or drop and its holder's last move; task 7: the "
+          "person's last get or drop), right / asked:\n")
+    print("| task | " + " | ".join(buckets) + " |")
+    print("| --- |" + " --- |" * len(buckets))
+    for task in tasks:
+        cells = [(by_distance[task, b, True], by_distance[task, b, True] + by_distance[task, b, False]) for b in buckets]
+        print(f"| {TASK_NAMES[task]} | " + " | ".join(f"{pct(r, n)} ({r}/{n})" if n else "-" for r, n in cells) + " |")
     long_text, fresh = reply_losses(model, one)
     print(f"\nLoss on the right replies of the same conversations: {long_text:.4f} nats/char read as one long text "
           f"(the state carried across conversations), {fresh:.4f} each from a fresh state (as the chat starts).")
