@@ -35,8 +35,8 @@ GUIDES = {
               "(`Mary went to the kitchen.`), then ask `Where is Mary?`; then press **Reset** and ask again: a fresh "
               "memory can only guess. Under each reply: what a fresh memory would have written instead. It binds "
               "names to places: ask about anyone who moved, even 25 facts ago (right every time in its test "
-              "probes); where objects are and how many someone carries it is still learning (right about half and "
-              "three times in four: its model card has the figures). It "
+              "probes) and counts what they carry; where objects are it is still learning (right three times in "
+              "five: its model card has the figures). It "
               "knows Mary, John, Daniel and Sandra; the bathroom, hallway, garden, office, bedroom and kitchen; the "
               "football, the apple and the milk (`John got the milk.`, `Where is the milk?`).",
         placeholder="Mary went to the kitchen.",
