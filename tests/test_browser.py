@@ -238,7 +238,16 @@ def test_enter_sends_shift_enter_breaks_the_line_and_an_empty_box_sends_nothing(
     page.get_by_text("Memory panel after turn 1").wait_for(timeout=60_000)
     page.wait_for_function(IDLE, timeout=60_000)
     assert user_messages(page).count() == 1 and box.input_value() == ""
-    assert user_messages(page).first.inner_text().strip() == "ROMEO:\nSpeak, speak."
+    # The bubble is drawn after the events complete (the chatbot renders its markdown on its own
+    # schedule, later on a busy machine): wait for the message, then compare it.
+    from playwright.sync_api import TimeoutError as NotYet
+
+    first = "() => document.querySelector('#chatbot .message-row.user-row')?.innerText.trim()"
+    try:
+        page.wait_for_function(f"() => ({first})() === 'ROMEO:\\nSpeak, speak.'", timeout=30_000)
+    except NotYet:
+        pass  # the assertion below says what the bubble shows instead
+    assert page.evaluate(f"({first})()") == "ROMEO:\nSpeak, speak."
     page.locator("#reset").click()
     page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
 
