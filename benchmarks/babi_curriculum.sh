@@ -12,8 +12,8 @@
 # side): the drill bound in 16 minutes and three stages later (25 minutes more) two people were
 # solved (100% right up to 30 facts back); a 2 x 256 run of the same seed had not bound in 45.
 # The roll call and the stories after it are the "Sixth round": from four2, roll then story1 solved
-# tasks 1 and 6 in 50 more minutes; carry and carry2 (the seventh round)
-# solved task 7 and took task 2 part of the way.
+# tasks 1 and 6 in 50 more minutes; carry and carry2 (the seventh round) solved task 7 and took
+# task 2 part of the way.
 #
 # Stages, in order (each a small step outward; a jump to stories where "the last place said" pays
 # undid the binding within 1,000 steps):
@@ -54,6 +54,7 @@ DRILL="--drill-share ${DRILL_SHARE:-0.5}"
 PROBES="--tasks 1 --probe-share 1"
 STORIES="--tasks 1 2 6 7 --people 4 --max-facts 40 --probe-distance 40 $DRILL"
 ROLL="--drill-people 4"
+CARRY="$STORIES $ROLL --question-rate 1 --probe-share 0.3 --carry-share 0.8 --stories 30000"
 # Each stage starts from the one listed before it in ORDER (or the one FROM names): seconds, lr,
 # seq-len, then its data's flags.
 ORDER=(drill pair1 pair2 pair3 four1 four2 roll story1 carry carry2)
@@ -66,8 +67,8 @@ declare -A STAGE=(
   [four2]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 20 --probe-lead 3 --stories 30000"
   [roll]="1500 1e-3 512 $PROBES $DRILL $ROLL --people 4 --probe-distance 20 --probe-lead 3 --stories 30000"
   [story1]="1500 1e-3 512 $STORIES $ROLL --question-rate 1 --probe-share 0.4 --stories 30000"
-  [carry]="3000 2e-3 512 $STORIES $ROLL --question-rate 1 --probe-share 0.3 --carry-share 0.8 --stories 30000"
-  [carry2]="2400 2e-3 512 $STORIES $ROLL --question-rate 1 --probe-share 0.3 --carry-share 0.8 --stories 30000"
+  [carry]="3000 2e-3 512 $CARRY"
+  [carry2]="2400 2e-3 512 $CARRY"
   [four3]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
   [story2]="1200 1e-3 512 $STORIES --probe-share 0.3 --stories 40000"
 )

@@ -83,17 +83,18 @@ def bucket(distance: int) -> str:
     return next(f"{lo}-{hi}" for lo, hi in STORY_BUCKETS if distance <= hi)
 
 
-def score(model, conversations, memory: bool, by_distance: collections.Counter | None = None) -> dict:
-    """{task: (right, asked)}; with `by_distance`, also counts (task, facts-back bucket, right?)
-    there."""
+def score(model, conversations, memory: bool, by_distance: dict | None = None) -> dict:
+    """{task: (right, asked)}; with `by_distance`, the same per (task, facts-back bucket) there."""
     right, total = collections.Counter(), collections.Counter()
     for conv in conversations:
         for q, reply in answers(model, conv, memory):
-            total[q["task"]] += 1
-            right[q["task"]] += reply == q["answer"]
-            if by_distance is not None:
-                by_distance[q["task"], bucket(q["distance"]), reply == q["answer"]] += 1
-    return {task: (right[task], total[task]) for task in total}
+            keys = [q["task"]] + ([(q["task"], bucket(q["distance"]))] if by_distance is not None else [])
+            for key in keys:
+                total[key] += 1
+                right[key] += reply == q["answer"]
+    if by_distance is not None:
+        by_distance.update({key: (right[key], total[key]) for key in total if isinstance(key, tuple)})
+    return {key: (right[key], total[key]) for key in total if not isinstance(key, tuple)}
 
 
 def reads_the_name(model, probes) -> tuple[int, int]:
@@ -169,7 +170,7 @@ def stories_table(model, args) -> None:
     rng, tasks = random.Random(f"benchmark:{args.seed}"), tuple(args.tasks)
     one = [story(rng, max_per_message=1, people=args.people, tasks=tasks) for _ in range(args.stories)]
     several = [story(rng, max_per_message=3, people=args.people, tasks=tasks) for _ in range(args.stories)]
-    by_distance = collections.Counter()
+    by_distance = {}
     carried, off = score(model, one, True, by_distance), score(model, one, False)
     grouped = score(model, several, True)
     majority = majority_answers(people=args.people, tasks=tasks)
@@ -187,14 +188,14 @@ def stories_table(model, args) -> None:
         print(f"| {TASK_NAMES[task]} | {n} | **{pct(r, n)}** | {pct(*off.get(task, (0, 0)))} | "
               f"{pct(majority_right[task], n)} ('{majority[task]}') | {pct(*grouped.get(task, (0, 0)))} | "
               f"{WESTON_LSTM[task]}% |")
-    buckets = [f"{lo}-{hi}" for lo, hi in STORY_BUCKETS]
+    buckets = [bucket(hi) for _, hi in STORY_BUCKETS]
     print("\nThe same questions (memory carried, one fact a message) by facts back from the fact that answers "
           "them (task 2: the later of the object's last get or drop and its holder's last move; task 7: the "
           "person's last get or drop), right / asked:\n")
     print("| task | " + " | ".join(buckets) + " |")
     print("| --- |" + " --- |" * len(buckets))
     for task in tasks:
-        cells = [(by_distance[task, b, True], by_distance[task, b, True] + by_distance[task, b, False]) for b in buckets]
+        cells = [by_distance.get((task, b), (0, 0)) for b in buckets]
         print(f"| {TASK_NAMES[task]} | " + " | ".join(f"{pct(r, n)} ({r}/{n})" if n else "-" for r, n in cells) + " |")
     long_text, fresh = reply_losses(model, one)
     print(f"\nLoss on the right replies of the same conversations: {long_text:.4f} nats/char read as one long text "

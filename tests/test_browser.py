@@ -6,6 +6,7 @@ assets/screenshot.png (the picture in the README) from this run.
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -239,15 +240,12 @@ def test_enter_sends_shift_enter_breaks_the_line_and_an_empty_box_sends_nothing(
     page.wait_for_function(IDLE, timeout=60_000)
     assert user_messages(page).count() == 1 and box.input_value() == ""
     # The bubble is drawn after the events complete (the chatbot renders its markdown on its own
-    # schedule, later on a busy machine): wait for the message, then compare it.
-    from playwright.sync_api import TimeoutError as NotYet
+    # schedule, later on a busy machine): expect() waits for it. A pattern, not a string, so that
+    # the line break is compared rather than normalised to a space.
+    from playwright.sync_api import expect
 
-    first = "() => document.querySelector('#chatbot .message-row.user-row')?.innerText.trim()"
-    try:
-        page.wait_for_function(f"() => ({first})() === 'ROMEO:\\nSpeak, speak.'", timeout=30_000)
-    except NotYet:
-        pass  # the assertion below says what the bubble shows instead
-    assert page.evaluate(f"({first})()") == "ROMEO:\nSpeak, speak."
+    expect(user_messages(page).first).to_have_text(re.compile(r"^\s*ROMEO:\nSpeak, speak\.\s*$"), use_inner_text=True,
+                                                   timeout=30_000)
     page.locator("#reset").click()
     page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
 
