@@ -55,9 +55,12 @@ PROBES="--tasks 1 --probe-share 1"
 STORIES="--tasks 1 2 6 7 --people 4 --max-facts 40 --probe-distance 40 $DRILL"
 ROLL="--drill-people 4"
 CARRY="$STORIES $ROLL --question-rate 1 --probe-share 0.3 --carry-share 0.8 --stories 30000"
+# The object drills: carrying drills from one person up, half their facts moves (objects carried
+# along and left behind), for task 2.
+OBJ="$CARRY --carry-moves 0.5"
 # Each stage starts from the one listed before it in ORDER (or the one FROM names): seconds, lr,
 # seq-len, then its data's flags.
-ORDER=(drill pair1 pair2 pair3 four1 four2 roll story1 carry carry2)
+ORDER=(drill pair1 pair2 pair3 four1 four2 roll story1 carry carry2 obj1 obj2 obj3)
 declare -A STAGE=(
   [drill]="1500 3e-3 256 $PROBES --people 2 --probe-distance 1 --probe-min-distance 1 --probe-lead 0 --stories 40000"
   [pair1]="600 1e-3 256 $PROBES $DRILL --people 2 --probe-distance 2 --probe-lead 1 --stories 30000"
@@ -69,16 +72,20 @@ declare -A STAGE=(
   [story1]="1500 1e-3 512 $STORIES $ROLL --question-rate 1 --probe-share 0.4 --stories 30000"
   [carry]="3000 2e-3 512 $CARRY"
   [carry2]="2400 2e-3 512 $CARRY"
+  [obj1]="900 2e-3 512 $OBJ --carry-people 1 --carry-facts 4"
+  [obj2]="900 2e-3 512 $OBJ --carry-people 2 --carry-facts 6"
+  [obj3]="1500 2e-3 512 $OBJ --carry-people 4 --carry-facts 8"
+  [objmix]="3300 2e-3 512 $OBJ --carry-people 4 --carry-facts 8"
   [four3]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
   [story2]="1200 1e-3 512 $STORIES --probe-share 0.3 --stories 40000"
 )
-declare -A FROM=([four3]=four2 [story2]=story1)
+declare -A FROM=([four3]=four2 [story2]=story1 [objmix]=carry2)
 # The data's random stream per stage (default 0): the carry stages' runs drew their stories with seeds 1 and 2.
-declare -A DATA_SEED=([carry]=1 [carry2]=2)
+declare -A DATA_SEED=([carry]=1 [carry2]=2 [obj1]=4 [obj2]=5 [obj3]=6 [objmix]=7)
 for ((i = 1; i < ${#ORDER[@]}; i++)); do FROM[${ORDER[i]}]=${ORDER[i - 1]}; done
 
 for stage in "$@"; do
-  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} four3 story2" >&2; exit 2; }
+  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} four3 story2 objmix" >&2; exit 2; }
   read -r limit lr seq flags <<< "${STAGE[$stage]}"
   out="$RUNS/$stage"
   if [ -f "$out/done" ]; then echo "$stage: done already ($out)"; continue; fi

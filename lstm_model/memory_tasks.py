@@ -233,16 +233,24 @@ def roll_call(rng: random.Random, people: int = len(PEOPLE), task: int = 1) -> d
 CARRY_TASKS = (2, 7)  # the tasks a carrying drill asks (where is an object; how many is someone carrying)
 
 
-def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS) -> dict:
+def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS, max_people: int | None = None,
+                max_facts: int = 6, move_chance: float = 0.25) -> dict:
     """A drill for the objects (tasks 2 and 7): the first `people` of PEOPLE move once each, in
-    random order; then one or two of them get and drop things (2 to 6 facts, a move now and then,
-    the objects carried along); then every object told of ("Where is the football?") and every
-    one who got or dropped something ("How many objects is Mary carrying?") is asked about, in
-    random order (of `tasks`, 2 and/or 7). In stories these questions are few and a count is
-    mostly "none"; here each conversation asks several, about the people who did carry."""
+    random order; then one or two of them get and drop things (2 to `max_facts` facts, each a move
+    with chance `move_chance`, else a get or drop, the objects carried along); then every object
+    told of ("Where is the football?") and every one who got or dropped something ("How many
+    objects is Mary carrying?") is asked about, in random order (of `tasks`, 2 and/or 7). In
+    stories these questions are few and a count is mostly "none"; here each conversation asks
+    several, about the people who did carry.
+
+    `max_people` draws the number of people of each drill from 1 to that many (of the first
+    `people`) instead: the object drills' curriculum starts from one person (who gets, moves,
+    drops and moves on: where an object was left is no longer the last place said) and widens."""
     tasks = [t for t in tasks if t in CARRY_TASKS]
     if not tasks:
         raise ValueError(f"carrying drills ask tasks {' or '.join(map(str, CARRY_TASKS))}")
+    if max_people is not None:
+        people = rng.randint(1, min(max_people, people))
     names = list(PEOPLE[:people])
     world, messages = World(names), []
 
@@ -253,9 +261,9 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
     for who in names:
         tell(world.move(rng, who, len(messages) // 2))
     carriers = rng.sample(names, min(len(names), rng.randint(1, 2)))
-    for _ in range(rng.randint(2, 6)):
+    for _ in range(rng.randint(2, max_facts)):
         who = rng.choice(carriers)
-        fact = world.carry(rng, who, len(messages) // 2) if rng.random() < 0.75 else None
+        fact = world.carry(rng, who, len(messages) // 2) if rng.random() < 1 - move_chance else None
         tell(fact or world.move(rng, who, len(messages) // 2))
     told = len(messages) // 2
     asked = [world.about_object(o, told) for o in OBJECTS if o in world.object_told] if 2 in tasks else []
@@ -284,7 +292,8 @@ def tasks_for_share(share: float, name: str, kind: str, kinds, tasks) -> list[in
 def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS, validation: int = 1000,
           test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
           probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0,
-          drill_share: float = 0.0, drill_people: int = 2, carry_share: float = 0.0):
+          drill_share: float = 0.0, drill_people: int = 2, carry_share: float = 0.0, carry_people: int | None = None,
+          carry_facts: int = 6, carry_moves: float = 0.25):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -309,7 +318,10 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
 
     `carry_share` of the conversations are carrying drills (`carry_drill`: tasks 2 and 7 of
     `tasks`, several questions each about the people who got and dropped things). With 0 (the
-    default) no draw is spent on it."""
+    default) no draw is spent on it. `carry_people` draws each drill's people from 1 to that many
+    (default: all of `people`, no draw), `carry_facts` is the most gets, drops and moves after
+    everyone is placed (default 6) and `carry_moves` the chance that one of them is a move
+    (default 0.25): an object drill curriculum starts at one person, few facts, many moves."""
     import datasets
 
     if not 0.0 <= question_rate <= 1.0:
@@ -323,6 +335,14 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         raise ValueError(f"a drill's people (--drill-people {drill_people}) must number from 2 to the "
                          f"conversations' people ({people})")
     carry_tasks = tasks_for_share(carry_share, "carry", "carrying drills", CARRY_TASKS, tasks)
+    if carry_people is not None and not 1 <= carry_people <= people:
+        raise ValueError(f"a carrying drill's people (--carry-people {carry_people}) must number from 1 to the "
+                         f"conversations' people ({people})")
+    if carry_facts < 2:
+        raise ValueError(f"a carrying drill tells 2 or more gets, drops and moves (--carry-facts {carry_facts})")
+    if not 0.0 <= carry_moves < 1.0:
+        raise ValueError(f"the carrying drills' move chance is a fraction from 0 up to (not including) 1 "
+                         f"(got {carry_moves}): at 1 nobody would get or drop anything")
     if not 0 <= probe_min_distance <= probe_distance:
         raise ValueError(f"the probes' nearest distance ({probe_min_distance}) must lie between 0 and the farthest "
                          f"({probe_distance}): lower --probe-min-distance or raise --probe-distance")
@@ -335,7 +355,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         rows = []
         for _ in range(size):
             if carry_share and rng.random() < carry_share:  # no draw at all with a share of 0
-                rows.append(carry_drill(rng, people, carry_tasks))
+                rows.append(carry_drill(rng, people, carry_tasks, carry_people, carry_facts, carry_moves))
             elif probe_share and rng.random() < probe_share:
                 drill = drill_share and rng.random() < drill_share  # no draw at all with a share of 0
                 if drill and drill_people > 2:
@@ -414,6 +434,13 @@ def main(argv=None) -> int:
     p.add_argument("--carry-share", type=float, default=0.0, metavar="FRACTION",
                    help="this fraction of conversations are carrying drills (people get and drop things, then "
                         "every object and carrier is asked about: tasks 2 and 7 of --tasks); default 0")
+    p.add_argument("--carry-people", type=int, metavar="N",
+                   help="each carrying drill has 1 to N people, drawn (default: all of --people, every time)")
+    p.add_argument("--carry-facts", type=int, default=6, metavar="N",
+                   help="each carrying drill tells 2 to N gets, drops and moves after everyone is placed (default 6)")
+    p.add_argument("--carry-moves", type=float, default=0.25, metavar="CHANCE",
+                   help="chance that a carrying drill's fact is a move rather than a get or drop (default 0.25): "
+                        "more moves, more objects carried along and left behind")
     p.add_argument("--probe-lead", type=int, default=3, metavar="N",
                    help="probes begin with 0 to N facts about anyone (default 3; 0: the shortest binding drill)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
@@ -422,7 +449,7 @@ def main(argv=None) -> int:
         dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
                    args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
                    args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people,
-                   args.carry_share)
+                   args.carry_share, args.carry_people, args.carry_facts, args.carry_moves)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

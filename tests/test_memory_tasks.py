@@ -450,3 +450,31 @@ def test_a_carrying_drill_asks_about_every_object_and_carrier(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "d"), "--tasks", "1", "6", "--carry-share", "0.5"])
     assert "carrying drills ask tasks 2 or 7" in capsys.readouterr().err
+
+
+def test_object_drills_start_from_one_person_and_leave_objects_behind(tmp_path, capsys):
+    from lstm_model.memory_tasks import carry_drill, main
+
+    kw = dict(stories=200, seed=3, validation=2, test=2, tasks=(1, 2, 6, 7), people=4, carry_share=0.5)
+    # the defaults spelled out draw the same conversations as before the options existed
+    assert build(**kw)["train"]["messages"] == build(**kw, carry_people=None, carry_facts=6,
+                                                     carry_moves=0.25)["train"]["messages"]
+    rng, people_seen, left_behind = random.Random(11), set(), 0
+    for _ in range(300):
+        row = carry_drill(rng, people=4, max_people=2, max_facts=4, move_chance=0.5)
+        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+        facts = users[:len(users) - len(row["questions"])]
+        names = {m[1] for f in facts if (m := MOVE.match(f) or GET.match(f) or DROP.match(f))}
+        people_seen.add(len(names))
+        assert names <= {"Mary", "John"} and 2 <= len(facts) - len(names) <= 4  # everyone placed, then 2-4 facts
+        assert {MOVE.match(f)[1] for f in facts[:len(names)]} == names
+        for q, question in zip(row["questions"], users[len(facts):]):
+            assert q["answer"] == answer_by_reading(facts, question)
+            last_place = MOVE.match([f for f in facts if MOVE.match(f)][-1])[2]
+            left_behind += q["task"] == 2 and q["answer"] != last_place
+    assert people_seen == {1, 2} and left_behind > 20  # where an object lies is often not the last place said
+    for flags, said in ((["--carry-people", "5"], "--carry-people 5"), (["--carry-facts", "1"], "--carry-facts 1"),
+                        (["--carry-moves", "1"], "move chance")):
+        with pytest.raises(SystemExit):
+            main(["--out", str(tmp_path / "d"), "--carry-share", "0.5", *flags])
+        assert said in capsys.readouterr().err
