@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         options.share = False
     # A streaming reply holds a worker thread while it waits for its characters: room for all.
     demo.launch(server_name=options.host, server_port=options.port, share=options.share, prevent_thread_lock=True,
-                max_threads=options.concurrency + 40)
+                max_threads=options.concurrency + 40, app_kwargs={"routes": demo.plain_routes})
     if options.share and not getattr(demo, "share_url", None):
         print("The public share link could not be created (no connection to gradio.live?); "
               f"the app keeps serving locally at {demo.local_url}.", file=sys.stderr)

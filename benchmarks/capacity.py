@@ -1,6 +1,6 @@
 """A crowd arriving at once: N chats start at the same moment, each streaming one reply.
 
-    python benchmarks/capacity.py [--sessions 1 16 64 128 256] [--chars 300 2000] [--decoder] [--floor]
+    python benchmarks/capacity.py [--sessions 1 16 64 128 256] [--chars 300 2000] [--decoder] [--floor] [--plain]
 
 Starts `python app.py` (bundled Shakespeare model, int8 steps on ONNX Runtime, as served by
 default) on a free port and, for every (N, reply length), fires N `/chat` calls at once from one
@@ -21,6 +21,9 @@ the sum).
 With --decoder, after the app has stopped, the decoder alone at the same batch size: N replies of
 the same length through one `Serving` of the same model (int8, batched), each read by a thread,
 as `benchmarks/serve_batch.py` measures it; and the app's aggregate as a share of it.
+
+With --plain, the same crowd through the app's plain stream instead of Gradio's queue (POST
+/chat/stream, ui/stream.py: the same chat action, its Server-Sent Events read as they come).
 
 With --floor, the same crowd against Gradio alone instead of the app (`benchmarks/floor_app.py`:
 the same endpoint, queue and threads, the reply yielded at once, no model): the framework's own
@@ -123,8 +126,47 @@ async def one_chat(url: str, chars: int, seed: int) -> dict:
     return out
 
 
-async def crowd(url: str, n: int, chars: int) -> list[dict]:
-    return await asyncio.gather(*(one_chat(url, chars, seed) for seed in range(n)))
+async def one_plain_chat(url: str, chars: int, seed: int) -> dict:
+    """One POST /chat/stream: times of the call, first piece and end (the `done` event)."""
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    t0 = time.perf_counter()
+    out = {"start": t0, "first": None, "end": None, "text": "", "error": None}
+    try:
+        body = json.dumps({"message": MESSAGE, "session": f"crowd-{seed}", "temperature": 0.8, "top_k": 40,
+                           "max_chars": chars, "seed": seed, "stop": ""}).encode()
+        reader, writer, status, headers = await _request(where.hostname, where.port, "POST", "/chat/stream", body)
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {(await reader.read(200))!r}")
+        event = None
+        async for line in _body_lines(reader, headers):
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                data = json.loads(line[5:])
+                if event is None:
+                    if data["text"] and out["first"] is None:
+                        out["first"] = time.perf_counter()
+                    out["text"] += data["text"]
+                elif event == "done":
+                    break
+                else:
+                    out["error"] = str(data)[:200]
+                    break
+                event = None
+        writer.close()
+    except Exception as err:  # counted
+        out["error"] = repr(err)[:200]
+    out["end"] = time.perf_counter()
+    if out["error"] is None and len(out["text"]) != chars:
+        out["error"] = f"reply of {len(out['text'])} characters, not {chars}"
+    return out
+
+
+async def crowd(url: str, n: int, chars: int, plain: bool = False) -> list[dict]:
+    call = one_plain_chat if plain else one_chat
+    return await asyncio.gather(*(call(url, chars, seed) for seed in range(n)))
 
 
 def rss_mb(pid: int) -> float:
@@ -171,6 +213,7 @@ def main(argv=None) -> int:
     p.add_argument("--app-root", default=None, help="serve the app of this checkout (e.g. an older revision)")
     p.add_argument("--repeat", type=int, default=1, help="run each configuration this many times; print medians")
     p.add_argument("--floor", action="store_true", help="Gradio alone (benchmarks/floor_app.py) instead of the app")
+    p.add_argument("--plain", action="store_true", help="the app's plain stream (POST /chat/stream) instead of /chat")
     args = p.parse_args(argv)
     where = {"root": args.app_root} if args.app_root else {}
     if args.floor:
@@ -178,7 +221,7 @@ def main(argv=None) -> int:
     server, url, _ = start_app(**where)
     rows = []
     try:
-        asyncio.run(crowd(url, 1, 50))  # warm-up: the first call builds the int8 step
+        asyncio.run(crowd(url, 1, 50, args.plain))  # warm-up: the first call builds the int8 step
         for chars in args.chars:
             for n in args.sessions:
                 peak, stop = [rss_mb(server.pid)], threading.Event()
@@ -191,7 +234,7 @@ def main(argv=None) -> int:
                 sampler.start()
                 runs = []
                 for _ in range(args.repeat):
-                    runs.append(summarise(asyncio.run(crowd(url, n, chars)), chars))
+                    runs.append(summarise(asyncio.run(crowd(url, n, chars, args.plain)), chars))
                     time.sleep(0.5)
                 stop.set()
                 sampler.join()

@@ -462,3 +462,101 @@ def test_the_timeline_charts_the_reply_s_benefit_for_a_model_trained_on_its_repl
     assert [t["reply_benefit_bpc"] for t in report["turns"]] == [round(m, 4) for m in measured]
     assert "reply" in judged.get_ylabel() and "reply" not in plain[0].axes[2].get_ylabel()
     plt.close("all")
+
+
+def stream(url: str, body, client=None) -> tuple[int, list[tuple[str | None, dict]]]:
+    """POST /chat/stream (ui/stream.py): the status and the events (name, data) it sent."""
+    import json
+
+    import httpx
+
+    with httpx.stream("POST", url.rstrip("/") + "/chat/stream", json=body, timeout=120) as response:
+        if response.status_code != 200:
+            return response.status_code, [(None, json.loads(response.read()))]
+        events, name = [], None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((name, json.loads(line[6:])))
+                name = None
+        return 200, events
+
+
+def test_the_plain_stream_is_the_chat_with_its_memory_outside_the_queue(server):
+    c = client(server)
+    messages = ("ROMEO:\nWhat light through yonder window breaks?", "JULIET:\nIt is the east.")
+    plain, fresh = [], []
+    for turn, message in enumerate(messages):
+        body = {"message": message, "session": "plain-1", "max_chars": 120, "seed": 7}
+        status, events = stream(server, body)
+        assert status == 200 and events[-1][0] == "done" and all(name is None for name, _ in events[:-1])
+        done = events[-1][1]
+        assert "".join(data["text"] for _, data in events[:-1]) == done["reply"] and done["session"] == "plain-1"
+        plain.append(done["reply"])
+        # the reply a fresh memory writes is a new session's first reply to the same message, with the
+        # turn's seed (ChatSession draws turn i with seed + 1000 i)
+        _, alone = stream(server, {**body, "session": f"plain-fresh-{turn}", "seed": 7 + 1000 * turn})
+        fresh.append(done["fresh_reply"])
+        assert alone[-1][1]["reply"] == done["fresh_reply"]
+    # the same two turns through Gradio's /chat: the same replies, so the same memory carried
+    through_queue = [c.predict(m, 0.8, 40, 1.0, 120, 7, "\\n\\n", True, api_name="/chat") for m in messages]
+    assert through_queue == plain and plain[1] != fresh[1]  # the memory changed the second reply
+    # memory off, in the session that has read the first message: the second turn starts fresh
+    status, events = stream(server, {"message": messages[1], "session": "plain-fresh-0", "memory": False, "seed": 7,
+                                     "max_chars": 120})
+    assert events[-1][1]["reply"] == fresh[1]
+
+
+def test_the_plain_stream_answers_bad_bodies_in_a_sentence(server):
+    for body, said in (([1], "JSON object"), ({"mesage": "hi"}, "Unknown field 'mesage'"),
+                       ({"message": 5}, "as text"), ({"message": "hi", "top_p": 7}, "Top-p must be"),
+                       ({"message": "hi", "session": "x" * 201}, "up to 200 characters"),
+                       ({"message": "hi", "memory": "yes"}, "true or false")):
+        status, events = stream(server, body)
+        assert status == 422 and said in events[0][1]["error"], body
+    status, events = stream(server, {"message": "ROMEO:", "max_chars": 5})
+    assert status == 200 and events[-1][1]["session"]  # no session named: a new one, named in the answer
+
+
+def test_the_plain_stream_is_refused_beyond_the_admission_limit_and_a_client_that_leaves_frees_its_place():
+    import socket
+    import time
+
+    import httpx
+    import uvicorn
+    from starlette.applications import Starlette
+
+    from ui.actions import ChatApp, Options
+    from ui.stream import stream_route
+
+    chat_app = ChatApp(Options(concurrency=1))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(Starlette(routes=[stream_route(chat_app)]), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started and time.monotonic() < deadline:  # waiting for a condition, not a race
+            time.sleep(0.05)
+        with chat_app.admitted():  # the one place taken
+            status, events = stream(url, {"message": "JULIET:", "session": "other"})
+        assert status == 503 and "send it again" in events[0][1]["error"]
+        assert chat_app.state_of("stream:other").session.turns == []  # nothing was read: the user's to resend
+        long = {"message": "ROMEO:", "session": "long", "max_chars": 5000, "stop": ""}
+        with httpx.stream("POST", url + "chat/stream", json=long, timeout=60) as first:
+            lines = first.iter_lines()
+            assert first.status_code == 200 and next(lines).startswith("data: ")
+        deadline = time.monotonic() + 60  # the client has left after its first piece
+        while chat_app._streaming and time.monotonic() < deadline:  # the server notices: a condition, not a race
+            time.sleep(0.05)
+        status, events = stream(url, {"message": "JULIET:", "session": "other", "max_chars": 20})
+        assert status == 200 and events[-1][0] == "done"
+        assert 0 < len(chat_app.state_of("stream:long").session.turns[0].reply) < 5000  # the reply so far is kept
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -325,6 +325,10 @@ def load_error(source: str, err: Exception) -> str:
     return str(err).replace(constants.HF_HUB_CACHE, "the Hub cache")
 
 
+class Busy(gr.Error):
+    """The server is writing as many replies as it takes: the message was not sent."""
+
+
 class ChatApp:
     """The app's state (served models, sessions) and its handlers: one per action, used by the page
     and, with their type hints, by the named API endpoints (gr.api)."""
@@ -357,8 +361,8 @@ class ChatApp:
         with self._streaming_lock:
             if self._streaming >= self.options.concurrency:
                 n = self._streaming
-                raise gr.Error(f"The server is writing {n} {'reply' if n == 1 else 'replies'} at once, as many as it "
-                               "takes; your message was not sent: send it again in a few seconds.")
+                raise Busy(f"The server is writing {n} {'reply' if n == 1 else 'replies'} at once, as many as it "
+                           "takes; your message was not sent: send it again in a few seconds.")
             self._streaming += 1
         try:
             yield
@@ -374,7 +378,10 @@ class ChatApp:
 
     def state(self, request: gr.Request | None) -> ChatState:
         """The session of this browser tab or API client (made on first use; idle ones expire)."""
-        key = getattr(request, "session_hash", None) or "local"
+        return self.state_of(getattr(request, "session_hash", None) or "local")
+
+    def state_of(self, key: str) -> ChatState:
+        """The session named `key` (made on first use; idle ones expire)."""
         now = time.monotonic()
         with self._sessions_lock:
             for old in [k for k, st in self._sessions.items() if now - st.used > SESSION_TTL_S]:
@@ -425,9 +432,20 @@ class ChatApp:
             async for text in texts:
                 yield text
 
-    async def _write(self, st: ChatState, start, notes: bool = True):
+    async def send(self, key: str, message: str, memory: bool = True, **settings):
+        """The chat action for a caller outside Gradio's queue (ui/stream.py): the session named
+        `key`, the same checks, admission, decoder and fresh reply as `chat`; the reply so far,
+        paced. Notes on the message are left in the session's `notes`, not shown as toasts."""
+        st = self.state_of(key)
+        self._prepare(st, **{**DEFAULTS, "stop": "\\n\\n", **settings, "memory": memory})
+        async with contextlib.aclosing(self._write(st, lambda: st.session.send(message), warn=False)) as texts:
+            async for text in texts:
+                yield text
+
+    async def _write(self, st: ChatState, start, notes: bool = True, warn: bool = True):
         """Admit a reply, start it (`start()`: the session's send or retry) under the session's
-        lock, stream it paced, then (in a thread) what a fresh memory writes instead."""
+        lock, stream it paced, then (in a thread) what a fresh memory writes instead. Notes on the
+        message are kept in `st.notes` and, with `warn`, shown as Gradio toasts."""
         with self.admitted():
             await acquire(st.lock)
             try:
@@ -442,7 +460,7 @@ class ChatApp:
                     raise gr.Error("Nothing to retry: send a message first.")
                 if notes:
                     st.notes = st.session.notices()
-                    for note in st.notes:
+                    for note in st.notes if warn else ():
                         gr.Warning(note)
                 try:
                     async for text in paced(unblocked(reply, event), self.interval):

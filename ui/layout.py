@@ -29,6 +29,7 @@ from .actions import (
 )
 from .guides import Guide, guide_for
 from .sessions import use_lazy_session_state
+from .stream import stream_route
 
 # -- layout: one function per section -------------------------------------------------------------
 
@@ -316,5 +317,8 @@ def build_app(source: str | None = None, options: Options | None = None) -> gr.B
     # not held in Gradio's queue; the panel's figures (matplotlib) are drawn one at a time, so a
     # crowd's panels never take both cores from the decoder.
     demo.queue(default_concurrency_limit=None, max_size=None)
+    # Routes beside Gradio's, for launch(app_kwargs={"routes": demo.plain_routes}): the chat as a
+    # plain HTTP stream outside the queue (ui/stream.py).
+    demo.plain_routes = [stream_route(app)]
     return demo
 
