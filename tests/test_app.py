@@ -515,8 +515,9 @@ def test_the_plain_stream_answers_bad_bodies_in_a_sentence(server):
                        ({"message": "hi", "memory": "yes"}, "true or false")):
         status, events = stream(server, body)
         assert status == 422 and said in events[0][1]["error"], body
-    status, events = stream(server, {"message": "ROMEO:", "max_chars": 5})
+    status, events = stream(server, {"message": "ROMEO: \u263a", "max_chars": 5})
     assert status == 200 and events[-1][1]["session"]  # no session named: a new one, named in the answer
+    assert any("\u263a" in note for note in events[-1][1]["notes"])  # the skipped character, told
 
 
 def test_the_plain_stream_is_refused_beyond_the_admission_limit_and_a_client_that_leaves_frees_its_place():

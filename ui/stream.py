@@ -82,7 +82,8 @@ def stream_route(app: ChatApp) -> Route:
             session, message, settings = parse(await request.body())
         except ValueError as err:
             return refused(str(err))
-        texts = app.send("stream:" + session, message, **settings)
+        key = "stream:" + session
+        texts = app.send(key, message, **settings)
         try:  # the checks and the admission happen before the first piece: answered with a status
             first = await anext(texts)
         except Busy as err:
@@ -91,6 +92,8 @@ def stream_route(app: ChatApp) -> Route:
             return refused(err.message)
         except Exception as err:  # noqa: BLE001 - an engine failure: a sentence, not a traceback
             return refused(f"The server could not write a reply ({type(err).__name__}): try again.", 500)
+        st = app.state_of(key)  # the session's lock is held while the reply streams: this turn is ours
+        turn, notes = st.session.turns[-1], list(st.notes)
 
         async def body():
             sent = first
@@ -100,10 +103,8 @@ def stream_route(app: ChatApp) -> Route:
                     if len(text) > len(sent):
                         yield event({"text": text[len(sent):]})
                         sent = text
-                st = app.state_of("stream:" + session)
-                turn = st.session.turns[-1]
                 yield event({"reply": turn.reply, "fresh_reply": turn.fresh_reply, "cut": bool(turn.closed_with),
-                             "notes": list(st.notes), "session": session}, "done")
+                             "notes": notes, "session": session}, "done")
             except gr.Error as err:
                 yield event({"error": err.message}, "error")
             except Exception as err:  # noqa: BLE001 - the reply so far stays in the session
