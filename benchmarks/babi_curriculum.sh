@@ -32,8 +32,15 @@
 #           every object and carrier asked), the rest as story1; lr 2e-3, 3,000 s (task 2 from 37% to
 #           50%, task 7 from 63% to 76%, tasks 1 and 6 kept)
 #   carry2  the same mix drawn afresh, 2,400 s (task 7 solved: 90.4%; task 2 59%)
-# and two stages off that line, each from the stage named: four3 (from four2: 0-40 between, two-person
-# drills) and story2 (from story1: a question after half the messages, the benchmark's own form).
+#   obj1    object drills from one person (--carry-people 1: gets, drops and moves, half the facts moves,
+#           2-4 of them), the rest as carry; 900 s
+#   obj2    one or two people, 2-6 facts; 900 s
+#   obj3    one to four people, 2-8 facts; 1,500 s (task 2 64%, task 7 96%, tasks 1 and 6 kept)
+#   obj4    the same drawn afresh, 2,700 s
+# and stages off that line, each from the stage named: four3 (from four2: 0-40 between, two-person
+# drills), story2 (from story1: a question after half the messages, the benchmark's own form),
+# objmix (from carry2: obj3's mix at once for obj1-obj3's time, 3,300 s: task 2 63%) and objlong
+# (from obj3: as obj4 with 2-12 facts a drill).
 # Environment: RUNS (folder of the stages, default runs/curriculum), THREADS (torch threads,
 # default 1), SEED (default 7), BATCH (default 16; smaller batches bound sooner on the drill),
 # DRILL_SHARE (default 0.5), HIDDEN (the width from scratch, default 128), DEVICE (default cpu; cuda
@@ -60,7 +67,7 @@ CARRY="$STORIES $ROLL --question-rate 1 --probe-share 0.3 --carry-share 0.8 --st
 OBJ="$CARRY --carry-moves 0.5"
 # Each stage starts from the one listed before it in ORDER (or the one FROM names): seconds, lr,
 # seq-len, then its data's flags.
-ORDER=(drill pair1 pair2 pair3 four1 four2 roll story1 carry carry2 obj1 obj2 obj3)
+ORDER=(drill pair1 pair2 pair3 four1 four2 roll story1 carry carry2 obj1 obj2 obj3 obj4)
 declare -A STAGE=(
   [drill]="1500 3e-3 256 $PROBES --people 2 --probe-distance 1 --probe-min-distance 1 --probe-lead 0 --stories 40000"
   [pair1]="600 1e-3 256 $PROBES $DRILL --people 2 --probe-distance 2 --probe-lead 1 --stories 30000"
@@ -75,17 +82,19 @@ declare -A STAGE=(
   [obj1]="900 2e-3 512 $OBJ --carry-people 1 --carry-facts 4"
   [obj2]="900 2e-3 512 $OBJ --carry-people 2 --carry-facts 6"
   [obj3]="1500 2e-3 512 $OBJ --carry-people 4 --carry-facts 8"
+  [obj4]="2700 2e-3 512 $OBJ --carry-people 4 --carry-facts 8"
   [objmix]="3300 2e-3 512 $OBJ --carry-people 4 --carry-facts 8"
+  [objlong]="2700 2e-3 512 $OBJ --carry-people 4 --carry-facts 12"
   [four3]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
   [story2]="1200 1e-3 512 $STORIES --probe-share 0.3 --stories 40000"
 )
-declare -A FROM=([four3]=four2 [story2]=story1 [objmix]=carry2)
+declare -A FROM=([four3]=four2 [story2]=story1 [objmix]=carry2 [objlong]=obj3)
 # The data's random stream per stage (default 0): the carry stages' runs drew their stories with seeds 1 and 2.
-declare -A DATA_SEED=([carry]=1 [carry2]=2 [obj1]=4 [obj2]=5 [obj3]=6 [objmix]=7)
+declare -A DATA_SEED=([carry]=1 [carry2]=2 [obj1]=4 [obj2]=5 [obj3]=6 [obj4]=8 [objmix]=7 [objlong]=9)
 for ((i = 1; i < ${#ORDER[@]}; i++)); do FROM[${ORDER[i]}]=${ORDER[i - 1]}; done
 
 for stage in "$@"; do
-  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} four3 story2 objmix" >&2; exit 2; }
+  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} four3 story2 objmix objlong" >&2; exit 2; }
   read -r limit lr seq flags <<< "${STAGE[$stage]}"
   out="$RUNS/$stage"
   if [ -f "$out/done" ]; then echo "$stage: done already ($out)"; continue; fi

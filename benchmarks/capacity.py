@@ -20,7 +20,10 @@ the sum).
 
 With --decoder, after the app has stopped, the decoder alone at the same batch size: N replies of
 the same length through one `Serving` of the same model (int8, batched), each read by a thread,
-as `benchmarks/serve_batch.py` measures it; and the app's aggregate as a share of it.
+as `benchmarks/serve_batch.py` measures it; and the app's aggregate as a share of it. Then, for
+each N, the decoder's own time to a crowd's first characters: N replies submitted at once, each
+reading the benchmark's message first (`decoder_first_pieces`): the floor under the app's first
+pieces that no front end removes.
 
 With --plain, the same crowd through the app's plain stream instead of Gradio's queue (POST
 /chat/stream, ui/stream.py: the same chat action, its Server-Sent Events read as they come).
@@ -134,8 +137,10 @@ async def one_plain_chat(url: str, chars: int, seed: int) -> dict:
     t0 = time.perf_counter()
     out = {"start": t0, "first": None, "end": None, "text": "", "error": None}
     try:
-        body = json.dumps({"message": MESSAGE, "session": f"crowd-{seed}", "temperature": 0.8, "top_k": 40,
-                           "max_chars": chars, "seed": seed, "stop": ""}).encode()
+        # no session named: each call a new session, as each /chat call of the Gradio client is (a first
+        # turn, whose fresh-memory reply is the reply itself)
+        body = json.dumps({"message": MESSAGE, "temperature": 0.8, "top_k": 40, "max_chars": chars, "seed": seed,
+                           "stop": ""}).encode()
         reader, writer, status, headers = await _request(where.hostname, where.port, "POST", "/chat/stream", body)
         if status != 200:
             raise RuntimeError(f"HTTP {status}: {(await reader.read(200))!r}")
@@ -202,7 +207,49 @@ def decoder_alone(n: int, chars: int) -> float:
     try:
         return together(serving, n, chars)
     finally:
-        serving.close()
+        serving.close(wait=True)
+
+
+def decoder_first_pieces(n: int, repeat: int = 3) -> tuple[float, float]:
+    """The decoder's own floor under a crowd's first pieces: n replies submitted at once through one
+    batched Serving of the bundled model (int8), each reading MESSAGE and the turn separator first,
+    as a chat turn is fed, each in its own thread; median over `repeat` crowds of the p50 and p95 ms
+    from the release of the crowd to each reply's first character. No HTTP, no session."""
+    import torch
+
+    from lstm_model.generate import stream
+    from lstm_model.hub import load_int8_check, load_model
+    from lstm_model.serving import Serving
+
+    torch.set_num_threads(1)
+    model = load_model()
+    serving = Serving(model, engine="auto", int8="auto", int8_check=load_int8_check(), batching=True, threads=1,
+                      max_batch=max(64, n))
+    rows = []
+    try:
+        for _ in range(repeat + 1):  # the first crowd builds the int8 step: not counted
+            barrier, firsts = threading.Barrier(n + 1), []
+
+            def reply(k):
+                barrier.wait()
+                t0 = time.perf_counter()
+                pieces = iter(stream(model, MESSAGE + model.turn_separator, None, max_new_chars=20, temperature=0.8,
+                                     top_k=40, seed=k, serving=serving))
+                next(pieces)
+                firsts.append((time.perf_counter() - t0) * 1000)
+                for _ in pieces:
+                    pass
+
+            threads = [threading.Thread(target=reply, args=(k,)) for k in range(n)]
+            for t in threads:
+                t.start()
+            barrier.wait()
+            for t in threads:
+                t.join()
+            rows.append((percentile(firsts, 0.5), percentile(firsts, 0.95)))
+    finally:
+        serving.close(wait=True)
+    return statistics.median(r[0] for r in rows[1:]), statistics.median(r[1] for r in rows[1:])
 
 
 def main(argv=None) -> int:
@@ -257,6 +304,10 @@ def main(argv=None) -> int:
                 alone = decoder_alone(row["n"], row["chars"])
                 print(f"decoder alone, N={row['n']} x {row['chars']}: {alone:,.0f} chars/s; the app reached "
                       f"{row['aggregate'] / alone:.0%} of it", flush=True)
+        for n in sorted({row["n"] for row in rows}):
+            p50, p95 = decoder_first_pieces(n)
+            print(f"decoder alone, N={n} arriving at once: first characters p50 {p50:,.0f} ms, p95 {p95:,.0f} ms "
+                  "(the messages read by the decoder; no HTTP)", flush=True)
     return 0
 
 

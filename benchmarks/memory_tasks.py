@@ -19,7 +19,8 @@ state as a new chat session reads it: a model trained with `--conversation-state
 good at the first and poor at the second, which is what the chat uses.
 
 The stories' questions are also counted by how many facts back the fact that answers them was told
-(0-2, 3-5, 6-10, 11-20, 21-40): where a task is lost, near or far.
+(0-2, 3-5, 6-10, 11-20, 21-40): where a task is lost, near or far; and task 2's by where the object
+is: held (its holder has not moved since getting it), carried (the holder moved since) or left.
 
 Then accuracy by distance on task 1 (`memory_tasks.distance_probe`: the supporting fact exactly
 0 to 40 facts before the question, one fact a message), as a table and a PNG, with how often the
@@ -84,11 +85,14 @@ def bucket(distance: int) -> str:
 
 
 def score(model, conversations, memory: bool, by_distance: dict | None = None) -> dict:
-    """{task: (right, asked)}; with `by_distance`, the same per (task, facts-back bucket) there."""
+    """{task: (right, asked)}; with `by_distance`, the same per (task, facts-back bucket) there, and
+    per (2, kind) for task 2's kinds (held, carried, left)."""
     right, total = collections.Counter(), collections.Counter()
     for conv in conversations:
         for q, reply in answers(model, conv, memory):
-            keys = [q["task"]] + ([(q["task"], bucket(q["distance"]))] if by_distance is not None else [])
+            keys = [q["task"]]
+            if by_distance is not None:
+                keys += [(q["task"], bucket(q["distance"]))] + ([(2, q["kind"])] if q.get("kind") else [])
             for key in keys:
                 total[key] += 1
                 right[key] += reply == q["answer"]
@@ -197,6 +201,11 @@ def stories_table(model, args) -> None:
     for task in tasks:
         cells = [by_distance.get((task, b), (0, 0)) for b in buckets]
         print(f"| {TASK_NAMES[task]} | " + " | ".join(f"{pct(r, n)} ({r}/{n})" if n else "-" for r, n in cells) + " |")
+    kinds = ", ".join(f"{name} {pct(*by_distance[(2, kind)])} ({by_distance[(2, kind)][1]})" for kind, name in (
+        ("held", "held (its holder has not moved since)"), ("carried", "carried (its holder moved since)"),
+        ("left", "left (dropped: where the one who dropped it was)")) if (2, kind) in by_distance)
+    if kinds:
+        print(f"\nTask 2 by where the object is: {kinds}.")
     long_text, fresh = reply_losses(model, one)
     print(f"\nLoss on the right replies of the same conversations: {long_text:.4f} nats/char read as one long text "
           f"(the state carried across conversations), {fresh:.4f} each from a fresh state (as the chat starts).")

@@ -130,11 +130,14 @@ class Decoder:
             self._wake.notify()
         return request
 
-    def close(self) -> None:
-        """End the thread once the replies it is writing are done (it holds the model while it runs)."""
+    def close(self, wait: bool = False) -> None:
+        """End the thread once the replies it is writing are done (it holds the model while it runs);
+        with `wait`, return once it has ended (a script about to exit: no thread left in native code)."""
         with self._wake:
             self._closed = True
             self._wake.notify()
+        if wait and self._thread is not None:
+            self._thread.join()
 
     @property
     def running(self) -> bool:

@@ -15,8 +15,9 @@ back to; the football, the apple, the milk.
 A story is a conversation in the Hub's chat convention, a `messages` list of
 {"role": "user"|"assistant", "content": ...}: the user tells one or several facts a message and
 the model acknowledges ("OK."); the user asks and the model answers in a word. Each question's
-task, answer and distance (facts told between its supporting fact and the question) are in the
-row's `questions` column. `build(...)` returns a `datasets.DatasetDict` (train, validation, test),
+task, answer, distance (facts told between its supporting fact and the question) and, for task 2,
+kind (`World.object_kind`: the object held, carried along or left) are in the row's `questions`
+column. `build(...)` returns a `datasets.DatasetDict` (train, validation, test),
 the same for the same seed; `from_babi_qa(rows)` turns rows of the official `facebook/babi_qa`
 (configs such as `en-10k-qa1`) into the same conversations; `render(messages, separator, stop)`
 writes a conversation as the chat feeds it to the LSTM, with a mask of the assistant's characters
@@ -92,6 +93,15 @@ class World:
             return self.place.get(holder)
         return self.lies.get(thing)
 
+    def object_kind(self, thing: str) -> str:
+        """How task 2's answer about `thing` follows: "held" (the holder's place, and the holder has
+        not moved since getting it), "carried" (the holder moved since: the object went along) or
+        "left" (dropped: where the one who dropped it was then)."""
+        holder = self.holder.get(thing)
+        if holder is None:
+            return "left"
+        return "carried" if self.place_told[holder] > self.object_told[thing] else "held"
+
     def about_object(self, thing: str, index: int) -> tuple[str, str, int]:
         """Task 2 about `thing` (told of already): question, answer, distance (from the later of the
         fact that last moved it and its holder's last move)."""
@@ -141,7 +151,8 @@ def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message:
             asked = world.question(rng, task, told)
             if asked is not None:
                 text, answer, distance = asked
-                questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": distance})
+                questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": distance,
+                                  "kind": world.object_kind(text[len("Where is the "):-1]) if task == 2 else None})
                 messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
     return {"messages": messages, "questions": questions}
 
@@ -194,7 +205,7 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int
             named = place if rng.random() < 0.5 else (
                 trap if trap != place else rng.choice([p for p in PLACES if p != place]))
             question, answer = f"Is {who} in the {named}?", "yes" if named == place else "no"
-        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": back})
+        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": back, "kind": None})
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     return {"messages": messages, "questions": questions}
 
@@ -225,7 +236,7 @@ def roll_call(rng: random.Random, people: int = len(PEOPLE), task: int = 1) -> d
             named = place if rng.random() < 0.5 else rng.choice([p for p in PLACES if p != place])
             question, answer = f"Is {who} in the {named}?", "yes" if named == place else "no"
         questions.append({"turn": len(messages) // 2, "task": task, "answer": answer,
-                          "distance": len(moved) - 1 - moved.index(who)})
+                          "distance": len(moved) - 1 - moved.index(who), "kind": None})
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     return {"messages": messages, "questions": questions}
 
@@ -272,7 +283,8 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
     questions = []
     for question, answer, distance in asked:
         task = 2 if question.startswith("Where") else 7
-        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": distance})
+        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": distance,
+                          "kind": world.object_kind(question[len("Where is the "):-1]) if task == 2 else None})
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     return {"messages": messages, "questions": questions}
 
@@ -386,7 +398,7 @@ def from_babi_qa(rows) -> list[dict]:
             else:
                 last = max((ids_to_fact[str(i)] for i in support if str(i) in ids_to_fact), default=fact_index - 1)
                 questions.append({"turn": len(messages) // 2, "task": None, "answer": answer,
-                                  "distance": fact_index - 1 - last})
+                                  "distance": fact_index - 1 - last, "kind": None})
                 messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
         out.append({"messages": messages, "questions": questions})
     return out

@@ -84,12 +84,14 @@ class Serving:
                 self._decoder = Decoder(self.model, self.step, self.max_batch)
             return self._decoder
 
-    def close(self) -> None:
+    def close(self, wait: bool = False) -> None:
         """Let the decoder thread end (once its replies are done): the serving no longer holds
-        the model alive through it. A later reply starts it again."""
+        the model alive through it. A later reply starts it again. With `wait`, return once it has
+        ended."""
         with self._lock:
-            if self._decoder is not None:
-                self._decoder.close()
+            decoder = self._decoder
+        if decoder is not None:
+            decoder.close(wait)
 
     def describe(self) -> str:
         """One line for people: the precision and why, and the engine."""

@@ -478,3 +478,27 @@ def test_object_drills_start_from_one_person_and_leave_objects_behind(tmp_path, 
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "d"), "--carry-share", "0.5", *flags])
         assert said in capsys.readouterr().err
+
+
+def test_each_object_question_says_whether_the_object_is_held_carried_or_left():
+    rng, seen = random.Random(8), set()
+    for _ in range(200):
+        s = story(rng, max_facts=30, tasks=(2,))
+        facts = []
+        for turn, (user, reply) in enumerate(zip(s["messages"][::2], s["messages"][1::2])):
+            if reply["content"] == ACK:
+                facts += [f.strip() for f in re.findall(r"[^.]+\.", user["content"])]
+                continue
+            q = next(q for q in s["questions"] if q["turn"] == turn)
+            thing = re.match(r"^Where is the (\w+)\?$", user["content"])[1]
+            last = max(i for i, f in enumerate(facts) if (m := GET.match(f) or DROP.match(f)) and m[2] == thing)
+            if DROP.match(facts[last]):
+                expected = "left"
+            else:
+                holder = GET.match(facts[last])[1]
+                moved = any((m := MOVE.match(f)) and m[1] == holder for f in facts[last + 1:])
+                expected = "carried" if moved else "held"
+            assert q["kind"] == expected, (facts, user["content"])
+            seen.add(expected)
+    assert seen == {"held", "carried", "left"}
+    assert all(q["kind"] is None for q in distance_probe(rng, 3, people=4)["questions"])
