@@ -273,6 +273,7 @@ def test_share_on_a_space_says_it_does_not_apply(monkeypatch, capsys):
 
     class Demo:
         local_url, share_url = "http://127.0.0.1:7860/", None
+        plain_routes = ["the /chat/stream route"]
 
         def launch(self, **kwargs):
             launched.update(kwargs)
@@ -283,7 +284,7 @@ def test_share_on_a_space_says_it_does_not_apply(monkeypatch, capsys):
     monkeypatch.setenv("SPACE_ID", "standin-user/chat")
     monkeypatch.setattr(app_module, "build_app", lambda options: Demo())
     assert app_module.main(["--share"]) == 0
-    assert launched["share"] is False
+    assert launched["share"] is False and launched["app_kwargs"] == {"routes": ["the /chat/stream route"]}
     err = capsys.readouterr().err
     assert "--share does not apply on a Hugging Face Space" in err and "gradio.live?" not in err
 
