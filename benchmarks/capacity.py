@@ -86,14 +86,28 @@ async def _body_lines(reader, headers):
             yield line.decode().rstrip("\n")
 
 
+async def timed(chars: int, talk) -> dict:
+    """One call: `await talk(out)` makes it, filling out["text"] and out["first"] (the time of the
+    first streamed text) or out["error"]; here the start and end times, and a reply of the wrong
+    length or an exception counted as an error."""
+    out = {"start": time.perf_counter(), "first": None, "end": None, "text": "", "error": None}
+    try:
+        await talk(out)
+    except Exception as err:  # counted
+        out["error"] = repr(err)[:200]
+    out["end"] = time.perf_counter()
+    if out["error"] is None and len(out["text"]) != chars:
+        out["error"] = f"reply of {len(out['text'])} characters, not {chars}"
+    return out
+
+
 async def one_chat(url: str, chars: int, seed: int) -> dict:
     """One /chat call through Gradio's call API; times of the call, first piece and end."""
     from urllib.parse import urlparse
 
     where = urlparse(url)
-    t0 = time.perf_counter()
-    out = {"start": t0, "first": None, "end": None, "text": "", "error": None}
-    try:
+
+    async def talk(out):
         body = json.dumps({"data": [MESSAGE, 0.8, 40, 1.0, chars, seed, "", True]}).encode()
         reader, writer, status, headers = await _request(where.hostname, where.port, "POST", "/gradio_api/call/chat", body)
         answer = await reader.readexactly(int(headers["content-length"]))
@@ -121,12 +135,8 @@ async def one_chat(url: str, chars: int, seed: int) -> dict:
                     out["error"] = data[:200]
                     break
         writer.close()
-    except Exception as err:  # counted
-        out["error"] = repr(err)[:200]
-    out["end"] = time.perf_counter()
-    if out["error"] is None and len(out["text"]) != chars:
-        out["error"] = f"reply of {len(out['text'])} characters, not {chars}"
-    return out
+
+    return await timed(chars, talk)
 
 
 async def one_plain_chat(url: str, chars: int, seed: int) -> dict:
@@ -134,9 +144,8 @@ async def one_plain_chat(url: str, chars: int, seed: int) -> dict:
     from urllib.parse import urlparse
 
     where = urlparse(url)
-    t0 = time.perf_counter()
-    out = {"start": t0, "first": None, "end": None, "text": "", "error": None}
-    try:
+
+    async def talk(out):
         # no session named: each call a new session, as each /chat call of the Gradio client is (a first
         # turn, whose fresh-memory reply is the reply itself)
         body = json.dumps({"message": MESSAGE, "temperature": 0.8, "top_k": 40, "max_chars": chars, "seed": seed,
@@ -161,12 +170,8 @@ async def one_plain_chat(url: str, chars: int, seed: int) -> dict:
                     break
                 event = None
         writer.close()
-    except Exception as err:  # counted
-        out["error"] = repr(err)[:200]
-    out["end"] = time.perf_counter()
-    if out["error"] is None and len(out["text"]) != chars:
-        out["error"] = f"reply of {len(out['text'])} characters, not {chars}"
-    return out
+
+    return await timed(chars, talk)
 
 
 async def crowd(url: str, n: int, chars: int, plain: bool = False) -> list[dict]:
