@@ -8,7 +8,8 @@ page in ui/layout.py) around the model package lstm_model/ (ARCHITECTURE.md has 
 Environment variables (read here and nowhere else): MODEL (as --model: how a Hugging Face Space,
 which passes no flags, picks its model), INT8 (as --int8), LSTM_STEP_ENGINE (auto, onnxruntime or
 torch), BATCHING (0 = every reply steps alone), CHAT_CONCURRENCY (replies streaming at once,
-default 256; beyond, a "busy" sentence), TORCH_THREADS (default 1), CUSTOM_MODELS (1/0: whether visitors may load Hub repos
+default 256; beyond, a "busy" sentence), TORCH_THREADS (default 1), STEP_THREADS (ONNX Runtime's
+threads for the generation steps, default 2 or the CPUs if fewer), CUSTOM_MODELS (1/0: whether visitors may load Hub repos
 and local folders through the model picker; default 0 on a Space, where SPACE_ID is set, else 1),
 FRESH_REPLIES (1/0: whether each reply is followed by the one a fresh memory writes; default 1);
 Gradio's own GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
@@ -60,7 +61,8 @@ def parse_args(argv=None, environ=None) -> Options:
         p.error(f"INT8 must be one of {', '.join(INT8_MODES)}; got {options.int8!r}.")
     if options.engine not in ENGINES:
         p.error(f"LSTM_STEP_ENGINE must be one of {', '.join(ENGINES)}; got {options.engine!r}.")
-    for name, field_name in (("CHAT_CONCURRENCY", "concurrency"), ("TORCH_THREADS", "threads")):
+    for name, field_name in (("CHAT_CONCURRENCY", "concurrency"), ("TORCH_THREADS", "threads"),
+                             ("STEP_THREADS", "step_threads")):
         value = env.get(name, str(getattr(options, field_name)))
         if not value.isdigit() or int(value) < 1:
             p.error(f"{name} must be a whole number of at least 1; got {value!r}.")

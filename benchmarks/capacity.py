@@ -204,11 +204,11 @@ def decoder_alone(n: int, chars: int) -> float:
     from serve_batch import together
 
     from lstm_model.hub import load_int8_check, load_model
-    from lstm_model.serving import Serving
+    from lstm_model.serving import Serving, default_step_threads
 
     torch.set_num_threads(1)
-    serving = Serving(load_model(), engine="auto", int8="auto", int8_check=load_int8_check(), batching=True, threads=1,
-                      max_batch=max(64, n))
+    serving = Serving(load_model(), engine="auto", int8="auto", int8_check=load_int8_check(), batching=True,
+                      threads=default_step_threads(), max_batch=max(64, n))
     try:
         return together(serving, n, chars)
     finally:
@@ -224,12 +224,12 @@ def decoder_first_pieces(n: int, repeat: int = 3) -> tuple[float, float]:
 
     from lstm_model.generate import stream
     from lstm_model.hub import load_int8_check, load_model
-    from lstm_model.serving import Serving
+    from lstm_model.serving import Serving, default_step_threads
 
     torch.set_num_threads(1)
     model = load_model()
-    serving = Serving(model, engine="auto", int8="auto", int8_check=load_int8_check(), batching=True, threads=1,
-                      max_batch=max(64, n))
+    serving = Serving(model, engine="auto", int8="auto", int8_check=load_int8_check(), batching=True,
+                      threads=default_step_threads(), max_batch=max(64, n))
     rows = []
     try:
         for _ in range(repeat + 1):  # the first crowd builds the int8 step: not counted

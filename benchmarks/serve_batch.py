@@ -17,9 +17,10 @@ half the sessions one after another, then all together, then the other half one 
 and the ratio is taken per repetition; the figures are medians over --reps.
 --steps measures fp32 and/or int8 generation steps, --engine the step's engine (ONNX Runtime or
 torch), the same on both sides of each ratio (two lstm_model.serving.Serving objects that differ
-only in batching). Torch (and with it ONNX
-Runtime) runs with one thread, as in app.py: in threads other than the main one, a second OpenMP
-thread makes the torch step slower, not faster.
+only in batching). Torch runs with one thread and ONNX Runtime's steps with the app's
+STEP_THREADS default (2, or the CPUs if fewer), as in app.py: in threads other than the main one, a
+second OpenMP thread makes the torch step slower, not faster; ONNX Runtime's own pool is faster
+with two (docs/serving.md, "Threads").
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import torch  # noqa: E402
 
 from lstm_model import CharLSTM  # noqa: E402
 from lstm_model.generate import generate, stream  # noqa: E402
-from lstm_model.serving import Serving  # noqa: E402
+from lstm_model.serving import Serving, default_step_threads  # noqa: E402
 
 VOCAB = [chr(c) for c in range(32, 127)] + ["\n"]
 PROMPT = "ROMEO:\n"
@@ -118,6 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--one-user-pairs", type=int, default=15,
                    help="back-to-back pairs for the one-user check (decoder vs alone); 0 to skip")
     p.add_argument("--threads", type=int, default=1, help="torch threads, as app.py sets them (default 1)")
+    p.add_argument("--step-threads", type=int, default=default_step_threads(),
+                   help="ONNX Runtime's threads for the steps, as app.py sets them (default: STEP_THREADS's, 2 or the CPUs)")
     p.add_argument("--engine", choices=["auto", "onnxruntime", "torch"], default="auto",
                    help="the step's engine (default auto: ONNX Runtime where installed)")
     p.add_argument("--steps", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"],
@@ -132,8 +135,8 @@ def main(argv=None) -> int:
           f"2x{args.hidden} model, {args.chars} characters per session, medians of {args.reps}")
     for steps in args.steps:
         int8 = "on" if steps == "int8" else "off"
-        alone = Serving(model, engine=args.engine, int8=int8, threads=args.threads)
-        batched = Serving(model, engine=args.engine, int8=int8, threads=args.threads, batching=True)
+        alone = Serving(model, engine=args.engine, int8=int8, threads=args.step_threads)
+        batched = Serving(model, engine=args.engine, int8=int8, threads=args.step_threads, batching=True)
         together(batched, 2, 50)  # warm up (builds both steps)
         one_after_another(alone, [0], 50)
         if args.one_user_pairs:

@@ -114,12 +114,48 @@ def plot_losses(out: str) -> None:
     os.replace(tmp, os.path.join(out, "loss_curve.png"))
 
 
+def widened(model: CharLSTM, start: CharLSTM) -> dict:
+    """`start`'s state dict grown to `model`'s wider layers (same embedding size and layer count,
+    `model.hidden_size` >= `start.hidden_size`), computing exactly what `start` computes: each old
+    unit keeps its weights, gate by gate (PyTorch packs them as input, forget, cell, output, H rows
+    each); each new unit keeps `model`'s fresh incoming weights and biases, and every weight *out*
+    of a new unit (into the gates of the same layer, of the layer above, and into the head) starts
+    at zero. The new units then change nothing until training gives them outgoing weights, which it
+    does from the first step (their H is not zero): capacity added without losing what was learned
+    (Net2Net's aim, Chen et al. 2016, by the zero-output route)."""
+    old_h, h = start.hidden_size, model.hidden_size
+    state, own = start.state_dict(), model.state_dict()
+    if old_h == h:
+        return state
+    grown = {}
+    for name, value in own.items():
+        old = state[name]
+        if not name.startswith("lstm.") and name != "head.weight":
+            grown[name] = old
+            continue
+        value = value.clone()
+        if name == "head.weight":  # (vocab, H): the new units' columns stay zero
+            value[:, old_h:] = 0
+            value[:, :old_h] = old
+        else:
+            for gate in range(4):
+                rows, old_rows = slice(gate * h, gate * h + old_h), slice(gate * old_h, (gate + 1) * old_h)
+                if old.dim() == 1:  # a bias
+                    value[rows] = old[old_rows]
+                else:
+                    value[rows, : old.shape[1]] = old[old_rows]
+            if name.startswith("lstm.weight_hh") or (name.startswith("lstm.weight_ih") and not name.endswith("_l0")):
+                value[:, old_h:] = 0  # out of the new units (H of this layer or of the one below)
+        grown[name] = value
+    return grown
+
+
 def load_by_character(model: CharLSTM, start: CharLSTM) -> None:
-    """`start`'s weights into `model` (same shape), matched by character where the vocabularies
-    differ: each known character keeps its embedding and output row wherever it now stands, the
-    LSTM is copied whole, and characters `start` never saw keep their fresh embedding with an
-    output bias at the least likely known character's (nothing suggests them yet)."""
-    state = start.state_dict()
+    """`start`'s weights into `model` (same shape, or wider layers: `widened`), matched by character
+    where the vocabularies differ: each known character keeps its embedding and output row wherever
+    it now stands, the LSTM is copied whole, and characters `start` never saw keep their fresh
+    embedding with an output bias at the least likely known character's (nothing suggests them yet)."""
+    state = widened(model, start)
     if model.vocab != start.vocab:
         own = model.state_dict()
         rows = torch.tensor([model.vocab.index[ch] for ch in start.vocab.chars])
@@ -192,6 +228,14 @@ class Trainer:
             raise TrainingStopped(f"--init-from: {err}") from None
         shape = dict(embed_dim=start.embed_dim, hidden_size=start.hidden_size, num_layers=start.num_layers)
         defaults = TrainConfig()  # a flag left at its default was not asked for: no note about it
+        if c.widen is not None:
+            if c.widen < start.hidden_size:
+                raise TrainingStopped(f"--widen {c.widen} is narrower than the --init-from model's {start.hidden_size} "
+                                      f"units per layer; give at least {start.hidden_size}, or leave --widen out.")
+            shape["hidden_size"] = c.widen  # load_by_character grows the layers
+            print(f"note: widening --init-from {c.init_from} from {start.hidden_size} to {c.widen} units per layer; "
+                  "the new units start silent (no weight out of them), so training starts from what the model "
+                  "computed", file=sys.stderr)
         other = {k: getattr(c, k) for k, v in shape.items() if getattr(c, k) not in (v, getattr(defaults, k))}
         if other:
             print(f"note: --init-from {c.init_from} is {start.num_layers} x {start.hidden_size} with {start.embed_dim}-dim "

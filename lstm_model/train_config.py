@@ -36,6 +36,7 @@ class TrainConfig:
     streaming: bool = False
     vocab_from: str | None = None
     init_from: str | None = None  # start from this model's weights (a curriculum's next stage, fine-tuning)
+    widen: int | None = None  # with init_from: grow each LSTM layer to this many units (train.widened)
     # model
     embed_dim: int = 64
     hidden_size: int = 512
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--vocab-from", help="take the vocabulary from this model (folder or repo id) instead of a first pass")
     add("--init-from", help="start from this model's weights (folder or repo id), its vocabulary and its shape "
         "(--embed-dim, --hidden-size, --num-layers): the next stage of a curriculum, or fine-tuning")
+    add("--widen", type=int, metavar="H", help="with --init-from: grow each LSTM layer to H units; the new units "
+        "start silent (no weight out of them), so the wider model computes what the narrower one did and "
+        "training adds capacity without starting over")
     add("--embed-dim", type=int, help=f"character embedding size (default {d.embed_dim})")
     add("--hidden-size", type=int, help=f"LSTM units per layer (default {d.hidden_size})")
     add("--num-layers", type=int, help=f"LSTM layers (default {d.num_layers})")
@@ -189,6 +193,11 @@ def check_settings(c: TrainConfig) -> None:
     for name in ("embed_dim", "hidden_size", "num_layers"):
         if not 1 <= getattr(c, name) <= LIMITS[name]:
             problems.append(f"--{name.replace('_', '-')} must be from 1 to {LIMITS[name]}")
+    if c.widen is not None:
+        if not c.init_from:
+            problems.append("--widen grows the model --init-from names: give --init-from too")
+        elif not 1 <= c.widen <= LIMITS["hidden_size"]:
+            problems.append(f"--widen must be from 1 to {LIMITS['hidden_size']}")
     for name in ("lr", "epochs", "dropout", "forget_bias", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction",
                  "weight_drop", "locked_dropout", "embed_dropout"):
         if not math.isfinite(getattr(c, name)):

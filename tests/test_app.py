@@ -1,6 +1,7 @@
 """The app through its API (gradio_client), launched for real on a local port."""
 
 import asyncio
+import os
 import threading
 
 import pytest
@@ -120,8 +121,11 @@ def test_options_come_from_the_flags_then_the_environment():
     assert (options.int8, options.port, options.engine, options.batching, options.concurrency, options.threads) == (
         "off", 7000, "torch", False, 4, 1)
     assert parse_args([], environ={"INT8": "on"}).int8 == "on"
+    assert parse_args([], environ={}).step_threads == min(2, os.cpu_count() or 1) >= 1
+    assert parse_args([], environ={"STEP_THREADS": "3"}).step_threads == 3
     assert parse_args([], environ={}).fresh_replies and not parse_args([], environ={"FRESH_REPLIES": "0"}).fresh_replies
-    for environ in ({"INT8": "fast"}, {"LSTM_STEP_ENGINE": "gpu"}, {"TORCH_THREADS": "0"}, {"FRESH_REPLIES": "maybe"}):
+    for environ in ({"INT8": "fast"}, {"LSTM_STEP_ENGINE": "gpu"}, {"TORCH_THREADS": "0"}, {"STEP_THREADS": "x"},
+                    {"FRESH_REPLIES": "maybe"}):
         with pytest.raises(SystemExit):
             parse_args([], environ=environ)
 

@@ -48,6 +48,20 @@ def test_int8_weights_are_symmetric_per_output_column():
     assert (abs(q * scale - w) <= scale / 2 * 1.0001).all()  # rounding error at most half a step
 
 
+def test_an_int8_row_is_computed_the_same_on_two_threads_in_a_batch_as_alone_on_one(trained_model):
+    """The app steps a crowd on two ONNX Runtime threads (STEP_THREADS): each row of a 64-row int8
+    batch equals that row stepped alone on one thread, so a reply's text does not depend on the
+    threads or on who else is being served."""
+    ids, (h, c) = random_state(trained_model, 64, seed=3)
+    logits, (h2, c2) = OrtStep(trained_model, int8=True, threads=2).step(ids, (h, c))
+    one = OrtStep(trained_model, int8=True, threads=1)
+    for row in (0, 17, 63):
+        alone, (h1, c1) = one.step(ids[row:row + 1], (h[:, row:row + 1], c[:, row:row + 1]))
+        torch.testing.assert_close(logits[row:row + 1], alone, atol=1e-6, rtol=0)
+        torch.testing.assert_close(h2[:, row:row + 1], h1, atol=1e-6, rtol=0)
+        torch.testing.assert_close(c2[:, row:row + 1], c1, atol=1e-6, rtol=0)
+
+
 def test_feed_reads_a_prompt_like_single_steps(trained_model):
     step = OrtStep(trained_model)
     ids = trained_model.vocab.encode("ANNA:\n")

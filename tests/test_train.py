@@ -376,3 +376,39 @@ def test_a_curriculum_stage_can_grow_the_vocabulary(play_file, trained_dir, tmp_
     with pytest.raises(TrainingStopped, match="lacks 1 of the characters the --init-from model knows"):
         train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "y"), "--max-steps", "2",
                                       "--init-from", trained_dir[0], "--vocab-from", str(tmp_path / "narrower")]))
+
+
+def test_widen_grows_a_trained_model_without_changing_what_it_computes(play_file, trained_dir, tmp_path, capsys):
+    """--init-from M --widen H: each layer grows to H units; old units keep their weights, nothing
+    flows out of the new ones yet, so the wider model's logits and states' old units equal the
+    source's; training then gives the new units outgoing weights. Narrower or without --init-from
+    is refused."""
+    from lstm_model.train import widened
+
+    source = load_model(trained_dir[0])
+    wide = CharLSTM(vocab=source.vocab.chars, embed_dim=source.embed_dim, hidden_size=64)
+    wide.load_state_dict(widened(wide, source))
+    wide.eval()
+    ids = torch.tensor([source.vocab.encode("ROMEO:\nWhat light through yonder window breaks?\n\n")])
+    with torch.no_grad():
+        want, (h0, c0) = source(ids)
+        got, (h1, c1) = wide(ids)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(h1[:, :, :48], h0, atol=1e-5, rtol=0)
+    torch.testing.assert_close(c1[:, :, :48], c0, atol=1e-5, rtol=0)
+    assert h1[:, :, 48:].abs().max() > 0.01  # the new units run; their output is simply not read yet
+
+    out = tmp_path / "wide"
+    train(resolve_config(["--dataset", play_file, "--out", str(out), "--max-steps", "5", "--lr", "1e-2",
+                          "--batch-size", "4", "--seq-len", "16", "--dropout", "0", "--quiet",
+                          "--init-from", trained_dir[0], "--widen", "64"]))
+    assert "widening --init-from" in capsys.readouterr().err
+    trained = load_model(str(out))
+    assert trained.hidden_size == 64 and trained.embed_dim == source.embed_dim
+    assert trained.head.weight[:, 48:].abs().max() > 0  # training reached the new units' outgoing weights
+    assert trained.lstm.weight_hh_l0[:, 48:].abs().max() > 0
+    for flags, match in ((["--init-from", trained_dir[0], "--widen", "32"], "narrower than the --init-from model's 48"),
+                         (["--widen", "64"], "give --init-from too")):
+        with pytest.raises(TrainingStopped, match=match):
+            train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "n"), "--max-steps", "1"]
+                                 + flags))

@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio
 import gradio as gr
@@ -29,7 +29,7 @@ from lstm_model.hub import (
     source_key,
 )
 from lstm_model.sampling import SamplingError, as_number
-from lstm_model.serving import Serving
+from lstm_model.serving import Serving, default_step_threads
 from lstm_model.session import ChatSession
 from lstm_model.step import EngineError
 
@@ -56,7 +56,11 @@ class Options:
     engine: str = "auto"  # the generation step's engine (lstm_model.step)
     batching: bool = True  # one decoder steps all replies of a model together (lstm_model.batching)
     concurrency: int = 256  # replies streaming at once (all in one decoder batch); beyond, "busy"
-    threads: int = 1  # torch's and ONNX Runtime's threads: the other core serves the page
+    threads: int = 1  # torch's threads (the memory measures, the torch step): the other core serves the page
+    # ONNX Runtime's threads for the generation step (the decoder): both cores of a 2-vCPU machine.
+    # A crowd's 128-row int8 step of the 2 x 768 model: 6.9 ms on 2 threads, 12.3 ms on 1; one row:
+    # 0.18 vs 0.25 ms (docs/serving.md, "Threads").
+    step_threads: int = field(default_factory=default_step_threads)
     custom_models: bool = True  # visitors may load Hub repos and local folders (off on a public Space)
     fresh_replies: bool = True  # after each reply, the reply a fresh memory writes (one more decoder row per turn)
     on_space: bool = False  # running on Hugging Face Spaces (SPACE_ID set)
@@ -296,7 +300,7 @@ class ServedModels:
         o = self.options
         try:
             return Serving(load_model(source), engine=o.engine, int8=o.int8, int8_check=load_int8_check(source),
-                           batching=o.batching, threads=o.threads, max_batch=o.concurrency)
+                           batching=o.batching, threads=o.step_threads, max_batch=o.concurrency)
         except EngineError as err:
             raise ModelLoadError(str(err)) from None
 
