@@ -41,7 +41,9 @@
 # drills), story2 (from story1: a question after half the messages, the benchmark's own form),
 # objmix (from carry2: obj3's mix at once for obj1-obj3's time, 3,300 s: task 2 63%) and objlong
 # (from obj3: as obj4 with 2-12 facts a drill), and two runs side by side from objlong on the same
-# fresh data, for the same time: objlong2 (2 x 128 trained on) and wide (grown to 2 x 256 by --widen).
+# fresh data, for the same time: objlong2 (2 x 128 trained on) and wide (grown to 2 x 256 by --widen);
+# then objwait (from objlong2) or widewait (from wide): drills that wait 0-16 moves by anyone before
+# their questions (--carry-wait), so that where each object lies was settled further back.
 # Environment: RUNS (folder of the stages, default runs/curriculum), THREADS (torch threads,
 # default 1), SEED (default 7), BATCH (default 16; smaller batches bound sooner on the drill),
 # DRILL_SHARE (default 0.5), HIDDEN (the width from scratch, default 128), DEVICE (default cpu; cuda
@@ -88,20 +90,23 @@ declare -A STAGE=(
   [objlong]="2700 2e-3 512 $OBJ --carry-people 4 --carry-facts 12"
   [objlong2]="3000 2e-3 512 $OBJ --carry-people 4 --carry-facts 12"
   [wide]="3000 2e-3 512 $OBJ --carry-people 4 --carry-facts 12"
+  [objwait]="2700 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 16"
+  [widewait]="2700 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 16"
   [four3]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
   [story2]="1200 1e-3 512 $STORIES --probe-share 0.3 --stories 40000"
 )
-declare -A FROM=([four3]=four2 [story2]=story1 [objmix]=carry2 [objlong]=obj3 [objlong2]=objlong [wide]=objlong)
+declare -A FROM=([four3]=four2 [story2]=story1 [objmix]=carry2 [objlong]=obj3 [objlong2]=objlong [wide]=objlong
+              [objwait]=objlong2 [widewait]=wide)
 # Stages that grow the model they start from to this many units per layer (--widen: the new units
 # start silent, so nothing learned is lost).
 declare -A WIDEN=([wide]=256)
 # The data's random stream per stage (default 0): the carry stages' runs drew their stories with seeds 1 and 2.
 declare -A DATA_SEED=([carry]=1 [carry2]=2 [obj1]=4 [obj2]=5 [obj3]=6 [obj4]=8 [objmix]=7 [objlong]=9 [objlong2]=10
-                      [wide]=10)
+                      [wide]=10 [objwait]=11 [widewait]=11)
 for ((i = 1; i < ${#ORDER[@]}; i++)); do FROM[${ORDER[i]}]=${ORDER[i - 1]}; done
 
 for stage in "$@"; do
-  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} four3 story2 objmix objlong objlong2 wide" >&2; exit 2; }
+  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} four3 story2 objmix objlong objlong2 wide objwait widewait" >&2; exit 2; }
   read -r limit lr seq flags <<< "${STAGE[$stage]}"
   out="$RUNS/$stage"
   if [ -f "$out/done" ]; then echo "$stage: done already ($out)"; continue; fi

@@ -245,7 +245,7 @@ CARRY_TASKS = (2, 7)  # the tasks a carrying drill asks (where is an object; how
 
 
 def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS, max_people: int | None = None,
-                max_facts: int = 6, move_chance: float = 0.25) -> dict:
+                max_facts: int = 6, move_chance: float = 0.25, wait: int = 0) -> dict:
     """A drill for the objects (tasks 2 and 7): the first `people` of PEOPLE move once each, in
     random order; then one or two of them get and drop things (2 to `max_facts` facts, each a move
     with chance `move_chance`, else a get or drop, the objects carried along); then every object
@@ -256,7 +256,10 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
 
     `max_people` draws the number of people of each drill from 1 to that many (of the first
     `people`) instead: the object drills' curriculum starts from one person (who gets, moves,
-    drops and moves on: where an object was left is no longer the last place said) and widens."""
+    drops and moves on: where an object was left is no longer the last place said) and widens.
+    `wait` adds 0 to that many moves by anyone (objects carried along) after the carrying and
+    before the questions: what each object's place was settled by lies that much further back, as
+    in the stories, where task 2 is asked up to 40 facts later. With 0 (the default) no draw."""
     tasks = [t for t in tasks if t in CARRY_TASKS]
     if not tasks:
         raise ValueError(f"carrying drills ask tasks {' or '.join(map(str, CARRY_TASKS))}")
@@ -276,6 +279,8 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
         who = rng.choice(carriers)
         fact = world.carry(rng, who, len(messages) // 2) if rng.random() < 1 - move_chance else None
         tell(fact or world.move(rng, who, len(messages) // 2))
+    for _ in range(rng.randint(0, wait) if wait else 0):
+        tell(world.move(rng, rng.choice(names), len(messages) // 2))
     told = len(messages) // 2
     asked = [world.about_object(o, told) for o in OBJECTS if o in world.object_told] if 2 in tasks else []
     asked += [world.about_count(p, told) for p in carriers] if 7 in tasks else []
@@ -305,7 +310,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
           test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
           probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0,
           drill_share: float = 0.0, drill_people: int = 2, carry_share: float = 0.0, carry_people: int | None = None,
-          carry_facts: int = 6, carry_moves: float = 0.25):
+          carry_facts: int = 6, carry_moves: float = 0.25, carry_wait: int = 0):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -333,7 +338,8 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     default) no draw is spent on it. `carry_people` draws each drill's people from 1 to that many
     (default: all of `people`, no draw), `carry_facts` is the most gets, drops and moves after
     everyone is placed (default 6) and `carry_moves` the chance that one of them is a move
-    (default 0.25): an object drill curriculum starts at one person, few facts, many moves."""
+    (default 0.25): an object drill curriculum starts at one person, few facts, many moves.
+    `carry_wait` adds 0 to that many moves by anyone before a drill's questions (default 0: none)."""
     import datasets
 
     if not 0.0 <= question_rate <= 1.0:
@@ -352,6 +358,8 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
                          f"conversations' people ({people})")
     if carry_facts < 2:
         raise ValueError(f"a carrying drill tells 2 or more gets, drops and moves (--carry-facts {carry_facts})")
+    if carry_wait < 0:
+        raise ValueError(f"a carrying drill waits 0 or more moves before its questions (--carry-wait {carry_wait})")
     if not 0.0 <= carry_moves < 1.0:
         raise ValueError(f"the carrying drills' move chance is a fraction from 0 up to (not including) 1 "
                          f"(got {carry_moves}): at 1 nobody would get or drop anything")
@@ -367,7 +375,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         rows = []
         for _ in range(size):
             if carry_share and rng.random() < carry_share:  # no draw at all with a share of 0
-                rows.append(carry_drill(rng, people, carry_tasks, carry_people, carry_facts, carry_moves))
+                rows.append(carry_drill(rng, people, carry_tasks, carry_people, carry_facts, carry_moves, carry_wait))
             elif probe_share and rng.random() < probe_share:
                 drill = drill_share and rng.random() < drill_share  # no draw at all with a share of 0
                 if drill and drill_people > 2:
@@ -453,6 +461,9 @@ def main(argv=None) -> int:
     p.add_argument("--carry-moves", type=float, default=0.25, metavar="CHANCE",
                    help="chance that a carrying drill's fact is a move rather than a get or drop (default 0.25): "
                         "more moves, more objects carried along and left behind")
+    p.add_argument("--carry-wait", type=int, default=0, metavar="N",
+                   help="each carrying drill adds 0 to N moves by anyone before its questions (default 0): the "
+                        "objects' places are then settled further back, as in the stories")
     p.add_argument("--probe-lead", type=int, default=3, metavar="N",
                    help="probes begin with 0 to N facts about anyone (default 3; 0: the shortest binding drill)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
@@ -461,7 +472,7 @@ def main(argv=None) -> int:
         dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
                    args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
                    args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people,
-                   args.carry_share, args.carry_people, args.carry_facts, args.carry_moves)
+                   args.carry_share, args.carry_people, args.carry_facts, args.carry_moves, args.carry_wait)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

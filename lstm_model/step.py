@@ -211,11 +211,13 @@ def step_graph(fused: TorchStep, vocab_size: int, int8: bool = False):
 
 
 class OrtStep:
-    """The fused step as one ONNX graph on ONNX Runtime (CPU), fp32 or int8, with `threads` threads."""
+    """The fused step as one ONNX graph on ONNX Runtime (CPU), fp32 or int8, with `threads` threads.
+    `spinning=False` makes those threads sleep at once after each run instead of spinning briefly
+    for the next (slower steps: benchmarks/step_threads.py; kept for measuring)."""
 
     engine = "onnxruntime"
 
-    def __init__(self, model, int8: bool = False, threads: int = 1):
+    def __init__(self, model, int8: bool = False, threads: int = 1, spinning: bool = True):
         import onnxruntime as ort
 
         fused = TorchStep(model)  # the fused fp32 weights, the same that the torch step uses
@@ -227,6 +229,8 @@ class OrtStep:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         graph = step_graph(fused, model.vocab_size, int8=int8).SerializeToString()
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 

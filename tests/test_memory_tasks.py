@@ -458,7 +458,7 @@ def test_object_drills_start_from_one_person_and_leave_objects_behind(tmp_path, 
     kw = dict(stories=200, seed=3, validation=2, test=2, tasks=(1, 2, 6, 7), people=4, carry_share=0.5)
     # the defaults spelled out draw the same conversations as before the options existed
     assert build(**kw)["train"]["messages"] == build(**kw, carry_people=None, carry_facts=6,
-                                                     carry_moves=0.25)["train"]["messages"]
+                                                     carry_moves=0.25, carry_wait=0)["train"]["messages"]
     rng, people_seen, left_behind = random.Random(11), set(), 0
     for _ in range(300):
         row = carry_drill(rng, people=4, max_people=2, max_facts=4, move_chance=0.5)
@@ -473,8 +473,19 @@ def test_object_drills_start_from_one_person_and_leave_objects_behind(tmp_path, 
             last_place = MOVE.match([f for f in facts if MOVE.match(f)][-1])[2]
             left_behind += q["task"] == 2 and q["answer"] != last_place
     assert people_seen == {1, 2} and left_behind > 20  # where an object lies is often not the last place said
+    waits = set()
+    for _ in range(200):  # --carry-wait: moves by anyone after the carrying, the answers still the facts'
+        row = carry_drill(rng, people=4, max_people=2, max_facts=4, move_chance=0.5, wait=6)
+        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+        facts = users[:len(users) - len(row["questions"])]
+        carrying = max((i for i, f in enumerate(facts) if GET.match(f) or DROP.match(f)), default=None)
+        if carrying is not None:
+            waits.add(len(facts) - 1 - carrying)
+        for q, question in zip(row["questions"], users[len(facts):]):
+            assert q["answer"] == answer_by_reading(facts, question)
+    assert max(waits) >= 7 and min(waits) == 0  # up to 6 waiting moves (plus the carriers' own last moves)
     for flags, said in ((["--carry-people", "5"], "--carry-people 5"), (["--carry-facts", "1"], "--carry-facts 1"),
-                        (["--carry-moves", "1"], "move chance")):
+                        (["--carry-moves", "1"], "move chance"), (["--carry-wait", "-1"], "--carry-wait -1")):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "d"), "--carry-share", "0.5", *flags])
         assert said in capsys.readouterr().err
