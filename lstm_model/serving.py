@@ -27,7 +27,7 @@ INT8_MODES = ("auto", "on", "off")
 
 def default_step_threads() -> int:
     """ONNX Runtime's threads for a served model's steps unless told otherwise: two, or the CPUs if
-    fewer (a crowd's batched step runs 1.8x faster on two; docs/serving.md, "Threads")."""
+    fewer (a crowd's batched step runs 1.4-1.8x faster on two; docs/serving.md, "Threads")."""
     return min(2, os.cpu_count() or 1)
 MAX_LOSS_RISE = 0.01  # nats/char
 

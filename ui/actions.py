@@ -58,8 +58,8 @@ class Options:
     concurrency: int = 256  # replies streaming at once (all in one decoder batch); beyond, "busy"
     threads: int = 1  # torch's threads (the memory measures, the torch step): the other core serves the page
     # ONNX Runtime's threads for the generation step (the decoder): both cores of a 2-vCPU machine.
-    # A crowd's 128-row int8 step of the 2 x 768 model: 6.9 ms on 2 threads, 12.3 ms on 1; one row:
-    # 0.18 vs 0.25 ms (docs/serving.md, "Threads").
+    # A crowd's 128-row int8 step of the 2 x 768 model: 1.5-1.8x faster on 2 threads, one row no
+    # slower (docs/serving.md, "Threads").
     step_threads: int = field(default_factory=default_step_threads)
     custom_models: bool = True  # visitors may load Hub repos and local folders (off on a public Space)
     fresh_replies: bool = True  # after each reply, the reply a fresh memory writes (one more decoder row per turn)
