@@ -245,7 +245,7 @@ CARRY_TASKS = (2, 7)  # the tasks a carrying drill asks (where is an object; how
 
 
 def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS, max_people: int | None = None,
-                max_facts: int = 6, move_chance: float = 0.25, wait: int = 0) -> dict:
+                max_facts: int = 6, move_chance: float = 0.25, wait: int = 0, ask_chance: float = 0.0) -> dict:
     """A drill for the objects (tasks 2 and 7): the first `people` of PEOPLE move once each, in
     random order; then one or two of them get and drop things (2 to `max_facts` facts, each a move
     with chance `move_chance`, else a get or drop, the objects carried along); then every object
@@ -259,7 +259,10 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
     drops and moves on: where an object was left is no longer the last place said) and widens.
     `wait` adds 0 to that many moves by anyone (objects carried along) after the carrying and
     before the questions: what each object's place was settled by lies that much further back, as
-    in the stories, where task 2 is asked up to 40 facts later. With 0 (the default) no draw."""
+    in the stories, where task 2 is asked up to 40 facts later. With 0 (the default) no draw.
+    `ask_chance` asks, after each of those facts, with that chance, where one object told of so far
+    is (task 2, if asked): every update of an object's place is then trained as it happens, not
+    only the end state. With 0 (the default) no draw."""
     tasks = [t for t in tasks if t in CARRY_TASKS]
     if not tasks:
         raise ValueError(f"carrying drills ask tasks {' or '.join(map(str, CARRY_TASKS))}")
@@ -268,8 +271,20 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
     names = list(PEOPLE[:people])
     world, messages = World(names), []
 
-    def tell(fact: str) -> None:
+    questions = []
+
+    def ask(question: str, answer: str, distance: int) -> None:
+        task = 2 if question.startswith("Where") else 7
+        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": distance,
+                          "kind": world.object_kind(question[len("Where is the "):-1]) if task == 2 else None})
+        messages.extend([{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
+
+    def tell(fact: str, then_ask: bool = False) -> None:
         messages.extend([{"role": "user", "content": fact}, {"role": "assistant", "content": ACK}])
+        if then_ask and ask_chance and 2 in tasks and rng.random() < ask_chance:  # no draw at a chance of 0
+            told = [o for o in OBJECTS if o in world.object_told]
+            if told:
+                ask(*world.about_object(rng.choice(told), len(messages) // 2))
 
     rng.shuffle(names)
     for who in names:
@@ -278,19 +293,15 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
     for _ in range(rng.randint(2, max_facts)):
         who = rng.choice(carriers)
         fact = world.carry(rng, who, len(messages) // 2) if rng.random() < 1 - move_chance else None
-        tell(fact or world.move(rng, who, len(messages) // 2))
+        tell(fact or world.move(rng, who, len(messages) // 2), then_ask=True)
     for _ in range(rng.randint(0, wait) if wait else 0):
-        tell(world.move(rng, rng.choice(names), len(messages) // 2))
+        tell(world.move(rng, rng.choice(names), len(messages) // 2), then_ask=True)
     told = len(messages) // 2
     asked = [world.about_object(o, told) for o in OBJECTS if o in world.object_told] if 2 in tasks else []
     asked += [world.about_count(p, told) for p in carriers] if 7 in tasks else []
     rng.shuffle(asked)
-    questions = []
     for question, answer, distance in asked:
-        task = 2 if question.startswith("Where") else 7
-        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": distance,
-                          "kind": world.object_kind(question[len("Where is the "):-1]) if task == 2 else None})
-        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        ask(question, answer, distance)
     return {"messages": messages, "questions": questions}
 
 
@@ -310,7 +321,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
           test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
           probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0,
           drill_share: float = 0.0, drill_people: int = 2, carry_share: float = 0.0, carry_people: int | None = None,
-          carry_facts: int = 6, carry_moves: float = 0.25, carry_wait: int = 0):
+          carry_facts: int = 6, carry_moves: float = 0.25, carry_wait: int = 0, carry_ask: float = 0.0):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -339,7 +350,8 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     (default: all of `people`, no draw), `carry_facts` is the most gets, drops and moves after
     everyone is placed (default 6) and `carry_moves` the chance that one of them is a move
     (default 0.25): an object drill curriculum starts at one person, few facts, many moves.
-    `carry_wait` adds 0 to that many moves by anyone before a drill's questions (default 0: none)."""
+    `carry_wait` adds 0 to that many moves by anyone before a drill's questions (default 0: none),
+    `carry_ask` the chance of asking where an object is after each of a drill's facts (default 0)."""
     import datasets
 
     if not 0.0 <= question_rate <= 1.0:
@@ -358,6 +370,8 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
                          f"conversations' people ({people})")
     if carry_facts < 2:
         raise ValueError(f"a carrying drill tells 2 or more gets, drops and moves (--carry-facts {carry_facts})")
+    if not 0.0 <= carry_ask <= 1.0:
+        raise ValueError(f"the carrying drills' asking chance is a fraction from 0 to 1 (got {carry_ask})")
     if carry_wait < 0:
         raise ValueError(f"a carrying drill waits 0 or more moves before its questions (--carry-wait {carry_wait})")
     if not 0.0 <= carry_moves < 1.0:
@@ -375,7 +389,8 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         rows = []
         for _ in range(size):
             if carry_share and rng.random() < carry_share:  # no draw at all with a share of 0
-                rows.append(carry_drill(rng, people, carry_tasks, carry_people, carry_facts, carry_moves, carry_wait))
+                rows.append(carry_drill(rng, people, carry_tasks, carry_people, carry_facts, carry_moves, carry_wait,
+                                        carry_ask))
             elif probe_share and rng.random() < probe_share:
                 drill = drill_share and rng.random() < drill_share  # no draw at all with a share of 0
                 if drill and drill_people > 2:
@@ -464,6 +479,9 @@ def main(argv=None) -> int:
     p.add_argument("--carry-wait", type=int, default=0, metavar="N",
                    help="each carrying drill adds 0 to N moves by anyone before its questions (default 0): the "
                         "objects' places are then settled further back, as in the stories")
+    p.add_argument("--carry-ask", type=float, default=0.0, metavar="CHANCE",
+                   help="chance of asking where an object is after each fact of a carrying drill (default 0): every "
+                        "update of an object's place is trained as it happens, not only the end state")
     p.add_argument("--probe-lead", type=int, default=3, metavar="N",
                    help="probes begin with 0 to N facts about anyone (default 3; 0: the shortest binding drill)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
@@ -472,7 +490,8 @@ def main(argv=None) -> int:
         dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
                    args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
                    args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people,
-                   args.carry_share, args.carry_people, args.carry_facts, args.carry_moves, args.carry_wait)
+                   args.carry_share, args.carry_people, args.carry_facts, args.carry_moves, args.carry_wait,
+                   args.carry_ask)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

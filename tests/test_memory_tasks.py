@@ -458,7 +458,8 @@ def test_object_drills_start_from_one_person_and_leave_objects_behind(tmp_path, 
     kw = dict(stories=200, seed=3, validation=2, test=2, tasks=(1, 2, 6, 7), people=4, carry_share=0.5)
     # the defaults spelled out draw the same conversations as before the options existed
     assert build(**kw)["train"]["messages"] == build(**kw, carry_people=None, carry_facts=6,
-                                                     carry_moves=0.25, carry_wait=0)["train"]["messages"]
+                                                     carry_moves=0.25, carry_wait=0,
+                                                     carry_ask=0.0)["train"]["messages"]
     rng, people_seen, left_behind = random.Random(11), set(), 0
     for _ in range(300):
         row = carry_drill(rng, people=4, max_people=2, max_facts=4, move_chance=0.5)
@@ -484,8 +485,22 @@ def test_object_drills_start_from_one_person_and_leave_objects_behind(tmp_path, 
         for q, question in zip(row["questions"], users[len(facts):]):
             assert q["answer"] == answer_by_reading(facts, question)
     assert max(waits) >= 7 and min(waits) == 0  # up to 6 waiting moves (plus the carriers' own last moves)
+    asked_between = 0
+    for _ in range(100):  # --carry-ask 1: where an object is, asked after every fact once one is told of
+        row = carry_drill(rng, people=4, max_people=2, max_facts=6, move_chance=0.5, wait=3, ask_chance=1.0)
+        facts, questions = [], iter(row["questions"])
+        for turn, (user, reply) in enumerate(zip(row["messages"][::2], row["messages"][1::2])):
+            if reply["content"] == ACK:
+                facts.append(user["content"])
+                continue
+            q = next(questions)
+            assert q["turn"] == turn and reply["content"] == q["answer"] == answer_by_reading(facts, user["content"])
+            asked_between += any(m["content"] == ACK for m in row["messages"][2 * turn + 3::2])  # facts follow
+        assert next(questions, None) is None
+    assert asked_between > 200  # most questions come between facts, not only at the end
     for flags, said in ((["--carry-people", "5"], "--carry-people 5"), (["--carry-facts", "1"], "--carry-facts 1"),
-                        (["--carry-moves", "1"], "move chance"), (["--carry-wait", "-1"], "--carry-wait -1")):
+                        (["--carry-moves", "1"], "move chance"), (["--carry-wait", "-1"], "--carry-wait -1"),
+                        (["--carry-ask", "2"], "asking chance")):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "d"), "--carry-share", "0.5", *flags])
         assert said in capsys.readouterr().err
