@@ -197,18 +197,26 @@ def summarise(results: list[dict], chars: int) -> dict:
             "errors": len(results) - len(ok), "examples": [r["error"] for r in results if r["error"]][:3]}
 
 
-def decoder_alone(n: int, chars: int) -> float:
-    """Aggregate chars/s of n replies through one batched Serving of the bundled model (int8),
-    measured as serve_batch.py measures it (`together`)."""
+def bundled_serving(n: int):
+    """The bundled model and one batched Serving of it (int8 where its check allows, the app's step
+    threads) with room for n rows, torch on one thread: the decoder as the app runs it."""
     import torch
-    from serve_batch import together
 
     from lstm_model.hub import load_int8_check, load_model
     from lstm_model.serving import Serving, default_step_threads
 
     torch.set_num_threads(1)
-    serving = Serving(load_model(), engine="auto", int8="auto", int8_check=load_int8_check(), batching=True,
-                      threads=default_step_threads(), max_batch=max(64, n))
+    model = load_model()
+    return model, Serving(model, engine="auto", int8="auto", int8_check=load_int8_check(), batching=True,
+                          threads=default_step_threads(), max_batch=max(64, n))
+
+
+def decoder_alone(n: int, chars: int) -> float:
+    """Aggregate chars/s of n replies through one batched Serving of the bundled model (int8),
+    measured as serve_batch.py measures it (`together`)."""
+    from serve_batch import together
+
+    _, serving = bundled_serving(n)
     try:
         return together(serving, n, chars)
     finally:
@@ -220,16 +228,9 @@ def decoder_first_pieces(n: int, repeat: int = 3) -> tuple[float, float]:
     batched Serving of the bundled model (int8), each reading MESSAGE and the turn separator first,
     as a chat turn is fed, each in its own thread; median over `repeat` crowds of the p50 and p95 ms
     from the release of the crowd to each reply's first character. No HTTP, no session."""
-    import torch
-
     from lstm_model.generate import stream
-    from lstm_model.hub import load_int8_check, load_model
-    from lstm_model.serving import Serving, default_step_threads
 
-    torch.set_num_threads(1)
-    model = load_model()
-    serving = Serving(model, engine="auto", int8="auto", int8_check=load_int8_check(), batching=True,
-                      threads=default_step_threads(), max_batch=max(64, n))
+    model, serving = bundled_serving(n)
     rows = []
     try:
         for _ in range(repeat + 1):  # the first crowd builds the int8 step: not counted

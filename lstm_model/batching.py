@@ -136,8 +136,9 @@ class Decoder:
         with self._wake:
             self._closed = True
             self._wake.notify()
-        if wait and self._thread is not None:
-            self._thread.join()
+            thread = self._thread  # the loop sets it to None as it ends: read it here, under the lock
+        if wait and thread is not None:
+            thread.join()
 
     @property
     def running(self) -> bool:

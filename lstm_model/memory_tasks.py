@@ -102,6 +102,11 @@ class World:
             return "left"
         return "carried" if self.place_told[holder] > self.object_told[thing] else "held"
 
+    def asked(self, turn: int, task: int, question: str, answer: str, distance: int) -> dict:
+        """A question's row in the `questions` column; task 2's with its object's `kind` now."""
+        kind = self.object_kind(question[len("Where is the "):-1]) if task == 2 else None
+        return {"turn": turn, "task": task, "answer": answer, "distance": distance, "kind": kind}
+
     def about_object(self, thing: str, index: int) -> tuple[str, str, int]:
         """Task 2 about `thing` (told of already): question, answer, distance (from the later of the
         fact that last moved it and its holder's last move)."""
@@ -151,8 +156,7 @@ def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message:
             asked = world.question(rng, task, told)
             if asked is not None:
                 text, answer, distance = asked
-                questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": distance,
-                                  "kind": world.object_kind(text[len("Where is the "):-1]) if task == 2 else None})
+                questions.append(world.asked(len(messages) // 2, task, text, answer, distance))
                 messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
     return {"messages": messages, "questions": questions}
 
@@ -275,8 +279,7 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
 
     def ask(question: str, answer: str, distance: int) -> None:
         task = 2 if question.startswith("Where") else 7
-        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": distance,
-                          "kind": world.object_kind(question[len("Where is the "):-1]) if task == 2 else None})
+        questions.append(world.asked(len(messages) // 2, task, question, answer, distance))
         messages.extend([{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
 
     def tell(fact: str, then_ask: bool = False) -> None:

@@ -23,13 +23,13 @@ from .batching import Decoder
 from .step import EngineError, make_step, pick_engine, weights_version
 
 INT8_MODES = ("auto", "on", "off")
+MAX_LOSS_RISE = 0.01  # nats/char
 
 
 def default_step_threads() -> int:
     """ONNX Runtime's threads for a served model's steps unless told otherwise: two, or the CPUs if
     fewer (a crowd's batched step runs 1.4-1.8x faster on two; docs/serving.md, "Threads")."""
     return min(2, os.cpu_count() or 1)
-MAX_LOSS_RISE = 0.01  # nats/char
 
 
 def decide_int8(mode: str, check: dict | None, engine: str) -> tuple[bool, str]:
