@@ -48,7 +48,7 @@ sys.path.insert(0, ROOT)
 from lstm_model import load_model  # noqa: E402
 from lstm_model.data import encode_masked, encoded_offsets, render_chats  # noqa: E402
 from lstm_model.evaluate import conversation_loss, whole_text_loss  # noqa: E402
-from lstm_model.memory_tasks import COUNTS, PEOPLE, TASKS, carry_drill, distance_probe, story  # noqa: E402
+from lstm_model.memory_tasks import ACK, COUNTS, PEOPLE, TASKS, carry_drill, distance_probe, story  # noqa: E402
 from lstm_model.session import ChatSession  # noqa: E402
 
 WESTON_LSTM = {1: 50, 2: 20, 6: 48, 7: 49}  # Weston et al. 2015, Table 3, LSTM, 1k training stories (% right)
@@ -56,15 +56,20 @@ TASK_NAMES = {1: "1 single supporting fact", 2: "2 two supporting facts", 6: "6 
 DISTANCES = (0, 1, 2, 3, 5, 7, 10, 15, 20, 25, 30, 35, 40)
 
 
-def answers(model, conversation: dict, memory: bool) -> list[tuple[dict, str]]:
-    """(question, the model's answer) for each question of a conversation, sent turn by turn."""
-    session = ChatSession(model, memory=memory, measure=False, greedy=True, max_new_chars=16, seed=0)
+def answers(model, conversation: dict, memory: bool, acks: list | None = None) -> list[tuple[dict, str]]:
+    """(question, the model's answer) for each question of a conversation, sent turn by turn; with
+    `acks`, (the conversation's acknowledgement, the model's) appended there for every other turn.
+    Replies may run to 256 characters: a note-taking model's acknowledgements are sentences."""
+    session = ChatSession(model, memory=memory, measure=False, greedy=True, max_new_chars=256, seed=0)
     asked = {q["turn"]: q for q in conversation["questions"]}
+    replies = [m["content"] for m in conversation["messages"] if m["role"] == "assistant"]
     out = []
     for turn, message in enumerate(m["content"] for m in conversation["messages"] if m["role"] == "user"):
         reply = "".join(session.send(message)).strip()
         if turn in asked:
             out.append((asked[turn], reply))
+        elif acks is not None:
+            acks.append((replies[turn], reply))
     return out
 
 
@@ -84,12 +89,13 @@ def bucket(distance: int) -> str:
     return next(f"{lo}-{hi}" for lo, hi in STORY_BUCKETS if distance <= hi)
 
 
-def score(model, conversations, memory: bool, by_distance: dict | None = None) -> dict:
+def score(model, conversations, memory: bool, by_distance: dict | None = None, acks: list | None = None) -> dict:
     """{task: (right, asked)}; with `by_distance`, the same per (task, facts-back bucket) there, and
-    per (2, kind) for task 2's kinds (held, carried, left)."""
+    per (2, kind) for task 2's kinds (held, carried, left); with `acks`, every acknowledgement there
+    (`answers`)."""
     right, total = collections.Counter(), collections.Counter()
     for conv in conversations:
-        for q, reply in answers(model, conv, memory):
+        for q, reply in answers(model, conv, memory, acks):
             keys = [q["task"]]
             if by_distance is not None:
                 keys += [(q["task"], bucket(q["distance"]))] + ([(2, q["kind"])] if q.get("kind") else [])
@@ -152,6 +158,10 @@ def main(argv=None) -> int:
                    help="also N carrying drills (memory_tasks.carry_drill: people get and drop things, every object and "
                         "carrier asked): task 2 right, and task 7 right per true count")
     p.add_argument("--probes-only", action="store_true", help="only the table by distance (quicker: checkpoints)")
+    p.add_argument("--notes", action="store_true",
+                   help="the model was trained with note-taking acknowledgements (memory_tasks --notes): the held-out "
+                        "conversations' right replies have them too, and how often the model's own notes are right "
+                        "is counted")
     args = p.parse_args(argv)
     if args.people < 2 and any(args.distances):
         args.distances = [0]  # one person: nobody else moves in between
@@ -172,10 +182,11 @@ def main(argv=None) -> int:
 def stories_table(model, args) -> None:
     """Accuracy per task on held-out stories, three ways, and the replies' loss both ways."""
     rng, tasks = random.Random(f"benchmark:{args.seed}"), tuple(args.tasks)
-    one = [story(rng, max_per_message=1, people=args.people, tasks=tasks) for _ in range(args.stories)]
-    several = [story(rng, max_per_message=3, people=args.people, tasks=tasks) for _ in range(args.stories)]
-    by_distance = {}
-    carried, off = score(model, one, True, by_distance), score(model, one, False)
+    one = [story(rng, max_per_message=1, people=args.people, tasks=tasks, notes=args.notes) for _ in range(args.stories)]
+    several = [story(rng, max_per_message=3, people=args.people, tasks=tasks, notes=args.notes)
+               for _ in range(args.stories)]
+    by_distance, acks = {}, []
+    carried, off = score(model, one, True, by_distance, acks), score(model, one, False)
     grouped = score(model, several, True)
     majority = majority_answers(people=args.people, tasks=tasks)
     majority_right = collections.Counter()
@@ -206,6 +217,11 @@ def stories_table(model, args) -> None:
         ("left", "left (dropped: where the one who dropped it was)")) if (2, kind) in by_distance)
     if kinds:
         print(f"\nTask 2 by where the object is: {kinds}.")
+    if args.notes:
+        noted = [(want, got) for want, got in acks if want != ACK]
+        print(f"\nAcknowledgements written exactly right (memory carried, one fact a message): all "
+              f"{pct(sum(w == g for w, g in acks), len(acks))} of {len(acks)}; those with a note (a get, a drop or a "
+              f"move carrying something) {pct(sum(w == g for w, g in noted), len(noted))} of {len(noted)}.")
     long_text, fresh = reply_losses(model, one)
     print(f"\nLoss on the right replies of the same conversations: {long_text:.4f} nats/char read as one long text "
           f"(the state carried across conversations), {fresh:.4f} each from a fresh state (as the chat starts).")
@@ -231,7 +247,7 @@ def carry_line(model, args) -> None:
     rng = random.Random(f"carry:{args.seed}")
     right, total = collections.Counter(), collections.Counter()
     for _ in range(args.carry):
-        for q, reply in answers(model, carry_drill(rng, people=args.people), True):
+        for q, reply in answers(model, carry_drill(rng, people=args.people, notes=args.notes), True):
             key = "task 2" if q["task"] == 2 else f"count {q['answer']}"
             right[key] += reply == q["answer"]
             total[key] += 1

@@ -43,6 +43,14 @@ PROBE_TASKS = (1, 6)  # the tasks a distance probe can ask (where is someone; ar
 SPLITS = {"train": 0, "validation": 1, "test": 2}
 
 
+def acknowledge(notes: list[str] | None = None) -> str:
+    """The reply to a message of facts: "OK.", then the notes if any (`World.notes`: where each
+    object the facts placed now is). With notes the model writes down task 2's first step (whose
+    place an object takes) when it happens, and a later "Where is the football?" is answered from
+    its own last note, as task 1 is from the last move told."""
+    return " ".join([ACK, *(notes or [])])
+
+
 class World:
     """Where everyone is and who holds what; facts change it, questions read it."""
 
@@ -54,6 +62,14 @@ class World:
         self.lies: dict[str, str] = {}  # object not held -> where it was left
         self.object_told: dict[str, int] = {}  # object -> index of the fact that last moved it
         self.carry_told: dict[str, int] = {}  # person -> index of their last get or drop
+        self.placed_objects: list[str] = []  # the objects whose place the last fact settled (for `notes`)
+
+    def notes(self) -> list[str]:
+        """Where each object the last fact got, dropped or carried along now is ("So the football is
+        in the kitchen."): what a note-taking acknowledgement says (`acknowledge`). Worded in the
+        characters the facts already use (no capital T), so a model trained on "OK." learns it
+        without a wider vocabulary."""
+        return [f"So the {thing} is in the {self.where_object(thing)}." for thing in self.placed_objects]
 
     def fact(self, rng: random.Random, index: int) -> str:
         """A new fact (a move, or a get/drop once someone is somewhere), applied to the world."""
@@ -72,12 +88,13 @@ class World:
         if carried and (not free or rng.random() < 0.5):
             thing = rng.choice(carried)
             self.holder[thing], self.lies[thing], self.object_told[thing] = None, self.place[person], index
-            self.carry_told[person] = index
+            self.carry_told[person], self.placed_objects = index, [thing]
             return f"{person} {rng.choice(DROPS)} the {thing}."
         if free:
             thing = rng.choice(free)
             self.holder[thing], self.object_told[thing], self.carry_told[person] = person, index, index
             self.lies.pop(thing, None)
+            self.placed_objects = [thing]
             return f"{person} {rng.choice(GETS)} the {thing}."
         return None
 
@@ -85,6 +102,7 @@ class World:
         """`person` goes somewhere new: the fact, applied to the world."""
         place = rng.choice([p for p in PLACES if p != self.place.get(person)])
         self.place[person], self.place_told[person] = place, index
+        self.placed_objects = [o for o in OBJECTS if self.holder.get(o) == person]  # carried along
         return f"{person} {rng.choice(MOVES)} the {place}."
 
     def where_object(self, thing: str) -> str | None:
@@ -141,16 +159,21 @@ class World:
 
 
 def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message: int = 3, people: int = len(PEOPLE),
-          question_rate: float = 0.5) -> dict:
+          question_rate: float = 0.5, notes: bool = False) -> dict:
     """One conversation: facts told in messages of 1 to `max_per_message` facts, a question after
     each message with chance `question_rate` and after the last (each about the world as the facts
-    left it), about the first `people` of PEOPLE."""
+    left it), about the first `people` of PEOPLE. With `notes` each acknowledgement also says where
+    the objects its facts placed now are (`acknowledge`); the same draws either way."""
     world, messages, questions, told = World(PEOPLE[:people]), [], [], 0
     total = rng.randint(1, max_facts)
     while told < total:
-        batch = [world.fact(rng, told + i) for i in range(min(rng.randint(1, max_per_message), total - told))]
+        batch, said = [], []
+        for i in range(min(rng.randint(1, max_per_message), total - told)):
+            batch.append(world.fact(rng, told + i))
+            said += world.notes()
         told += len(batch)
-        messages += [{"role": "user", "content": " ".join(batch)}, {"role": "assistant", "content": ACK}]
+        messages += [{"role": "user", "content": " ".join(batch)},
+                     {"role": "assistant", "content": acknowledge(said if notes else None)}]
         if rng.random() < question_rate or told == total:
             task = rng.choice(tasks)
             asked = world.question(rng, task, told)
@@ -249,7 +272,8 @@ CARRY_TASKS = (2, 7)  # the tasks a carrying drill asks (where is an object; how
 
 
 def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS, max_people: int | None = None,
-                max_facts: int = 6, move_chance: float = 0.25, wait: int = 0, ask_chance: float = 0.0) -> dict:
+                max_facts: int = 6, move_chance: float = 0.25, wait: int = 0, ask_chance: float = 0.0,
+                notes: bool = False) -> dict:
     """A drill for the objects (tasks 2 and 7): the first `people` of PEOPLE move once each, in
     random order; then one or two of them get and drop things (2 to `max_facts` facts, each a move
     with chance `move_chance`, else a get or drop, the objects carried along); then every object
@@ -266,7 +290,8 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
     in the stories, where task 2 is asked up to 40 facts later. With 0 (the default) no draw.
     `ask_chance` asks, after each of those facts, with that chance, where one object told of so far
     is (task 2, if asked): every update of an object's place is then trained as it happens, not
-    only the end state. With 0 (the default) no draw."""
+    only the end state. With 0 (the default) no draw. `notes`: acknowledgements that say where the
+    objects each fact placed now are (`acknowledge`)."""
     tasks = [t for t in tasks if t in CARRY_TASKS]
     if not tasks:
         raise ValueError(f"carrying drills ask tasks {' or '.join(map(str, CARRY_TASKS))}")
@@ -283,7 +308,8 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
         messages.extend([{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
 
     def tell(fact: str, then_ask: bool = False) -> None:
-        messages.extend([{"role": "user", "content": fact}, {"role": "assistant", "content": ACK}])
+        messages.extend([{"role": "user", "content": fact},
+                         {"role": "assistant", "content": acknowledge(world.notes() if notes else None)}])
         if then_ask and ask_chance and 2 in tasks and rng.random() < ask_chance:  # no draw at a chance of 0
             told = [o for o in OBJECTS if o in world.object_told]
             if told:
@@ -324,7 +350,8 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
           test: int = 1000, max_per_message: int = 3, people: int = len(PEOPLE), probe_share: float = 0.0,
           probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0,
           drill_share: float = 0.0, drill_people: int = 2, carry_share: float = 0.0, carry_people: int | None = None,
-          carry_facts: int = 6, carry_moves: float = 0.25, carry_wait: int = 0, carry_ask: float = 0.0):
+          carry_facts: int = 6, carry_moves: float = 0.25, carry_wait: int = 0, carry_ask: float = 0.0,
+          notes: bool = False):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -354,7 +381,11 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     everyone is placed (default 6) and `carry_moves` the chance that one of them is a move
     (default 0.25): an object drill curriculum starts at one person, few facts, many moves.
     `carry_wait` adds 0 to that many moves by anyone before a drill's questions (default 0: none),
-    `carry_ask` the chance of asking where an object is after each of a drill's facts (default 0)."""
+    `carry_ask` the chance of asking where an object is after each of a drill's facts (default 0).
+
+    `notes` makes every acknowledgement of facts that get, drop or carry objects along say where
+    those objects now are ("OK. So the football is in the kitchen."; `acknowledge`): the same
+    conversations otherwise, drawn alike."""
     import datasets
 
     if not 0.0 <= question_rate <= 1.0:
@@ -393,7 +424,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         for _ in range(size):
             if carry_share and rng.random() < carry_share:  # no draw at all with a share of 0
                 rows.append(carry_drill(rng, people, carry_tasks, carry_people, carry_facts, carry_moves, carry_wait,
-                                        carry_ask))
+                                        carry_ask, notes))
             elif probe_share and rng.random() < probe_share:
                 drill = drill_share and rng.random() < drill_share  # no draw at all with a share of 0
                 if drill and drill_people > 2:
@@ -403,7 +434,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
                 rows.append(distance_probe(rng, distance, lead, people=people, task=rng.choice(probe_tasks),
                                            also_ask_last=True))
             else:
-                rows.append(story(rng, max_facts, tasks, max_per_message, people, question_rate))
+                rows.append(story(rng, max_facts, tasks, max_per_message, people, question_rate, notes))
         splits[name] = datasets.Dataset.from_list(rows)
     return datasets.DatasetDict(splits)
 
@@ -487,6 +518,10 @@ def main(argv=None) -> int:
                         "update of an object's place is trained as it happens, not only the end state")
     p.add_argument("--probe-lead", type=int, default=3, metavar="N",
                    help="probes begin with 0 to N facts about anyone (default 3; 0: the shortest binding drill)")
+    p.add_argument("--notes", action="store_true",
+                   help="acknowledgements that get, drop or carry objects along say where those objects now are "
+                        "(\"OK. So the football is in the kitchen.\"): the model writes task 2's first step down as it "
+                        "happens; default: \"OK.\" alone, as bAbI")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
     args = p.parse_args(argv)
     try:
@@ -494,7 +529,7 @@ def main(argv=None) -> int:
                    args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
                    args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people,
                    args.carry_share, args.carry_people, args.carry_facts, args.carry_moves, args.carry_wait,
-                   args.carry_ask)
+                   args.carry_ask, args.notes)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

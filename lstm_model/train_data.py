@@ -3,7 +3,9 @@ text, for in-memory or streaming corpora (lstm_model.data), split between torchr
 
 from __future__ import annotations
 
+import collections
 import math
+import sys
 
 import torch
 
@@ -32,6 +34,18 @@ def join_batches(batches) -> torch.Tensor:
     """Consecutive (inputs, targets) batches of contiguous streams joined back into the streams
     (batch, length): each batch's inputs, then the last targets' final column."""
     return torch.cat([x for x, _ in batches] + [batches[-1][1][:, -1:]], dim=1)
+
+
+def report_skipped(vocab, text: str) -> None:
+    """Say (on stderr) which characters of the training text a vocabulary taken from a model
+    (--vocab-from, --init-from) lacks and how many of each are skipped: they are never trained on,
+    and a model cannot write them."""
+    missing = collections.Counter(ch for ch in text if ch not in vocab.index)
+    if missing:
+        counts = ", ".join(f"{ch!r} x {n:,}" for ch, n in missing.most_common(8))
+        print(f"note: {sum(missing.values()):,} characters of the training text are not in the model's vocabulary "
+              f"and are skipped ({counts}); to train on them, give --vocab-from a model whose vocabulary "
+              "holds them.", file=sys.stderr)
 
 
 class TrainingData:
@@ -73,6 +87,8 @@ class TrainingData:
             corpus = load_corpus(c.dataset, c.revision, c.text_column, c.val_fraction, c.train_split, c.val_split,
                                  chat=(c.turn_separator, c.stop_sequence))
             self.vocab = vocab or corpus.vocab()
+            if vocab is not None:
+                report_skipped(self.vocab, corpus.train)
             if c.loss_on == "replies":
                 if corpus.train_mask is None:
                     raise TrainingStopped(f"--loss-on replies needs a chat dataset (a 'messages' column of user and "

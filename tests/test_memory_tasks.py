@@ -528,3 +528,63 @@ def test_each_object_question_says_whether_the_object_is_held_carried_or_left():
             seen.add(expected)
     assert seen == {"held", "carried", "left"}
     assert all(q["kind"] is None for q in distance_probe(rng, 3, people=4)["questions"])
+
+
+NOTE = re.compile(r"So the (\w+) is in the (\w+)\.")
+
+
+def test_note_taking_acknowledgements_say_where_each_object_placed_now_is(tmp_path):
+    from datasets import load_from_disk
+
+    from lstm_model.memory_tasks import carry_drill, main
+
+    kw = dict(stories=300, seed=8, validation=2, test=2, people=4, probe_share=0.2, carry_share=0.5,
+              carry_people=4, carry_facts=12, carry_moves=0.5, carry_wait=8)
+    plain, noted = build(**kw)["train"], build(**kw, notes=True)["train"]
+    assert plain["questions"] == noted["questions"]  # the same draws: only the acknowledgements differ
+    notes_seen = objects_asked = 0
+    for a, b in zip(plain["messages"], noted["messages"]):
+        assert [m["content"] for m in a if m["role"] == "user"] == [m["content"] for m in b if m["role"] == "user"]
+        facts, last_note = [], {}
+        for user, reply in zip(b[::2], b[1::2]):
+            if not reply["content"].startswith(ACK):  # a question: a task-2 answer is the object's last note
+                if m := re.match(r"^Where is the (\w+)\?$", user["content"]):
+                    assert reply["content"] == last_note[m[1]]
+                    objects_asked += 1
+                continue
+            new = [f.strip() for f in re.findall(r"[^.]+\.", user["content"])]
+            # the notes, read independently: after each fact, every object it got or dropped, and
+            # everything its mover holds, each where it is then
+            expected = []
+            for i, fact in enumerate(new):
+                before = facts + new[:i + 1]
+                if m := GET.match(fact) or DROP.match(fact):
+                    placed = [m[2]]
+                else:
+                    placed = [o for o in ("football", "apple", "milk") if holder_of(before, o) == MOVE.match(fact)[1]]
+                expected += [(o, answer_by_reading(before, f"Where is the {o}?")) for o in placed]
+            notes = NOTE.findall(reply["content"])
+            assert reply["content"] == " ".join([ACK] + [f"So the {o} is in the {p}." for o, p in notes])
+            assert notes == expected
+            facts += new
+            last_note.update(notes)
+            notes_seen += len(notes)
+    assert notes_seen > 1000 and objects_asked > 200
+    drill = carry_drill(random.Random(4), people=2, notes=True)
+    assert drill["questions"] == carry_drill(random.Random(4), people=2)["questions"]
+    main(["--out", str(tmp_path / "d"), "--stories", "40", "--validation", "2", "--test", "2", "--notes",
+          "--tasks", "2"])
+    replies = [m["content"] for row in load_from_disk(str(tmp_path / "d"))["train"]["messages"] for m in row
+               if m["role"] == "assistant"]
+    assert any(NOTE.search(r) for r in replies) and all(r.startswith(ACK) or " " not in r for r in replies)
+
+
+def holder_of(facts: list[str], thing: str) -> str | None:
+    """Who holds `thing` after `facts`, read independently (None: it lies somewhere)."""
+    who = None
+    for fact in facts:
+        if (m := GET.match(fact)) and m[2] == thing:
+            who = m[1]
+        elif (m := DROP.match(fact)) and m[2] == thing:
+            who = None
+    return who

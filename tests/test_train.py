@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -376,6 +377,25 @@ def test_a_curriculum_stage_can_grow_the_vocabulary(play_file, trained_dir, tmp_
     with pytest.raises(TrainingStopped, match="lacks 1 of the characters the --init-from model knows"):
         train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "y"), "--max-steps", "2",
                                       "--init-from", trained_dir[0], "--vocab-from", str(tmp_path / "narrower")]))
+
+
+def test_characters_a_borrowed_vocabulary_lacks_are_reported_as_skipped(play_file, tmp_path, capsys):
+    """--vocab-from a model that lacks a character of the training text: training goes on without it
+    (the unknown-character rule) and says which characters, and how many, are never trained on."""
+    from lstm_model.model import CharLSTM
+
+    text = open(play_file, encoding="utf-8").read()
+    chars = sorted(set(text) - {"e"})
+    CharLSTM(vocab=chars, embed_dim=4, hidden_size=8).save_pretrained(tmp_path / "no-e")
+    train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "m"), "--max-steps", "1",
+                                  "--vocab-from", str(tmp_path / "no-e")]))
+    err = capsys.readouterr().err
+    found = re.search(r"note: ([\d,]+) characters of the training text are not in the model's vocabulary and are "
+                      r"skipped \('e' x ([\d,]+)\)", err)
+    assert found and found[1] == found[2] and 0 < int(found[1].replace(",", "")) <= text.count("e")
+    assert load_model(str(tmp_path / "m")).vocab.chars == chars
+    train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "m2"), "--max-steps", "1"]))
+    assert "are skipped" not in capsys.readouterr().err  # the data's own vocabulary: nothing to report
 
 
 def test_widen_grows_a_trained_model_without_changing_what_it_computes(play_file, trained_dir, tmp_path, capsys):
