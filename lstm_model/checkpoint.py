@@ -42,11 +42,15 @@ def fsync_replace(tmp: str, final: str) -> None:
     os.replace(tmp, final)
 
 
-def save_training_state(path: str, model, optimizer, scheduler, meta: dict, carry, rng_states=None) -> None:
-    """One safetensors file holding everything --resume needs; written to a temp file, then renamed."""
+def save_training_state(path: str, model, optimizer, scheduler, meta: dict, carry, rng_states=None,
+                        average=None) -> None:
+    """One safetensors file holding everything --resume needs; written to a temp file, then renamed.
+    `average`: the weights' moving average (--ema), an AveragedModel, saved beside them."""
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if average is not None:
+        tensors |= {f"average.{k}": v.detach().cpu().contiguous() for k, v in average.state_dict().items()}
     opt = optimizer.state_dict()
     for idx, st in opt["state"].items():
         for key, value in st.items():
@@ -78,12 +82,16 @@ def read_state_metadata(path: str) -> dict:
         return json.loads(f.metadata()["json"])
 
 
-def load_training_state(path: str, model, optimizer, scheduler, device, rank: int = 0):
+def load_training_state(path: str, model, optimizer, scheduler, device, rank: int = 0, average=None):
+    """Fill the model, optimiser, scheduler (and `average`, where the file holds one) from a
+    checkpoint; (its metadata, the carried state or None)."""
     from safetensors.torch import load_file
 
     tensors = load_file(path)
     meta = read_state_metadata(path)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
+    if average is not None and any(k.startswith("average.") for k in tensors):
+        average.load_state_dict({k[8:]: v.to(device) for k, v in tensors.items() if k.startswith("average.")})
     state: dict = {}
     for key, value in tensors.items():
         if key.startswith("opt."):

@@ -170,6 +170,21 @@ def load_by_character(model: CharLSTM, start: CharLSTM) -> None:
     model.load_state_dict(state)
 
 
+def moving_average(model: CharLSTM, decay: float):
+    """An exponential moving average of `model`'s weights (torch's AveragedModel), updated after
+    each optimiser step: avg <- d * avg + (1 - d) * weights, with d = min(decay, (1 + n) / (10 + n))
+    after n updates, so that the first steps (far from where training ends) weigh little."""
+    from torch.optim.swa_utils import AveragedModel
+
+    def blend(avg: torch.Tensor, weights: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return avg * d + weights * (1.0 - d)
+
+    average = AveragedModel(model, avg_fn=blend, use_buffers=False)
+    average.module.eval()
+    return average
+
+
 class Trainer:
     """One run: the model, its optimiser and schedule, the data, and where the run stands."""
 
@@ -199,6 +214,7 @@ class Trainer:
         # What the loop calls: the model, or the model inside AWD-LSTM's regularisation (same weights).
         self.trained = (Regularized(self.model, c.weight_drop, c.locked_dropout, c.embed_dropout)
                         if c.weight_drop or c.locked_dropout or c.embed_dropout else self.model)
+        self.average = moving_average(self.model, c.ema) if c.ema else None  # --ema: the weights saved
         if ddp.world > 1 and not c.resume:  # same initial weights everywhere, distinct dropout masks per rank
             torch.manual_seed(c.seed * 7919 + ddp.rank)
         self.total_steps = self.step_cap = c.max_steps or max(1, int(c.epochs * self.data.batches_per_epoch))
@@ -262,7 +278,7 @@ class Trainer:
     def _resume(self) -> None:
         c, ddp = self.c, self.ddp
         meta, carry = load_training_state(self.state_path, self.model, self.optimizer, self.scheduler, self.device,
-                                          ddp.rank)
+                                          ddp.rank, self.average)
         self.step, self.epoch, self.batch_index = meta["step"], meta["epoch"], meta["batch_index"]
         self.elapsed_before = meta.get("elapsed", 0.0)
         self.run = Run(out=c.out, step=self.step, metrics=meta.get("metrics", {}))
@@ -301,11 +317,17 @@ class Trainer:
                 "config": dataclasses.asdict(self.c), "metrics": self.run.metrics, "total_steps": self.total_steps,
                 "world_size": ddp.world, "elapsed": self.elapsed()}
         try:
-            save_training_state(self.state_path, self.model, self.optimizer, self.scheduler, meta, full_carry, rng_states)
-            save_model_folder(self.c.out, self.model)
+            save_training_state(self.state_path, self.model, self.optimizer, self.scheduler, meta, full_carry, rng_states,
+                                self.average)
+            save_model_folder(self.c.out, self.served)
         except OSError as err:
             raise TrainingStopped(f"Could not save the checkpoint in {self.c.out} ({err.strerror or err}); free disk "
                                   "space or choose another --out, then --resume.") from None
+
+    @property
+    def served(self) -> CharLSTM:
+        """The weights evaluated, saved and served: their moving average with --ema, else themselves."""
+        return self.model if self.average is None else self.average.module
 
     def kept(self) -> str:
         """What a stopped run leaves: the checkpoint that really exists."""
@@ -348,16 +370,22 @@ class Trainer:
         nn.utils.clip_grad_norm_(self.model.parameters(), self.c.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update_parameters(self.model)
         self.carry = (new_state[0].detach(), new_state[1].detach())
         return value
 
     def estimate_loss(self, bar, rate: float) -> None:
         """Train and validation loss (rank 0), logged, printed and plotted."""
-        est = self.data.estimate_loss(self.model)
+        est = self.data.estimate_loss(self.served)
+        raw = ""
+        if self.average is not None:  # the weights themselves too: what the average gains
+            est["val_loss_weights"] = self.data.estimate_loss(self.model)["val_loss"]
+            raw = f" (the weights themselves {est['val_loss_weights']:.4f}; this is their average)"
         self.run.metrics = dict(est, step=self.step)
         _log(self.metrics_path, dict(est, step=self.step, epoch=self.epoch, chars_per_s=rate, time=time.time()))
         bar.write(f"step {self.step}: train {est['train_loss']:.4f} nats ({est['train_bpc']:.3f} bpc), "
-                  f"val {est['val_loss']:.4f} nats ({est['val_bpc']:.3f} bpc), {rate:,.0f} chars/s")
+                  f"val {est['val_loss']:.4f} nats ({est['val_bpc']:.3f} bpc){raw}, {rate:,.0f} chars/s")
         plot_losses(self.c.out)
 
     def loop(self, bar) -> None:
@@ -467,7 +495,7 @@ def _train(c: TrainConfig, command: str, ddp: Dist, device: torch.device) -> Run
             signal.signal(signal.SIGTERM, previous_handler)
     run.step = trainer.step
     if ddp.main:  # trainer.c: with --init-from it holds the shape trained, not the flags' defaults
-        finish(trainer.c, trainer.model, trainer.data, run, command)
+        finish(trainer.c, trainer.served, trainer.data, run, command)
     return run
 
 

@@ -46,6 +46,7 @@ class TrainConfig:
     weight_drop: float = 0.0
     locked_dropout: float = 0.0
     embed_dropout: float = 0.0
+    ema: float = 0.0  # decay of an exponential moving average of the weights, the model saved (0: off)
     loss_on: str = "all"  # "replies": a chat dataset's loss on the assistant's characters only
     conversation_state: str = "fresh"  # a chat dataset: each conversation from a fresh state ("carried": one long text)
     forget_bias: float = 1.0
@@ -113,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--locked-dropout", type=float, help="variational dropout on the LSTM's input and output, one mask per "
                                              "sequence; replaces --dropout there (default 0: off)")
     add("--embed-dropout", type=float, help="drop whole characters' embeddings for a batch (default 0: off)")
+    add("--ema", type=float, metavar="DECAY",
+        help="keep an exponential moving average of the weights (e.g. 0.999 per step; the first steps average "
+             "faster) and evaluate, checkpoint and save that average: the model served (default 0: off)")
     add("--loss-on", choices=["all", "replies"], help="for a chat dataset (a messages column): the loss on every "
                                                       "character or on the replies only (default all)")
     add("--conversation-state", choices=["fresh", "carried"],
@@ -199,10 +203,10 @@ def check_settings(c: TrainConfig) -> None:
         elif not 1 <= c.widen <= LIMITS["hidden_size"]:
             problems.append(f"--widen must be from 1 to {LIMITS['hidden_size']}")
     for name in ("lr", "epochs", "dropout", "forget_bias", "min_lr_ratio", "weight_decay", "grad_clip", "val_fraction",
-                 "weight_drop", "locked_dropout", "embed_dropout"):
+                 "weight_drop", "locked_dropout", "embed_dropout", "ema"):
         if not math.isfinite(getattr(c, name)):
             problems.append(f"--{name.replace('_', '-')} must be a finite number")
-    for name in ("dropout", "weight_drop", "locked_dropout", "embed_dropout"):
+    for name in ("dropout", "weight_drop", "locked_dropout", "embed_dropout", "ema"):
         if not 0.0 <= getattr(c, name) < 1.0:
             problems.append(f"--{name.replace('_', '-')} must be in [0, 1)")
     if math.isfinite(c.lr) and not c.lr > 0:

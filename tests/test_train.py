@@ -29,8 +29,12 @@ def test_small_model_learns_the_synthetic_play(trained_dir):
     assert "val_loss_full" in card and "## Sample" in card and "library_name: lstm-memory-chat" in card
 
 
-def test_resume_continues_the_same_loss_sequence(play_file, tmp_path):
-    full = train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "full"), "--max-steps", "14"]))
+@pytest.mark.parametrize("extra", [[], ["--ema", "0.9"]], ids=["weights", "moving-average"])
+def test_resume_continues_the_same_loss_sequence(play_file, tmp_path, extra):
+    """Interrupted and resumed, a run is the run that never stopped: losses, saved weights (with
+    --ema, their moving average, kept in the checkpoint) and log."""
+    full = train(resolve_config(SMALL + extra + ["--dataset", play_file, "--out", str(tmp_path / "full"),
+                                                 "--max-steps", "14"]))
 
     stop_at = 6
 
@@ -52,7 +56,8 @@ def test_resume_continues_the_same_loss_sequence(play_file, tmp_path):
 
     train_module._log = log_then_interrupt
     try:
-        first = train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "part"), "--max-steps", "14"]))
+        first = train(resolve_config(SMALL + extra + ["--dataset", play_file, "--out", str(tmp_path / "part"),
+                                                      "--max-steps", "14"]))
     finally:
         train_module._log = original
     assert first.stopped == "interrupted" and first.step == stop_at
@@ -133,6 +138,35 @@ def test_cli_end_to_end_and_failed_push_keeps_the_checkpoint(play_file, tmp_path
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert text.returncode == 0 and text.stdout.startswith("ANNA:") and len(text.stdout) >= 40
+
+
+def test_ema_evaluates_and_saves_the_weights_moving_average(play_file, tmp_path):
+    """--ema D: the model folder (and so the card, the app, the Hub) holds the moving average of the
+    weights, not the last weights, which the checkpoint keeps for training; each evaluation logs
+    both; the average follows avg <- d avg + (1 - d) w with d = min(D, (1 + n) / (10 + n))."""
+    from safetensors.torch import load_file
+
+    from lstm_model.train import moving_average
+
+    out = tmp_path / "ema"
+    train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(out), "--max-steps", "8", "--ema", "0.5"]))
+    state, saved = load_file(str(out / STATE_NAME)), load_model(str(out))
+    for name, tensor in saved.state_dict().items():
+        assert torch.equal(tensor, state[f"average.module.{name}"]), name
+    assert any(not torch.equal(t, state[f"model.{n}"]) for n, t in saved.state_dict().items())
+    evals = [json.loads(line) for line in open(out / "metrics.jsonl") if "val_loss" in line]
+    assert evals and all(math.isfinite(e["val_loss_weights"]) and e["val_loss"] != e["val_loss_weights"] for e in evals)
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    average, expected = moving_average(model, 0.3), None
+    for n, w in enumerate([1.0, 5.0, -2.0, 4.0]):
+        model.weight.data.fill_(w)
+        average.update_parameters(model)
+        d = min(0.3, (1 + n) / (10 + n))
+        expected = w if expected is None else d * expected + (1 - d) * w
+        assert average.module.weight.item() == pytest.approx(expected)
+    with pytest.raises(TrainingStopped, match="--ema must be in"):
+        resolve_config(["--dataset", play_file, "--ema", "1"])
 
 
 def test_existing_run_needs_resume(play_file, tmp_path):
