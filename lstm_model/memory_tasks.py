@@ -273,7 +273,7 @@ CARRY_TASKS = (2, 7)  # the tasks a carrying drill asks (where is an object; how
 
 def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS, max_people: int | None = None,
                 max_facts: int = 6, move_chance: float = 0.25, wait: int = 0, ask_chance: float = 0.0,
-                notes: bool = False) -> dict:
+                notes: bool = False, wait_idle: bool = False) -> dict:
     """A drill for the objects (tasks 2 and 7): the first `people` of PEOPLE move once each, in
     random order; then one or two of them get and drop things (2 to `max_facts` facts, each a move
     with chance `move_chance`, else a get or drop, the objects carried along); then every object
@@ -291,7 +291,9 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
     `ask_chance` asks, after each of those facts, with that chance, where one object told of so far
     is (task 2, if asked): every update of an object's place is then trained as it happens, not
     only the end state. With 0 (the default) no draw. `notes`: acknowledgements that say where the
-    objects each fact placed now are (`acknowledge`)."""
+    objects each fact placed now are (`acknowledge`). `wait_idle`: the waiting moves are made by
+    people who carry nothing, where anyone does (so no object moves while the drill waits, and each
+    object's place, and its note, lies as far back as the wait)."""
     tasks = [t for t in tasks if t in CARRY_TASKS]
     if not tasks:
         raise ValueError(f"carrying drills ask tasks {' or '.join(map(str, CARRY_TASKS))}")
@@ -324,7 +326,8 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
         fact = world.carry(rng, who, len(messages) // 2) if rng.random() < 1 - move_chance else None
         tell(fact or world.move(rng, who, len(messages) // 2), then_ask=True)
     for _ in range(rng.randint(0, wait) if wait else 0):
-        tell(world.move(rng, rng.choice(names), len(messages) // 2), then_ask=True)
+        idle = [p for p in names if p not in world.holder.values()] if wait_idle else []
+        tell(world.move(rng, rng.choice(idle or names), len(messages) // 2), then_ask=True)
     told = len(messages) // 2
     asked = [world.about_object(o, told) for o in OBJECTS if o in world.object_told] if 2 in tasks else []
     asked += [world.about_count(p, told) for p in carriers] if 7 in tasks else []
@@ -351,7 +354,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
           probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0,
           drill_share: float = 0.0, drill_people: int = 2, carry_share: float = 0.0, carry_people: int | None = None,
           carry_facts: int = 6, carry_moves: float = 0.25, carry_wait: int = 0, carry_ask: float = 0.0,
-          notes: bool = False):
+          notes: bool = False, carry_wait_idle: bool = False):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -380,7 +383,8 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     (default: all of `people`, no draw), `carry_facts` is the most gets, drops and moves after
     everyone is placed (default 6) and `carry_moves` the chance that one of them is a move
     (default 0.25): an object drill curriculum starts at one person, few facts, many moves.
-    `carry_wait` adds 0 to that many moves by anyone before a drill's questions (default 0: none),
+    `carry_wait` adds 0 to that many moves by anyone before a drill's questions (default 0: none;
+    with `carry_wait_idle`, by those who carry nothing where anyone does),
     `carry_ask` the chance of asking where an object is after each of a drill's facts (default 0).
 
     `notes` makes every acknowledgement of facts that get, drop or carry objects along say where
@@ -424,7 +428,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         for _ in range(size):
             if carry_share and rng.random() < carry_share:  # no draw at all with a share of 0
                 rows.append(carry_drill(rng, people, carry_tasks, carry_people, carry_facts, carry_moves, carry_wait,
-                                        carry_ask, notes))
+                                        carry_ask, notes, carry_wait_idle))
             elif probe_share and rng.random() < probe_share:
                 drill = drill_share and rng.random() < drill_share  # no draw at all with a share of 0
                 if drill and drill_people > 2:
@@ -513,6 +517,9 @@ def main(argv=None) -> int:
     p.add_argument("--carry-wait", type=int, default=0, metavar="N",
                    help="each carrying drill adds 0 to N moves by anyone before its questions (default 0): the "
                         "objects' places are then settled further back, as in the stories")
+    p.add_argument("--carry-wait-idle", action="store_true",
+                   help="the moves of --carry-wait are made by people who carry nothing, where anyone does: no "
+                        "object moves while a drill waits, so where each lies was settled (and noted) that far back")
     p.add_argument("--carry-ask", type=float, default=0.0, metavar="CHANCE",
                    help="chance of asking where an object is after each fact of a carrying drill (default 0): every "
                         "update of an object's place is trained as it happens, not only the end state")
@@ -529,7 +536,7 @@ def main(argv=None) -> int:
                    args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
                    args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people,
                    args.carry_share, args.carry_people, args.carry_facts, args.carry_moves, args.carry_wait,
-                   args.carry_ask, args.notes)
+                   args.carry_ask, args.notes, args.carry_wait_idle)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

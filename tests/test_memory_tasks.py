@@ -588,3 +588,26 @@ def holder_of(facts: list[str], thing: str) -> str | None:
         elif (m := DROP.match(fact)) and m[2] == thing:
             who = None
     return who
+
+
+def test_idle_waits_leave_each_object_s_place_settled_that_far_back():
+    """--carry-wait-idle: a drill's waiting moves are made by people who carry nothing, so objects'
+    places (and notes) lie further back than when anyone may move them along; answers still hold."""
+    from lstm_model.memory_tasks import carry_drill
+
+    far = {}
+    for idle in (False, True):
+        rng, distances = random.Random(6), []
+        for _ in range(300):
+            row = carry_drill(rng, people=4, max_people=4, max_facts=8, move_chance=0.5, wait=30, notes=True,
+                              wait_idle=idle)
+            users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+            facts = [u for u in users if not u.endswith("?")]
+            for q in row["questions"]:
+                assert q["answer"] == answer_by_reading(facts, users[q["turn"]])
+                if q["task"] == 2:
+                    distances.append(q["distance"])
+        far[idle] = sum(d >= 10 for d in distances) / len(distances)
+    assert far[True] > far[False] + 0.15, far
+    assert carry_drill(random.Random(2), people=4, wait=5) == carry_drill(random.Random(2), people=4, wait=5,
+                                                                          wait_idle=False)
