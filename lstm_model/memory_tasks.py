@@ -86,17 +86,23 @@ class World:
         carried = [o for o in OBJECTS if self.holder.get(o) == person]
         free = [o for o in OBJECTS if self.holder.get(o) is None and self.lies.get(o, self.place[person]) == self.place[person]]
         if carried and (not free or rng.random() < 0.5):
-            thing = rng.choice(carried)
-            self.holder[thing], self.lies[thing], self.object_told[thing] = None, self.place[person], index
-            self.carry_told[person], self.placed_objects = index, [thing]
-            return f"{person} {rng.choice(DROPS)} the {thing}."
+            return self.drop(rng, person, rng.choice(carried), index)
         if free:
-            thing = rng.choice(free)
-            self.holder[thing], self.object_told[thing], self.carry_told[person] = person, index, index
-            self.lies.pop(thing, None)
-            self.placed_objects = [thing]
-            return f"{person} {rng.choice(GETS)} the {thing}."
+            return self.get(rng, person, rng.choice(free), index)
         return None
+
+    def drop(self, rng: random.Random, person: str, thing: str, index: int) -> str:
+        """`person` drops `thing` (which they carry) where they are: the fact, applied to the world."""
+        self.holder[thing], self.lies[thing], self.object_told[thing] = None, self.place[person], index
+        self.carry_told[person], self.placed_objects = index, [thing]
+        return f"{person} {rng.choice(DROPS)} the {thing}."
+
+    def get(self, rng: random.Random, person: str, thing: str, index: int) -> str:
+        """`person` gets `thing` (lying where they are, or never seen yet): the fact, applied."""
+        self.holder[thing], self.object_told[thing], self.carry_told[person] = person, index, index
+        self.lies.pop(thing, None)
+        self.placed_objects = [thing]
+        return f"{person} {rng.choice(GETS)} the {thing}."
 
     def move(self, rng: random.Random, person: str, index: int) -> str:
         """`person` goes somewhere new: the fact, applied to the world."""
@@ -337,6 +343,44 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
     return {"messages": messages, "questions": questions}
 
 
+def object_roll_call(rng: random.Random, people: int = len(PEOPLE), wait: int = 0, notes: bool = False) -> dict:
+    """A binding drill for the objects, as `roll_call` is for people: the first `people` of PEOPLE
+    move once each; then each object in turn, in random order, is got by someone, who may move
+    with it (chance 1/2) and may drop it (chance 2/3), so the objects mostly end up in different
+    places; then 0 to `wait` moves by people who carry nothing (where anyone does), and every
+    object is asked about ("Where is the football?"), in random order. Only the object's name in
+    the question tells the answers apart, as only the person's name does in a roll call."""
+    names = list(PEOPLE[:people])
+    world, messages, questions = World(names), [], []
+
+    def tell(fact: str) -> None:
+        messages.extend([{"role": "user", "content": fact},
+                         {"role": "assistant", "content": acknowledge(world.notes() if notes else None)}])
+
+    rng.shuffle(names)
+    for who in names:
+        tell(world.move(rng, who, len(messages) // 2))
+    things = list(OBJECTS)
+    rng.shuffle(things)
+    for thing in things:
+        who = rng.choice(names)
+        tell(world.get(rng, who, thing, len(messages) // 2))
+        if rng.random() < 0.5:
+            tell(world.move(rng, who, len(messages) // 2))
+        if rng.random() < 2 / 3:
+            tell(world.drop(rng, who, thing, len(messages) // 2))
+    for _ in range(rng.randint(0, wait) if wait else 0):
+        idle = [p for p in names if p not in world.holder.values()]
+        tell(world.move(rng, rng.choice(idle or names), len(messages) // 2))
+    rng.shuffle(things)
+    told = len(messages) // 2
+    for thing in things:
+        question, answer, distance = world.about_object(thing, told)
+        questions.append(world.asked(len(messages) // 2, 2, question, answer, distance))
+        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return {"messages": messages, "questions": questions}
+
+
 def tasks_for_share(share: float, name: str, kind: str, kinds, tasks) -> list[int]:
     """The tasks of `tasks` that a share of conversations of `kind` (asking `kinds`) can ask;
     ValueError with a sentence if the share is no fraction, or is set and none of them is chosen."""
@@ -354,7 +398,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
           probe_distance: int = 10, question_rate: float = 0.5, probe_lead: int = 3, probe_min_distance: int = 0,
           drill_share: float = 0.0, drill_people: int = 2, carry_share: float = 0.0, carry_people: int | None = None,
           carry_facts: int = 6, carry_moves: float = 0.25, carry_wait: int = 0, carry_ask: float = 0.0,
-          notes: bool = False, carry_wait_idle: bool = False):
+          notes: bool = False, carry_wait_idle: bool = False, object_share: float = 0.0):
     """A DatasetDict of conversations: `stories` for training, `validation` and `test` held out,
     each split from its own random stream (the same for the same seed). `people` < 4 keeps to the
     first few names: the early stages of a curriculum (1 -> 2 -> 4 people).
@@ -387,6 +431,10 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     with `carry_wait_idle`, by those who carry nothing where anyone does),
     `carry_ask` the chance of asking where an object is after each of a drill's facts (default 0).
 
+    `object_share` of the conversations are object roll calls (`object_roll_call`: every object
+    placed, mostly apart, then 0 to `carry_wait` idle moves, then all three asked), if task 2 is
+    among `tasks`. With 0 (the default) no draw is spent on it.
+
     `notes` makes every acknowledgement of facts that get, drop or carry objects along say where
     those objects now are ("OK. So the football is in the kitchen."; `acknowledge`): the same
     conversations otherwise, drawn alike."""
@@ -403,6 +451,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         raise ValueError(f"a drill's people (--drill-people {drill_people}) must number from 2 to the "
                          f"conversations' people ({people})")
     carry_tasks = tasks_for_share(carry_share, "carry", "carrying drills", CARRY_TASKS, tasks)
+    tasks_for_share(object_share, "object", "object roll calls", (2,), tasks)
     if carry_people is not None and not 1 <= carry_people <= people:
         raise ValueError(f"a carrying drill's people (--carry-people {carry_people}) must number from 1 to the "
                          f"conversations' people ({people})")
@@ -426,7 +475,9 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
         rng = random.Random(f"{seed}:{name}")
         rows = []
         for _ in range(size):
-            if carry_share and rng.random() < carry_share:  # no draw at all with a share of 0
+            if object_share and rng.random() < object_share:  # no draw at all with a share of 0
+                rows.append(object_roll_call(rng, people, carry_wait, notes))
+            elif carry_share and rng.random() < carry_share:  # no draw at all with a share of 0
                 rows.append(carry_drill(rng, people, carry_tasks, carry_people, carry_facts, carry_moves, carry_wait,
                                         carry_ask, notes, carry_wait_idle))
             elif probe_share and rng.random() < probe_share:
@@ -520,6 +571,9 @@ def main(argv=None) -> int:
     p.add_argument("--carry-wait-idle", action="store_true",
                    help="the moves of --carry-wait are made by people who carry nothing, where anyone does: no "
                         "object moves while a drill waits, so where each lies was settled (and noted) that far back")
+    p.add_argument("--object-share", type=float, default=0.0, metavar="FRACTION",
+                   help="this fraction of conversations are object roll calls (every object got by someone, mostly "
+                        "left apart, 0 to --carry-wait idle moves, then all three asked; task 2); default 0")
     p.add_argument("--carry-ask", type=float, default=0.0, metavar="CHANCE",
                    help="chance of asking where an object is after each fact of a carrying drill (default 0): every "
                         "update of an object's place is trained as it happens, not only the end state")
@@ -536,7 +590,7 @@ def main(argv=None) -> int:
                    args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
                    args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people,
                    args.carry_share, args.carry_people, args.carry_facts, args.carry_moves, args.carry_wait,
-                   args.carry_ask, args.notes, args.carry_wait_idle)
+                   args.carry_ask, args.notes, args.carry_wait_idle, args.object_share)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)

@@ -611,3 +611,29 @@ def test_idle_waits_leave_each_object_s_place_settled_that_far_back():
     assert far[True] > far[False] + 0.15, far
     assert carry_drill(random.Random(2), people=4, wait=5) == carry_drill(random.Random(2), people=4, wait=5,
                                                                           wait_idle=False)
+
+
+def test_an_object_roll_call_asks_where_every_object_is(tmp_path, capsys):
+    """Object roll calls (--object-share): every object got by someone, then all three asked in
+    random order, each answer following from the facts; mostly in different places, so the name
+    in the question decides."""
+    from lstm_model.memory_tasks import OBJECTS, main, object_roll_call
+
+    rng, apart = random.Random(3), 0
+    for _ in range(200):
+        row = object_roll_call(rng, people=4, wait=10, notes=True)
+        users = [m["content"] for m in row["messages"] if m["role"] == "user"]
+        facts = users[:-3]
+        assert sorted(u[len("Where is the "):-1] for u in users[-3:]) == sorted(OBJECTS)
+        for q in row["questions"]:
+            assert q["task"] == 2 and q["answer"] == answer_by_reading(facts, users[q["turn"]])
+        apart += len({q["answer"] for q in row["questions"]}) > 1
+    assert apart > 150
+    kw = dict(stories=200, seed=2, validation=2, test=2, carry_share=0.3)
+    assert build(**kw)["train"]["messages"] == build(**kw, object_share=0)["train"]["messages"]
+    mixed = build(**kw, object_share=0.2)["train"]
+    rolls = sum(1 for qs in mixed["questions"] if len(qs) == 3 and all(q["task"] == 2 for q in qs))
+    assert 25 < rolls < 70
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "d"), "--tasks", "1", "--object-share", "0.2"])
+    assert "object roll calls ask tasks 2" in capsys.readouterr().err
