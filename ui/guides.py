@@ -34,14 +34,16 @@ GUIDES = {
         intro="This model is learning to **remember what you tell it**. Tell it where someone goes "
               "(`Mary went to the kitchen.`), then ask `Where is Mary?`; then press **Reset** and ask again: a fresh "
               "memory can only guess. Under each reply: what a fresh memory would have written instead. It binds "
-              "names to places: ask about anyone who moved, even 25 facts ago (right every time in its test "
-              "probes) and counts what they carry; where objects are it is still learning (right three times in "
-              "five: its model card has the figures). It "
+              "names to places: ask about anyone who moved, even 40 facts ago (right every time in its test "
+              "probes) and counts what they carry. When someone gets or drops an object, or moves with one, it "
+              "notes where the object now is (`OK. So the milk is in the office.`) and answers `Where is the "
+              "milk?` from its notes (right four times in five; less often when the note is many facts old: its "
+              "model card has the figures). It "
               "knows Mary, John, Daniel and Sandra; the bathroom, hallway, garden, office, bedroom and kitchen; the "
               "football, the apple and the milk (`John got the milk.`, `Where is the milk?`).",
         placeholder="Mary went to the kitchen.",
         examples=("Mary went to the kitchen.", "John moved to the garden.", "Sandra journeyed to the office.",
-                  "Where is Mary?", "Is John in the garden?"),
+                  "Where is Mary?", "Is John in the garden?", "John got the milk.", "Where is the milk?"),
         test=("Mary went to the kitchen.", "John moved to the garden.", "Sandra journeyed to the office.",
               "Where is Mary?"),  # two facts back: recency would say "office"
         replies_only=True,
