@@ -164,6 +164,33 @@ class World:
         return None
 
 
+class Dialogue:
+    """A conversation being written over a `World`: its messages and its questions' rows. `tell`
+    adds a fact and its acknowledgement (with the world's notes where `notes`), `ask` a question
+    and its answer."""
+
+    def __init__(self, world: World, notes: bool = False):
+        self.world, self.notes = world, notes
+        self.messages: list[dict] = []
+        self.questions: list[dict] = []
+
+    @property
+    def turn(self) -> int:
+        """The index of the next user message."""
+        return len(self.messages) // 2
+
+    def tell(self, fact: str) -> None:
+        self.messages += [{"role": "user", "content": fact},
+                          {"role": "assistant", "content": acknowledge(self.world.notes() if self.notes else None)}]
+
+    def ask(self, task: int, question: str, answer: str, distance: int) -> None:
+        self.questions.append(self.world.asked(self.turn, task, question, answer, distance))
+        self.messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+    def row(self) -> dict:
+        return {"messages": self.messages, "questions": self.questions}
+
+
 def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message: int = 3, people: int = len(PEOPLE),
           question_rate: float = 0.5, notes: bool = False) -> dict:
     """One conversation: facts told in messages of 1 to `max_per_message` facts, a question after
@@ -306,41 +333,34 @@ def carry_drill(rng: random.Random, people: int = len(PEOPLE), tasks=CARRY_TASKS
     if max_people is not None:
         people = rng.randint(1, min(max_people, people))
     names = list(PEOPLE[:people])
-    world, messages = World(names), []
+    dialogue = Dialogue(World(names), notes)
+    world = dialogue.world
 
-    questions = []
-
-    def ask(question: str, answer: str, distance: int) -> None:
-        task = 2 if question.startswith("Where") else 7
-        questions.append(world.asked(len(messages) // 2, task, question, answer, distance))
-        messages.extend([{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
-
-    def tell(fact: str, then_ask: bool = False) -> None:
-        messages.extend([{"role": "user", "content": fact},
-                         {"role": "assistant", "content": acknowledge(world.notes() if notes else None)}])
-        if then_ask and ask_chance and 2 in tasks and rng.random() < ask_chance:  # no draw at a chance of 0
+    def tell(fact: str) -> None:  # then, with chance ask_chance, where one object told of so far is
+        dialogue.tell(fact)
+        if ask_chance and 2 in tasks and rng.random() < ask_chance:  # no draw at a chance of 0
             told = [o for o in OBJECTS if o in world.object_told]
             if told:
-                ask(*world.about_object(rng.choice(told), len(messages) // 2))
+                dialogue.ask(2, *world.about_object(rng.choice(told), dialogue.turn))
 
     rng.shuffle(names)
     for who in names:
-        tell(world.move(rng, who, len(messages) // 2))
+        dialogue.tell(world.move(rng, who, dialogue.turn))
     carriers = rng.sample(names, min(len(names), rng.randint(1, 2)))
     for _ in range(rng.randint(2, max_facts)):
         who = rng.choice(carriers)
-        fact = world.carry(rng, who, len(messages) // 2) if rng.random() < 1 - move_chance else None
-        tell(fact or world.move(rng, who, len(messages) // 2), then_ask=True)
+        fact = world.carry(rng, who, dialogue.turn) if rng.random() < 1 - move_chance else None
+        tell(fact or world.move(rng, who, dialogue.turn))
     for _ in range(rng.randint(0, wait) if wait else 0):
         idle = [p for p in names if p not in world.holder.values()] if wait_idle else []
-        tell(world.move(rng, rng.choice(idle or names), len(messages) // 2), then_ask=True)
-    told = len(messages) // 2
+        tell(world.move(rng, rng.choice(idle or names), dialogue.turn))
+    told = dialogue.turn
     asked = [world.about_object(o, told) for o in OBJECTS if o in world.object_told] if 2 in tasks else []
     asked += [world.about_count(p, told) for p in carriers] if 7 in tasks else []
     rng.shuffle(asked)
     for question, answer, distance in asked:
-        ask(question, answer, distance)
-    return {"messages": messages, "questions": questions}
+        dialogue.ask(2 if question.startswith("Where") else 7, question, answer, distance)
+    return dialogue.row()
 
 
 def object_roll_call(rng: random.Random, people: int = len(PEOPLE), wait: int = 0, notes: bool = False) -> dict:
@@ -351,34 +371,28 @@ def object_roll_call(rng: random.Random, people: int = len(PEOPLE), wait: int = 
     object is asked about ("Where is the football?"), in random order. Only the object's name in
     the question tells the answers apart, as only the person's name does in a roll call."""
     names = list(PEOPLE[:people])
-    world, messages, questions = World(names), [], []
-
-    def tell(fact: str) -> None:
-        messages.extend([{"role": "user", "content": fact},
-                         {"role": "assistant", "content": acknowledge(world.notes() if notes else None)}])
-
+    dialogue = Dialogue(World(names), notes)
+    world = dialogue.world
     rng.shuffle(names)
     for who in names:
-        tell(world.move(rng, who, len(messages) // 2))
+        dialogue.tell(world.move(rng, who, dialogue.turn))
     things = list(OBJECTS)
     rng.shuffle(things)
     for thing in things:
         who = rng.choice(names)
-        tell(world.get(rng, who, thing, len(messages) // 2))
+        dialogue.tell(world.get(rng, who, thing, dialogue.turn))
         if rng.random() < 0.5:
-            tell(world.move(rng, who, len(messages) // 2))
+            dialogue.tell(world.move(rng, who, dialogue.turn))
         if rng.random() < 2 / 3:
-            tell(world.drop(rng, who, thing, len(messages) // 2))
+            dialogue.tell(world.drop(rng, who, thing, dialogue.turn))
     for _ in range(rng.randint(0, wait) if wait else 0):
         idle = [p for p in names if p not in world.holder.values()]
-        tell(world.move(rng, rng.choice(idle or names), len(messages) // 2))
+        dialogue.tell(world.move(rng, rng.choice(idle or names), dialogue.turn))
     rng.shuffle(things)
-    told = len(messages) // 2
+    told = dialogue.turn
     for thing in things:
-        question, answer, distance = world.about_object(thing, told)
-        questions.append(world.asked(len(messages) // 2, 2, question, answer, distance))
-        messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
-    return {"messages": messages, "questions": questions}
+        dialogue.ask(2, *world.about_object(thing, told))
+    return dialogue.row()
 
 
 def tasks_for_share(share: float, name: str, kind: str, kinds, tasks) -> list[int]:

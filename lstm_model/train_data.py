@@ -40,7 +40,7 @@ def report_skipped(vocab, text: str) -> None:
     """Say (on stderr) which characters of the training text a vocabulary taken from a model
     (--vocab-from, --init-from) lacks and how many of each are skipped: they are never trained on,
     and a model cannot write them."""
-    missing = collections.Counter(ch for ch in text if ch not in vocab.index)
+    missing = collections.Counter({ch: n for ch, n in collections.Counter(text).items() if ch not in vocab.index})
     if missing:
         counts = ", ".join(f"{ch!r} x {n:,}" for ch, n in missing.most_common(8))
         print(f"note: {sum(missing.values()):,} characters of the training text are not in the model's vocabulary "
