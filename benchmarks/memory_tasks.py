@@ -48,7 +48,7 @@ sys.path.insert(0, ROOT)
 from lstm_model import load_model  # noqa: E402
 from lstm_model.data import encode_masked, encoded_offsets, render_chats  # noqa: E402
 from lstm_model.evaluate import conversation_loss, whole_text_loss  # noqa: E402
-from lstm_model.memory_tasks import ACK, COUNTS, PEOPLE, TASKS, carry_drill, distance_probe, story  # noqa: E402
+from lstm_model.memory_tasks import ACK, COUNTS, PEOPLE, PLACES, TASKS, carry_drill, distance_probe, story  # noqa: E402
 from lstm_model.session import ChatSession  # noqa: E402
 
 WESTON_LSTM = {1: 50, 2: 20, 6: 48, 7: 49}  # Weston et al. 2015, Table 3, LSTM, 1k training stories (% right)
@@ -89,9 +89,24 @@ def bucket(distance: int) -> str:
     return next(f"{lo}-{hi}" for lo, hi in STORY_BUCKETS if distance <= hi)
 
 
+WRONG_WAYS = {"left_by": "where the one who dropped it is now", "others": "another object's place",
+              "elsewhere": "another place", "no place": "not a place"}
+
+
+def wrong_way(question: dict, reply: str) -> str:
+    """What a wrong task-2 answer named instead (a key of WRONG_WAYS): the lures its row lists
+    (`lstm_model.memory_tasks.question_row`), in that order, or any other place, or no place."""
+    if question.get("left_by") is not None and reply == question["left_by"]:
+        return "left_by"
+    if reply in (question.get("others") or ()):
+        return "others"
+    return "elsewhere" if reply in PLACES else "no place"
+
+
 def score(model, conversations, memory: bool, by_distance: dict | None = None, acks: list | None = None) -> dict:
     """{task: (right, asked)}; with `by_distance`, the same per (task, facts-back bucket) there, and
-    per (2, kind) for task 2's kinds (held, carried, left); with `acks`, every acknowledgement there
+    per (2, kind) for task 2's kinds (held, carried, left) and per ("wrong", way) the wrong task-2
+    answers by what they named instead (`wrong_way`); with `acks`, every acknowledgement there
     (`answers`)."""
     right, total = collections.Counter(), collections.Counter()
     for conv in conversations:
@@ -99,6 +114,8 @@ def score(model, conversations, memory: bool, by_distance: dict | None = None, a
             keys = [q["task"]]
             if by_distance is not None:
                 keys += [(q["task"], bucket(q["distance"]))] + ([(2, q["kind"])] if q.get("kind") else [])
+            if by_distance is not None and q["task"] == 2 and reply != q["answer"]:
+                keys.append(("wrong", wrong_way(q, reply)))
             for key in keys:
                 total[key] += 1
                 right[key] += reply == q["answer"]
@@ -217,6 +234,10 @@ def stories_table(model, args) -> None:
         ("left", "left (dropped: where the one who dropped it was)")) if (2, kind) in by_distance)
     if kinds:
         print(f"\nTask 2 by where the object is: {kinds}.")
+    wrong = {way: by_distance[("wrong", way)][1] for way in WRONG_WAYS if ("wrong", way) in by_distance}
+    if wrong:
+        print(f"Wrong task-2 answers ({sum(wrong.values())}) named " + ", ".join(
+            f"{WRONG_WAYS[way]} {n}" for way, n in wrong.items()) + ".")
     if args.notes:
         noted = [(want, got) for want, got in acks if want != ACK]
         print(f"\nAcknowledgements written exactly right (memory carried, one fact a message): all "

@@ -51,6 +51,17 @@ def acknowledge(notes: list[str] | None = None) -> str:
     return " ".join([ACK, *(notes or [])])
 
 
+def question_row(turn: int, task: int | None, answer: str, distance: int, kind: str | None = None,
+                 left_by: str | None = None, others: list[str] | None = None) -> dict:
+    """A row of the `questions` column: the turn asked, the task, the right answer, facts back from
+    the fact that answers it; for task 2 also the object's `kind` (held, carried, left) and the
+    places a wrong answer is likely to name instead (a benchmark sorts its errors by them):
+    `left_by`, where the one who dropped a left object is now, and `others`, where the other
+    objects told of are. Every generator writes all keys, so mixed datasets share one schema."""
+    return {"turn": turn, "task": task, "answer": answer, "distance": distance, "kind": kind,
+            "left_by": left_by, "others": others}
+
+
 class World:
     """Where everyone is and who holds what; facts change it, questions read it."""
 
@@ -62,6 +73,7 @@ class World:
         self.lies: dict[str, str] = {}  # object not held -> where it was left
         self.object_told: dict[str, int] = {}  # object -> index of the fact that last moved it
         self.carry_told: dict[str, int] = {}  # person -> index of their last get or drop
+        self.dropped_by: dict[str, str] = {}  # object lying somewhere -> who dropped it there
         self.placed_objects: list[str] = []  # the objects whose place the last fact settled (for `notes`)
 
     def notes(self) -> list[str]:
@@ -94,7 +106,7 @@ class World:
     def drop(self, rng: random.Random, person: str, thing: str, index: int) -> str:
         """`person` drops `thing` (which they carry) where they are: the fact, applied to the world."""
         self.holder[thing], self.lies[thing], self.object_told[thing] = None, self.place[person], index
-        self.carry_told[person], self.placed_objects = index, [thing]
+        self.carry_told[person], self.placed_objects, self.dropped_by[thing] = index, [thing], person
         return f"{person} {rng.choice(DROPS)} the {thing}."
 
     def get(self, rng: random.Random, person: str, thing: str, index: int) -> str:
@@ -127,9 +139,15 @@ class World:
         return "carried" if self.place_told[holder] > self.object_told[thing] else "held"
 
     def asked(self, turn: int, task: int, question: str, answer: str, distance: int) -> dict:
-        """A question's row in the `questions` column; task 2's with its object's `kind` now."""
-        kind = self.object_kind(question[len("Where is the "):-1]) if task == 2 else None
-        return {"turn": turn, "task": task, "answer": answer, "distance": distance, "kind": kind}
+        """A question's row in the `questions` column (`question_row`); task 2's with its object's
+        `kind` now and the places a wrong answer may name instead."""
+        if task != 2:
+            return question_row(turn, task, answer, distance)
+        thing = question[len("Where is the "):-1]
+        kind = self.object_kind(thing)
+        left_by = self.place[self.dropped_by[thing]] if kind == "left" else None
+        others = [self.where_object(o) for o in OBJECTS if o != thing and o in self.object_told]
+        return question_row(turn, task, answer, distance, kind, left_by, others)
 
     def about_object(self, thing: str, index: int) -> tuple[str, str, int]:
         """Task 2 about `thing` (told of already): question, answer, distance (from the later of the
@@ -265,7 +283,7 @@ def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int
             named = place if rng.random() < 0.5 else (
                 trap if trap != place else rng.choice([p for p in PLACES if p != place]))
             question, answer = f"Is {who} in the {named}?", "yes" if named == place else "no"
-        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer, "distance": back, "kind": None})
+        questions.append(question_row(len(messages) // 2, task, answer, back))
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     return {"messages": messages, "questions": questions}
 
@@ -295,8 +313,7 @@ def roll_call(rng: random.Random, people: int = len(PEOPLE), task: int = 1) -> d
         else:
             named = place if rng.random() < 0.5 else rng.choice([p for p in PLACES if p != place])
             question, answer = f"Is {who} in the {named}?", "yes" if named == place else "no"
-        questions.append({"turn": len(messages) // 2, "task": task, "answer": answer,
-                          "distance": len(moved) - 1 - moved.index(who), "kind": None})
+        questions.append(question_row(len(messages) // 2, task, answer, len(moved) - 1 - moved.index(who)))
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
     return {"messages": messages, "questions": questions}
 
@@ -523,8 +540,7 @@ def from_babi_qa(rows) -> list[dict]:
                 messages += [{"role": "user", "content": text}, {"role": "assistant", "content": ACK}]
             else:
                 last = max((ids_to_fact[str(i)] for i in support if str(i) in ids_to_fact), default=fact_index - 1)
-                questions.append({"turn": len(messages) // 2, "task": None, "answer": answer,
-                                  "distance": fact_index - 1 - last, "kind": None})
+                questions.append(question_row(len(messages) // 2, None, answer, fact_index - 1 - last))
                 messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
         out.append({"messages": messages, "questions": questions})
     return out

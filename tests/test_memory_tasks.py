@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from lstm_model.memory_tasks import ACK, COUNTS, PEOPLE, build, distance_probe, from_babi_qa, render, story
+from lstm_model.memory_tasks import ACK, COUNTS, OBJECTS, PEOPLE, build, distance_probe, from_babi_qa, render, story
 
 MOVE = re.compile(r"^(\w+) (?:moved to|went to|journeyed to|travelled to|went back to) the (\w+)\.$")
 GET = re.compile(r"^(\w+) (?:got|picked up|grabbed) the (\w+)\.$")
@@ -506,8 +506,8 @@ def test_object_drills_start_from_one_person_and_leave_objects_behind(tmp_path, 
         assert said in capsys.readouterr().err
 
 
-def test_each_object_question_says_whether_the_object_is_held_carried_or_left():
-    rng, seen = random.Random(8), set()
+def test_each_object_question_says_whether_the_object_is_held_carried_or_left_and_what_lures_it_has():
+    rng, seen, lured = random.Random(8), set(), 0
     for _ in range(200):
         s = story(rng, max_facts=30, tasks=(2,))
         facts = []
@@ -526,8 +526,22 @@ def test_each_object_question_says_whether_the_object_is_held_carried_or_left():
                 expected = "carried" if moved else "held"
             assert q["kind"] == expected, (facts, user["content"])
             seen.add(expected)
-    assert seen == {"held", "carried", "left"}
-    assert all(q["kind"] is None for q in distance_probe(rng, 3, people=4)["questions"])
+
+            def place_of(person, upto):  # where `person` was after the first `upto` facts
+                return [m[2] for f in facts[:upto] if (m := MOVE.match(f)) and m[1] == person][-1]
+
+            def where(obj):  # read from the facts: where its holder is now, or where it was dropped
+                i = max(i for i, f in enumerate(facts) if (m := GET.match(f) or DROP.match(f)) and m[2] == obj)
+                who = (GET.match(facts[i]) or DROP.match(facts[i]))[1]
+                return place_of(who, len(facts)) if GET.match(facts[i]) else place_of(who, i)
+
+            dropper = DROP.match(facts[last])[1] if expected == "left" else None
+            assert q["left_by"] == (place_of(dropper, len(facts)) if dropper else None)
+            told = [o for o in OBJECTS if o != thing and any((m := GET.match(f)) and m[2] == o for f in facts)]
+            assert q["others"] == [where(o) for o in told]
+            lured += q["left_by"] not in (None, q["answer"])
+    assert seen == {"held", "carried", "left"} and lured > 20  # dropped things whose dropper moved on
+    assert all(q["kind"] is None and q["others"] is None for q in distance_probe(rng, 3, people=4)["questions"])
 
 
 NOTE = re.compile(r"So the (\w+) is in the (\w+)\.")
