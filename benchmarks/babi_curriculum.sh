@@ -56,6 +56,12 @@
 # the conversations object roll calls (--object-share 0.3: every object got by someone and mostly left
 # apart, idle moves, then all three asked), the drill that bound four names in the roll stage; objroll2
 # (from objroll): the same mix drawn afresh at lr 1e-3 for 1,200 s.
+# From the bundled assets/babi when it was objroll, 2,400 s each, two side by side: objroll3 (object roll
+# calls in half the conversations, waits up to 40 idle moves) beside objfar (the same with drills of up to
+# 16 facts, lr 1e-3); then objask2 (objroll's mix, and the drills ask where an object is after half their
+# facts: --carry-ask 0.5, a read-back right after other objects' notes) beside objaskbp (the same data,
+# backpropagation through 1,024 characters instead of 512, so a wrong answer's gradient reaches notes
+# twice as far back); objaskbp2 (from objaskbp): the same mix drawn afresh at lr 1e-3 for 1,200 s.
 # Environment: RUNS (folder of the stages, default runs/curriculum), THREADS (torch threads,
 # default 1), SEED (default 7), BATCH (default 16; smaller batches bound sooner on the drill),
 # DRILL_SHARE (default 0.5), HIDDEN (the width from scratch, default 128), DEVICE (default cpu; cuda
@@ -112,24 +118,31 @@ declare -A STAGE=(
   [notesidle]="2400 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes"
   [objroll]="2400 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3"
   [objroll2]="1200 1e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3"
+  [objroll3]="2400 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 40 --carry-wait-idle --notes --object-share 0.5"
+  [objfar]="2400 1e-3 512 $OBJ --carry-people 4 --carry-facts 16 --carry-wait 40 --carry-wait-idle --notes --object-share 0.5"
+  [objask2]="2400 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3 --carry-ask 0.5"
+  [objaskbp]="2400 2e-3 1024 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3 --carry-ask 0.5"
+  [objaskbp2]="1200 1e-3 1024 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3 --carry-ask 0.5"
   [four3]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
   [story2]="1200 1e-3 512 $STORIES --probe-share 0.3 --stories 40000"
 )
 declare -A FROM=([four3]=four2 [story2]=story1 [objmix]=carry2 [objlong]=obj3 [objlong2]=objlong [wide]=objlong
               [objlong3]=objlong2 [objwait]=objlong2 [widewait]=wide
               [objask]=objwait [objwait2]=objwait [notes]=assets/babi [noteswait]=assets/babi
-              [notesidle]=noteswait [objroll]=noteswait [objroll2]=objroll)
+              [notesidle]=noteswait [objroll]=noteswait [objroll2]=objroll
+              [objroll3]=assets/babi [objfar]=assets/babi [objask2]=assets/babi [objaskbp]=assets/babi [objaskbp2]=objaskbp)
 # Stages that grow the model they start from to this many units per layer (--widen: the new units
 # start silent, so nothing learned is lost).
 declare -A WIDEN=([wide]=256)
 # The data's random stream per stage (default 0): the carry stages' runs drew their stories with seeds 1 and 2.
 declare -A DATA_SEED=([carry]=1 [carry2]=2 [obj1]=4 [obj2]=5 [obj3]=6 [obj4]=8 [objmix]=7 [objlong]=9 [objlong2]=10
                       [wide]=10 [objlong3]=11 [objwait]=11 [widewait]=11 [objask]=12 [objwait2]=12
-                      [notes]=13 [noteswait]=13 [notesidle]=14 [objroll]=15 [objroll2]=16)
+                      [notes]=13 [noteswait]=13 [notesidle]=14 [objroll]=15 [objroll2]=16
+                      [objroll3]=17 [objfar]=18 [objask2]=19 [objaskbp]=19 [objaskbp2]=20)
 for ((i = 1; i < ${#ORDER[@]}; i++)); do FROM[${ORDER[i]}]=${ORDER[i - 1]}; done
 
 for stage in "$@"; do
-  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} four3 story2 objmix objlong objlong2 wide objlong3 objwait widewait objask objwait2 notes noteswait notesidle objroll objroll2" >&2; exit 2; }
+  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} four3 story2 objmix objlong objlong2 wide objlong3 objwait widewait objask objwait2 notes noteswait notesidle objroll objroll2 objroll3 objfar objask2 objaskbp objaskbp2" >&2; exit 2; }
   read -r limit lr seq flags <<< "${STAGE[$stage]}"
   out="$RUNS/$stage"
   if [ -f "$out/done" ]; then echo "$stage: done already ($out)"; continue; fi
