@@ -90,6 +90,9 @@ IDLE = "() => Object.values(window.__events()).every(msgs => msgs.includes('proc
 # True once an event not in `seen` has streamed updates and completed.
 REPLY_COMPLETED = """seen => Object.entries(window.__events()).some(([id, msgs]) => !seen.includes(id)
     && msgs.includes('process_generating') && msgs.includes('process_completed'))"""
+# True once an event not in `seen` has completed (streamed or not).
+EVENT_COMPLETED = """seen => Object.entries(window.__events()).some(([id, msgs]) => !seen.includes(id)
+    && msgs.includes('process_completed'))"""
 
 
 def streamed_events(page) -> dict[str, list[dict]]:
@@ -228,7 +231,12 @@ def test_enter_sends_shift_enter_breaks_the_line_and_an_empty_box_sends_nothing(
     page.wait_for_function(IDLE, timeout=60_000)
     box = page.locator("#message textarea")
     box.click()
+    seen = sorted(streamed_events(page))
     box.press("Enter")
+    # The empty message's event must have run before the next Enter: a second submit while the first
+    # is still on its way is dropped by Gradio (trigger_mode "once"), and IDLE alone cannot see an
+    # event whose first message has not arrived.
+    page.wait_for_function(EVENT_COMPLETED, arg=seen, timeout=60_000)
     page.wait_for_function(IDLE, timeout=60_000)
     assert user_messages(page).count() == 0
     box.type("ROMEO:")
