@@ -37,7 +37,7 @@ GUIDES = {
               "names to places: ask about anyone who moved, even 40 facts ago (right every time in its test "
               "probes) and counts what they carry. When someone gets or drops an object, or moves with one, it "
               "notes where the object now is (`OK. So the milk is in the office.`) and answers `Where is the "
-              "milk?` from its notes (right 97 times in 100; less often when the note is many facts old: its "
+              "milk?` from its notes (right 98 times in 100; less often when the note is many facts old: its "
               "model card has the figures). It "
               "knows Mary, John, Daniel and Sandra; the bathroom, hallway, garden, office, bedroom and kitchen; the "
               "football, the apple and the milk (`John got the milk.`, `Where is the milk?`).",
