@@ -86,6 +86,8 @@ CARRY="$STORIES $ROLL --question-rate 1 --probe-share 0.3 --carry-share 0.8 --st
 # The object drills: carrying drills from one person up, half their facts moves (objects carried
 # along and left behind), for task 2.
 OBJ="$CARRY --carry-moves 0.5"
+# objroll's mix: the object drills waiting up to 30 idle moves, with notes, 30% object roll calls.
+ROLLOBJ="$OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3"
 # Each stage starts from the one listed before it in ORDER (or the one FROM names): seconds, lr,
 # seq-len, then its data's flags.
 ORDER=(drill pair1 pair2 pair3 four1 four2 roll story1 carry carry2 obj1 obj2 obj3 obj4)
@@ -116,13 +118,13 @@ declare -A STAGE=(
   [notes]="3600 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --notes"
   [noteswait]="3600 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 16 --notes"
   [notesidle]="2400 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes"
-  [objroll]="2400 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3"
-  [objroll2]="1200 1e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3"
+  [objroll]="2400 2e-3 512 $ROLLOBJ"
+  [objroll2]="1200 1e-3 512 $ROLLOBJ"
   [objroll3]="2400 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 40 --carry-wait-idle --notes --object-share 0.5"
   [objfar]="2400 1e-3 512 $OBJ --carry-people 4 --carry-facts 16 --carry-wait 40 --carry-wait-idle --notes --object-share 0.5"
-  [objask2]="2400 2e-3 512 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3 --carry-ask 0.5"
-  [objaskbp]="2400 2e-3 1024 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3 --carry-ask 0.5"
-  [objaskbp2]="1200 1e-3 1024 $OBJ --carry-people 4 --carry-facts 12 --carry-wait 30 --carry-wait-idle --notes --object-share 0.3 --carry-ask 0.5"
+  [objask2]="2400 2e-3 512 $ROLLOBJ --carry-ask 0.5"
+  [objaskbp]="2400 2e-3 1024 $ROLLOBJ --carry-ask 0.5"
+  [objaskbp2]="1200 1e-3 1024 $ROLLOBJ --carry-ask 0.5"
   [four3]="900 1e-3 512 $PROBES $DRILL --people 4 --probe-distance 40 --probe-lead 3 --stories 30000"
   [story2]="1200 1e-3 512 $STORIES --probe-share 0.3 --stories 40000"
 )
@@ -142,7 +144,7 @@ declare -A DATA_SEED=([carry]=1 [carry2]=2 [obj1]=4 [obj2]=5 [obj3]=6 [obj4]=8 [
 for ((i = 1; i < ${#ORDER[@]}; i++)); do FROM[${ORDER[i]}]=${ORDER[i - 1]}; done
 
 for stage in "$@"; do
-  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} four3 story2 objmix objlong objlong2 wide objlong3 objwait widewait objask objwait2 notes noteswait notesidle objroll objroll2 objroll3 objfar objask2 objaskbp objaskbp2" >&2; exit 2; }
+  [ -n "${STAGE[$stage]+x}" ] || { echo "unknown stage '$stage': choose from ${ORDER[*]} and, off that line, $(printf '%s\n' "${!STAGE[@]}" | grep -vxF "$(printf '%s\n' "${ORDER[@]}")" | sort | tr '\n' ' ')" >&2; exit 2; }
   read -r limit lr seq flags <<< "${STAGE[$stage]}"
   out="$RUNS/$stage"
   if [ -f "$out/done" ]; then echo "$stage: done already ($out)"; continue; fi

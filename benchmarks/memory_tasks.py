@@ -96,9 +96,9 @@ WRONG_WAYS = {"left_by": "where the one who dropped it is now", "others": "anoth
 def wrong_way(question: dict, reply: str) -> str:
     """What a wrong task-2 answer named instead (a key of WRONG_WAYS): the lures its row lists
     (`lstm_model.memory_tasks.question_row`), in that order, or any other place, or no place."""
-    if question.get("left_by") is not None and reply == question["left_by"]:
+    if reply == question["left_by"]:
         return "left_by"
-    if reply in (question.get("others") or ()):
+    if reply in question["others"]:
         return "others"
     return "elsewhere" if reply in PLACES else "no place"
 

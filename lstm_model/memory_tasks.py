@@ -197,9 +197,11 @@ class Dialogue:
         """The index of the next user message."""
         return len(self.messages) // 2
 
-    def tell(self, fact: str) -> None:
-        self.messages += [{"role": "user", "content": fact},
-                          {"role": "assistant", "content": acknowledge(self.world.notes() if self.notes else None)}]
+    def tell(self, fact: str, notes: list[str] | None = None) -> None:
+        """A message of facts (applied to the world already) and its acknowledgement; its notes are
+        `notes` (a message of several facts gathers them fact by fact) or the last fact's."""
+        said = (self.world.notes() if notes is None else notes) if self.notes else None
+        self.messages += [{"role": "user", "content": fact}, {"role": "assistant", "content": acknowledge(said)}]
 
     def ask(self, task: int, question: str, answer: str, distance: int) -> None:
         self.questions.append(self.world.asked(self.turn, task, question, answer, distance))
@@ -215,7 +217,8 @@ def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message:
     each message with chance `question_rate` and after the last (each about the world as the facts
     left it), about the first `people` of PEOPLE. With `notes` each acknowledgement also says where
     the objects its facts placed now are (`acknowledge`); the same draws either way."""
-    world, messages, questions, told = World(PEOPLE[:people]), [], [], 0
+    dialogue, told = Dialogue(World(PEOPLE[:people]), notes), 0
+    world = dialogue.world
     total = rng.randint(1, max_facts)
     while told < total:
         batch, said = [], []
@@ -223,16 +226,13 @@ def story(rng: random.Random, max_facts: int = 40, tasks=TASKS, max_per_message:
             batch.append(world.fact(rng, told + i))
             said += world.notes()
         told += len(batch)
-        messages += [{"role": "user", "content": " ".join(batch)},
-                     {"role": "assistant", "content": acknowledge(said if notes else None)}]
+        dialogue.tell(" ".join(batch), said)
         if rng.random() < question_rate or told == total:
             task = rng.choice(tasks)
             asked = world.question(rng, task, told)
             if asked is not None:
-                text, answer, distance = asked
-                questions.append(world.asked(len(messages) // 2, task, text, answer, distance))
-                messages += [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
-    return {"messages": messages, "questions": questions}
+                dialogue.ask(task, *asked)
+    return dialogue.row()
 
 
 def distance_probe(rng: random.Random, distance: int, lead: int = 3, people: int = len(PEOPLE), task: int = 1,
