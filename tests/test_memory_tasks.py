@@ -631,7 +631,7 @@ def test_an_object_roll_call_asks_where_every_object_is(tmp_path, capsys):
     """Object roll calls (--object-share): every object got by someone, then all three asked in
     random order, each answer following from the facts; mostly in different places, so the name
     in the question decides."""
-    from lstm_model.memory_tasks import OBJECTS, main, object_roll_call
+    from lstm_model.memory_tasks import main, object_roll_call
 
     rng, apart = random.Random(3), 0
     for _ in range(200):
