@@ -10,7 +10,8 @@ which passes no flags, picks its model), INT8 (as --int8), LSTM_STEP_ENGINE (aut
 torch), BATCHING (0 = every reply steps alone), CHAT_CONCURRENCY (replies streaming at once,
 default 256; beyond, a "busy" sentence), TORCH_THREADS (default 1), STEP_THREADS (ONNX Runtime's
 threads for the generation steps, default 2 or the CPUs if fewer), CUSTOM_MODELS (1/0: whether visitors may load Hub repos
-and local folders through the model picker; default 0 on a Space, where SPACE_ID is set, else 1),
+and local folders through the model picker; default 0 on a Space, where SPACE_ID is set, and with
+--share, else 1),
 FRESH_REPLIES (1/0: whether each reply is followed by the one a fresh memory writes; default 1);
 Gradio's own GRADIO_SERVER_NAME and GRADIO_SERVER_PORT.
 """
@@ -47,7 +48,8 @@ def parse_args(argv=None, environ=None) -> Options:
                         "rise <= 0.01 nats/char; on; off")
     args = p.parse_args(argv)
     on_space = bool(env.get("SPACE_ID"))
-    custom = env.get("CUSTOM_MODELS", "0" if on_space else "1").strip().lower()
+    # A public app (a Space, a share link) lets visitors pick only the served models unless asked.
+    custom = env.get("CUSTOM_MODELS", "0" if on_space or args.share else "1").strip().lower()
     if custom not in SWITCH:
         p.error(f"CUSTOM_MODELS must be 1 or 0 (on or off); got {custom!r}.")
     fresh = env.get("FRESH_REPLIES", "1").strip().lower()
@@ -87,6 +89,9 @@ def main(argv=None) -> int:
     # A streaming reply holds a worker thread while it waits for its characters: room for all.
     demo.launch(server_name=options.host, server_port=options.port, share=options.share, prevent_thread_lock=True,
                 max_threads=options.concurrency + 40, app_kwargs={"routes": demo.plain_routes})
+    if options.share and not options.custom_models:
+        print("Public link: visitors can pick only the bundled models; set CUSTOM_MODELS=1 to let them load Hub "
+              "repos and this machine's model folders.", file=sys.stderr)
     if options.share and not getattr(demo, "share_url", None):
         print("The public share link could not be created (no connection to gradio.live?); "
               f"the app keeps serving locally at {demo.local_url}.", file=sys.stderr)

@@ -12,7 +12,15 @@ from pathlib import Path
 
 from .cards import write_model_card  # noqa: F401 - hub.write_model_card, its former home
 from .data import hub_offline, hub_reachable, hub_url
-from .model import CONFIG_NAME, WEIGHTS_NAME, CharLSTM, CheckpointError, check_config, require_safetensors
+from .model import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CharLSTM,
+    CheckpointError,
+    check_config,
+    download_checkpoint,
+    require_safetensors,
+)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL = "shakespeare"
@@ -39,9 +47,10 @@ def default_model_path() -> Path:
     raise ModelLoadError("No bundled model was found in assets/; train one with `python -m lstm_model.train` and pass --model.")
 
 
-def parse_source(source: str) -> tuple[str, str | None]:
-    """'user/name@revision' -> ('user/name', 'revision'); a local path is returned unchanged."""
-    if os.path.exists(source):
+def parse_source(source: str, hub_only: bool = False) -> tuple[str, str | None]:
+    """'user/name@revision' -> ('user/name', 'revision'); a local path is returned unchanged
+    (unless `hub_only`: the source is a Hub repo id whatever the disk holds)."""
+    if not hub_only and os.path.exists(source):
         return source, None
     if "@" in source:
         repo, _, revision = source.partition("@")
@@ -79,24 +88,25 @@ def _check_local_folder(folder: str) -> None:
         raise ModelLoadError(str(err)) from None
 
 
-def resolve_source(source: str | os.PathLike | None) -> tuple[str, str | None]:
+def resolve_source(source: str | os.PathLike | None, hub_only: bool = False) -> tuple[str, str | None]:
     """(local folder or repo id, revision) for a model source: a bundled model's name, a local
-    folder, `user/name[@revision]`, or None for the bundled default."""
+    folder, `user/name[@revision]`, or None for the bundled default. With `hub_only`, a source
+    that is not a bundled name is a Hub repo id, even where a local path of that name exists."""
     if source is None:
         return str(default_model_path()), None
     source = str(source).strip()
     if source in bundled_models():
-        source = str(bundled_models()[source])
-    return parse_source(source)
+        return parse_source(str(bundled_models()[source]))
+    return parse_source(source, hub_only)
 
 
-def source_key(source: str | os.PathLike | None) -> str:
+def source_key(source: str | os.PathLike | None, hub_only: bool = False) -> str:
     """One name for every spelling of a source: a local folder's real path (a bundled name and
     None resolved first), else `repo@commit`, the commit that the revision (default `main`) points
     to, found by fetching the repo's config.json (from the local cache when the Hub is out of
     reach); `repo@revision` when even that fails (loading will then say why)."""
-    path, revision = resolve_source(source)
-    if os.path.exists(path):
+    path, revision = resolve_source(source, hub_only)
+    if os.path.exists(path) and not (hub_only and source not in bundled_models()):
         return os.path.realpath(path)
     try:
         validate_repo_id(path)
@@ -108,24 +118,28 @@ def source_key(source: str | os.PathLike | None) -> str:
         return f"{path}@{revision or 'main'}"
 
 
-def load_model(source: str | os.PathLike | None = None, device: str = "cpu") -> CharLSTM:
+def load_model(source: str | os.PathLike | None = None, device: str = "cpu", hub_only: bool = False) -> CharLSTM:
     """Load a CharLSTM for inference (eval mode).
 
     `source` is a local folder, a Hub repo id `user/name` or `user/name@revision`, a bundled
-    model's name, or None for the bundled default model (assets/shakespeare). Only config.json and
+    model's name, or None for the bundled default model (assets/shakespeare); with `hub_only`, a
+    source other than a bundled name is read as a Hub repo id. Only config.json and
     model.safetensors are read; `load_int8_check` reads the folder's int8.json.
     """
-    path, revision = resolve_source(source)
-    if os.path.isdir(path):
+    path, revision = resolve_source(source, hub_only)
+    local = os.path.exists(path) and not (hub_only and source not in bundled_models())
+    if local and os.path.isdir(path):
         _check_local_folder(path)
-    elif os.path.exists(path):
+    elif local:
         raise ModelLoadError(f"{path} is a file; give the folder that holds config.json and {WEIGHTS_NAME}.")
     else:
         validate_repo_id(path)
     # Offline, only the local cache can help: ask for it alone instead of retrying the network.
-    local_only = not os.path.isdir(path) and not hub_reachable()
+    local_only = not local and not hub_reachable()
     try:
-        model = CharLSTM.from_pretrained(path, revision=revision, map_location=device, local_files_only=local_only)
+        # A repo id is downloaded here, never read as a folder of that name (see hub_only).
+        folder = path if local else download_checkpoint(path, revision=revision, local_files_only=local_only)
+        model = CharLSTM.from_pretrained(folder, map_location=device)
     except (CheckpointError, ModelLoadError) as err:
         raise ModelLoadError(str(err)) from None
     except Exception as err:
@@ -133,13 +147,13 @@ def load_model(source: str | os.PathLike | None = None, device: str = "cpu") -> 
     return model
 
 
-def load_int8_check(source: str | os.PathLike | None = None) -> dict | None:
+def load_int8_check(source: str | os.PathLike | None = None, hub_only: bool = False) -> dict | None:
     """The int8 check (int8.json: the loss of fp32 and int8 steps on held-out text) of a model
     folder or Hub repo, or None when it has none or it cannot be read as one. lstm_model.serving
     decides from it whether int8 steps may serve the model."""
     try:
-        path, revision = resolve_source(source)
-        if os.path.isdir(path):
+        path, revision = resolve_source(source, hub_only)
+        if os.path.isdir(path) and not (hub_only and source not in bundled_models()):
             file = os.path.join(path, INT8_CHECK_FILE)
         else:
             from huggingface_hub import hf_hub_download

@@ -426,15 +426,18 @@ def test_the_heatmap_labels_every_character_shades_the_message_and_shows_values_
 
 
 def test_fresh_replies_can_be_switched_off_for_a_busy_server(trained_model):
+    from types import SimpleNamespace
+
     from lstm_model.serving import Serving
     from ui.actions import ChatApp, Options
 
     for on in (True, False):
         app = ChatApp(Options(fresh_replies=on))
-        st = app.state(None)
+        tab = SimpleNamespace(session_hash="tab")
+        st = app.state(tab)
         st.switch(Serving(trained_model), "trained")
         for line in ("ANNA:\nThe sea.", "ANNA:\nThe moon."):
-            drain(app.chat(line, 0.8, 40, 1.0, 30, 3, "\\n\\n", True))
+            drain(app.chat(line, 0.8, 40, 1.0, 30, 3, "\\n\\n", True, request=tab))
         assert (st.session.turns[-1].fresh_reply is not None) == on
 
 
@@ -490,24 +493,27 @@ def stream(url: str, body, client=None) -> tuple[int, list[tuple[str | None, dic
 def test_the_plain_stream_is_the_chat_with_its_memory_outside_the_queue(server):
     c = client(server)
     messages = ("ROMEO:\nWhat light through yonder window breaks?", "JULIET:\nIt is the east.")
-    plain, fresh = [], []
+    plain, fresh, token, first_fresh = [], [], None, None
     for turn, message in enumerate(messages):
-        body = {"message": message, "session": "plain-1", "max_chars": 120, "seed": 7}
+        body = {"message": message, "max_chars": 120, "seed": 7, **({"session": token} if token else {})}
         status, events = stream(server, body)
         assert status == 200 and events[-1][0] == "done" and all(name is None for name, _ in events[:-1])
         done = events[-1][1]
-        assert "".join(data["text"] for _, data in events[:-1]) == done["reply"] and done["session"] == "plain-1"
+        assert "".join(data["text"] for _, data in events[:-1]) == done["reply"]
+        assert done["session"] == (token or done["session"]) and len(done["session"]) >= 24  # the server's token
+        token = done["session"]
         plain.append(done["reply"])
         # the reply a fresh memory writes is a new session's first reply to the same message, with the
         # turn's seed (ChatSession draws turn i with seed + 1000 i)
-        _, alone = stream(server, {**body, "session": f"plain-fresh-{turn}", "seed": 7 + 1000 * turn})
+        _, alone = stream(server, {"message": message, "max_chars": 120, "seed": 7 + 1000 * turn})
+        first_fresh = first_fresh or alone[-1][1]["session"]
         fresh.append(done["fresh_reply"])
         assert alone[-1][1]["reply"] == done["fresh_reply"]
     # the same two turns through Gradio's /chat: the same replies, so the same memory carried
     through_queue = [c.predict(m, 0.8, 40, 1.0, 120, 7, "\\n\\n", True, api_name="/chat") for m in messages]
     assert through_queue == plain and plain[1] != fresh[1]  # the memory changed the second reply
     # memory off, in the session that has read the first message: the second turn starts fresh
-    status, events = stream(server, {"message": messages[1], "session": "plain-fresh-0", "memory": False, "seed": 7,
+    status, events = stream(server, {"message": messages[1], "session": first_fresh, "memory": False, "seed": 7,
                                      "max_chars": 120})
     assert events[-1][1]["reply"] == fresh[1]
 
@@ -515,7 +521,10 @@ def test_the_plain_stream_is_the_chat_with_its_memory_outside_the_queue(server):
 def test_the_plain_stream_answers_bad_bodies_in_a_sentence(server):
     for body, said in (([1], "JSON object"), ({"mesage": "hi"}, "Unknown field 'mesage'"),
                        ({"message": 5}, "as text"), ({"message": "hi", "top_p": 7}, "Top-p must be"),
-                       ({"message": "hi", "session": "x" * 201}, "up to 200 characters"),
+                       ({"message": "hi", "session": "x" * 201}, "leave it out"),
+                       ({"message": "hi", "session": 0}, "leave it out"), ({"message": "hi", "session": []}, "leave it out"),
+                       ({"message": "hi", "stop": {"a": 1}}, "stop sequence is text"), ({"message": "hi", "stop": 5}, "text"),
+                       ({f"x{i}": 1 for i in range(20000)}, "and 19997 more"),
                        ({"message": "hi", "memory": "yes"}, "true or false")):
         status, events = stream(server, body)
         assert status == 422 and said in events[0][1]["error"], body
@@ -548,20 +557,24 @@ def test_the_plain_stream_is_refused_beyond_the_admission_limit_and_a_client_tha
         deadline = time.monotonic() + 60
         while not server.started and time.monotonic() < deadline:  # waiting for a condition, not a race
             time.sleep(0.05)
+        other = stream(url, {"message": "JULIET:", "max_chars": 3})[1][-1][1]["session"]
         with chat_app.admitted():  # the one place taken
-            status, events = stream(url, {"message": "JULIET:", "session": "other"})
+            status, events = stream(url, {"message": "JULIET:", "session": other})
+            assert stream(url, {"message": "JULIET:"})[0] == 503  # a refused first call leaves no session
         assert status == 503 and "send it again" in events[0][1]["error"]
-        assert chat_app.state_of("stream:other").session.turns == []  # nothing was read: the user's to resend
-        long = {"message": "ROMEO:", "session": "long", "max_chars": 5000, "stop": ""}
+        assert len(chat_app.stream_session(other).session.turns) == 1  # nothing was read: the user's to resend
+        assert len(chat_app._sessions) == 1
+        long = {"message": "ROMEO:", "max_chars": 5000, "stop": ""}
         with httpx.stream("POST", url + "chat/stream", json=long, timeout=60) as first:
             lines = first.iter_lines()
             assert first.status_code == 200 and next(lines).startswith("data: ")
+            token = first.headers["X-Chat-Session"]
         deadline = time.monotonic() + 60  # the client has left after its first piece
         while chat_app._streaming and time.monotonic() < deadline:  # the server notices: a condition, not a race
             time.sleep(0.05)
-        status, events = stream(url, {"message": "JULIET:", "session": "other", "max_chars": 20})
+        status, events = stream(url, {"message": "JULIET:", "session": other, "max_chars": 20})
         assert status == 200 and events[-1][0] == "done"
-        assert 0 < len(chat_app.state_of("stream:long").session.turns[0].reply) < 5000  # the reply so far is kept
+        assert 0 < len(chat_app.stream_session(token).session.turns[0].reply) < 5000  # the reply so far is kept
     finally:
         server.should_exit = True
         thread.join(timeout=30)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import logging
 import os
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +38,15 @@ from lstm_model.step import EngineError
 from .guides import guide_for
 
 SESSION_TTL_S = 2 * 3600  # an idle session's memory is freed after this long
+# Sessions kept at once, and their bytes together (transcripts and state snapshots): past either,
+# the least recently used idle sessions are evicted first.
+MAX_SESSIONS = 1000
+MAX_SESSIONS_BYTES = 256 * 2**20
+# Namespaces of session keys: the page's and the API's sessions are keyed by Gradio's session hash,
+# the stream route's by tokens the server makes; no caller-sent value crosses from one to the other.
+PAGE, STREAM = "page", "stream"
+STREAM_TOKEN_BYTES = 18  # 144 random bits, 24 characters
+log = logging.getLogger("lstm_memory_chat")
 RECENT_CHARS = 1500  # characters of the conversation shown in the unit inspector
 STREAM_INTERVAL_S = 0.04  # a streamed reply is updated at most 25 times a second...
 MAX_UPDATES_PER_S = 200  # ...and all of them together about this often: each costs Gradio ~1 ms of its event loop
@@ -114,6 +125,15 @@ def fresh_reply_html(turn) -> str:
             f'another reply ({where})</summary><div class="fresh-text">{body}</div></details></div>')
 
 
+def sureness_html(turn) -> str:
+    """Beside a short reply (an answer): how sure the model was of it, so that a guess looks like one."""
+    p = turn.measures.get("reply_probability")
+    if p is None:
+        return ""
+    return (f' <span class="reply-sure" title="the probability the model gave to writing exactly this reply">'
+            f'(sure: {100 * p:.0f}%)</span>')
+
+
 def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]:
     """The chat transcript as Chatbot messages (the session is the source of truth); under each
     finished reply, what the memory changed (fresh_reply_html)."""
@@ -126,7 +146,7 @@ def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]
         if turn.closed_with and not live:  # cut by the length cap, then closed by the stop
             content += "  [cut at the length cap]"
         if turn.done and not live:
-            content += fresh_reply_html(turn)
+            content += sureness_html(turn) + fresh_reply_html(turn)
         messages.append({"role": "assistant", "content": content})
     return messages
 
@@ -217,12 +237,12 @@ def sampling_from(temperature, top_k, top_p, max_chars, seed, stop) -> dict:
         try:
             return as_number(label, value, kind)
         except SamplingError as err:
-            raise gr.Error(str(err)) from None
+            raise refusal(str(err), "settings") from None
 
     def within(label, value, name):
         low, high = RANGES[name]
         if not low <= value <= high:
-            raise gr.Error(f"{label} must be from {low:g} to {high:g}; got {value:g}.")
+            raise refusal(f"{label} must be from {low:g} to {high:g}; got {value:g}.", "settings")
         return value
 
     temperature = within("Temperature", number("Temperature", temperature, float, DEFAULTS["temperature"]), "temperature")
@@ -230,11 +250,11 @@ def sampling_from(temperature, top_k, top_p, max_chars, seed, stop) -> dict:
     max_chars = within("Max characters", number("Max characters", max_chars, int, DEFAULTS["max_chars"]), "max_chars")
     top_k, seed = number("Top-k", top_k, int, DEFAULTS["top_k"]), number("Seed", seed, int, DEFAULTS["seed"])
     if top_k < 0:
-        raise gr.Error(f"Top-k must be 0 (off) or more; got {top_k}.")
+        raise refusal(f"Top-k must be 0 (off) or more; got {top_k}.", "settings")
     settings = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None,
                     max_new_chars=max_chars, seed=seed if seed >= 0 else None)
     if stop is not None:
-        settings["stop"] = unescape(str(stop)) or None
+        settings["stop"] = unescape(checked_text("The stop sequence", stop)) or None
     return settings
 
 
@@ -253,6 +273,10 @@ class ChatState:
         self.changes = 0  # counts the changes to the conversation, so that a stale panel is not shown
         self.unit_chosen = False  # until the visitor picks a unit, the inspector shows the best one for DEFAULT_PATTERN
         self.used = time.monotonic()
+        self.nbytes = 0  # the session's size after its last change (measured_size), for the sessions' bound
+
+    def measure(self) -> None:
+        self.nbytes = measured_size(self.session)
 
     def switch(self, serving: Serving, source: str | None = None) -> None:
         self.serving, self.source = serving, source
@@ -262,6 +286,17 @@ class ChatState:
     def guide(self):
         """What the page says about the model this session is served (ui.guides)."""
         return guide_for(self.source, self.serving.model)
+
+
+def measured_size(session: ChatSession) -> int:
+    """About how many bytes a conversation holds: its texts (4 bytes a character at most) and its
+    state snapshots."""
+    size = 0
+    for turn in session.turns:
+        size += 4 * (len(turn.user) + len(turn.fed) + len(turn.reply) + len(turn.fresh_reply or ""))
+        for state in (turn.state_before, turn.state_after_user, turn.state_after):
+            size += sum(t.numel() * t.element_size() for t in state or ())
+    return size
 
 
 class ServedModels:
@@ -279,9 +314,10 @@ class ServedModels:
     def __len__(self) -> int:
         return len(self._servings)
 
-    def get(self, source: str | None) -> Serving:
-        """The serving of `source`, loaded on first use. ModelLoadError with one sentence."""
-        key = source_key(source)
+    def get(self, source: str | None, hub_only: bool = False) -> Serving:
+        """The serving of `source` (with `hub_only`, a Hub repo id whatever the disk holds: see
+        hub.load_model), loaded on first use. ModelLoadError with one sentence."""
+        key = source_key(source, hub_only)
         with self._lock:
             if key in self._servings:
                 self._servings.move_to_end(key)
@@ -290,16 +326,17 @@ class ServedModels:
             with self._lock:  # loaded meanwhile by another request?
                 if key in self._servings:
                     return self._servings[key]
-            serving = self._load(source)
+            serving = self._load(source, hub_only)
             with self._lock:
                 self._servings[key] = serving
                 self._evict()
         return serving
 
-    def _load(self, source: str | None) -> Serving:
+    def _load(self, source: str | None, hub_only: bool) -> Serving:
         o = self.options
         try:
-            return Serving(load_model(source), engine=o.engine, int8=o.int8, int8_check=load_int8_check(source),
+            return Serving(load_model(source, hub_only=hub_only), engine=o.engine, int8=o.int8,
+                           int8_check=load_int8_check(source, hub_only),
                            batching=o.batching, threads=o.step_threads, max_batch=o.concurrency)
         except EngineError as err:
             raise ModelLoadError(str(err)) from None
@@ -314,9 +351,13 @@ class ServedModels:
 
 
 def is_local_path(source: str) -> bool:
-    """Whether a model source names a place on this server's disk (not a bundled name or a repo id)."""
-    return source not in bundled_models() and (source.startswith((".", "/", "~", "\\")) or os.sep in source.replace("/", "", 1)
-                                               or source.count("/") != 1 or os.path.exists(source))
+    """Whether a visitor's model source is a path on this server's disk, told by its spelling alone:
+    not a bundled name, and not of a Hub repo id's form (user/name[@revision]): it starts with ".",
+    "/", "~" or a backslash, or has a number of slashes other than one. A source of the repo id's
+    form is always looked up on the Hub, whatever the disk holds, so that no answer tells a visitor
+    whether a file of that name exists."""
+    return source not in bundled_models() and (source.startswith((".", "/", "~", "\\")) or "\\" in source
+                                               or source.count("/") != 1)
 
 
 def load_error(source: str, err: Exception) -> str:
@@ -330,7 +371,56 @@ def load_error(source: str, err: Exception) -> str:
 
 
 class Busy(gr.Error):
-    """The server is writing as many replies as it takes: the message was not sent."""
+    """The server is writing as many replies as it takes (or holds as many sessions as it can):
+    the message was not sent."""
+
+    def __init__(self, message: str):
+        super().__init__(message, print_exception=False)
+        log.info("refused: busy")
+
+
+def refusal(sentence: str, what: str) -> gr.Error:
+    """A visitor's request refused with one sentence: no traceback in the log, and a log line that
+    names only what was refused (`what`), never the visitor's text."""
+    log.info("refused: %s", what)
+    return gr.Error(sentence, print_exception=False)
+
+
+def checked_text(label: str, value) -> str:
+    """Text a visitor sent, checked where it enters: a string that UTF-8 can carry (a lone surrogate,
+    which JSON can spell, could be fed and stored but never sent back)."""
+    if not isinstance(value, str):
+        raise refusal(f"{label} must be text.", "not text")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise refusal(f"{label} holds a lone surrogate (half of a character); remove it and send again.",
+                      "lone surrogate") from None
+    return value
+
+
+def direct_call(request: gr.Request | None) -> bool:
+    """Whether the request is a direct POST to /gradio_api/run/<name> (or /api/<name>): Gradio answers
+    those with a handler's first output and drops the rest, where its queue streams them all."""
+    try:
+        parts = request.request.url.path.rstrip("/").split("/")
+    except AttributeError:
+        return False
+    return len(parts) >= 2 and parts[-2] in ("run", "api")
+
+
+async def whole_if_direct(texts, request: gr.Request | None):
+    """A reply's updates; for a direct call, only the whole reply (see direct_call)."""
+    async with contextlib.aclosing(texts):
+        if not direct_call(request):
+            async for text in texts:
+                yield text
+            return
+        text = None
+        async for text in texts:
+            pass
+        if text is not None:
+            yield text
 
 
 class ChatApp:
@@ -342,7 +432,7 @@ class ChatApp:
         self.served = ServedModels(options)  # models are read-only: sessions share them
         self.default = self.served.get(options.model)
         self.default_name = options.model or DEFAULT_MODEL
-        self._sessions: dict[str, ChatState] = {}
+        self._sessions: OrderedDict[tuple[str, str], ChatState] = OrderedDict()  # least recently used first
         self._sessions_lock = threading.Lock()
         self._streaming = 0  # replies being written now (admitted)
         self._streaming_lock = threading.Lock()
@@ -381,33 +471,67 @@ class ChatApp:
         return max(STREAM_INTERVAL_S, self._streaming / MAX_UPDATES_PER_S)
 
     def state(self, request: gr.Request | None) -> ChatState:
-        """The session of this browser tab or API client (made on first use; idle ones expire)."""
-        return self.state_of(getattr(request, "session_hash", None) or "local")
+        """The session of this browser tab or API client, keyed by Gradio's session hash in the page's
+        namespace (made on first use; idle ones expire). A call without a session hash (a bare
+        `/gradio_api/run/...`) gets a new session of its own, kept by nobody after the call."""
+        session_hash = getattr(request, "session_hash", None)
+        if not isinstance(session_hash, str) or not session_hash:
+            return ChatState(self.default, self.default_name)
+        return self.state_of((PAGE, session_hash))
 
-    def state_of(self, key: str) -> ChatState:
-        """The session named `key` (made on first use; idle ones expire)."""
+    def state_of(self, key: tuple[str, str]) -> ChatState:
+        """The session `key` = (namespace, name) (made on first use). A full table first loses its
+        idle sessions, the longest idle first; when every session is busy, Busy with a sentence."""
         now = time.monotonic()
         with self._sessions_lock:
             for old in [k for k, st in self._sessions.items() if now - st.used > SESSION_TTL_S]:
                 del self._sessions[old]
             st = self._sessions.get(key)
             if st is None:
+                self._make_room()
                 st = self._sessions[key] = ChatState(self.default, self.default_name)
+            self._sessions.move_to_end(key)
             st.used = now
             return st
+
+    def _make_room(self) -> None:
+        """Evict idle sessions, least recently used first, until one more fits within MAX_SESSIONS
+        and MAX_SESSIONS_BYTES (each session's size as measured after its last change)."""
+        total = sum(st.nbytes for st in self._sessions.values())
+        for key in list(self._sessions):
+            if len(self._sessions) < MAX_SESSIONS and total < MAX_SESSIONS_BYTES:
+                return
+            st = self._sessions[key]
+            if st.lock.locked():  # writing a reply now: not idle
+                continue
+            del self._sessions[key]
+            total -= st.nbytes
+        if len(self._sessions) >= MAX_SESSIONS or total >= MAX_SESSIONS_BYTES:
+            raise Busy("The server holds as many conversations as it can and all of them are busy; "
+                       "send your message again in a minute.")
+
+    def new_stream_session(self) -> str:
+        """A new session for the plain stream route, named by the server: an unguessable token."""
+        token = secrets.token_urlsafe(STREAM_TOKEN_BYTES)
+        self.state_of((STREAM, token))
+        return token
+
+    def stream_session(self, token: str) -> ChatState | None:
+        """The stream route's session `token`, if the server made it and it has not expired."""
+        with self._sessions_lock:
+            st = self._sessions.get((STREAM, token))
+            if st is None or time.monotonic() - st.used > SESSION_TTL_S:
+                return None
+        return self.state_of((STREAM, token))
+
+    def drop_stream_session(self, token: str) -> None:
+        with self._sessions_lock:
+            self._sessions.pop((STREAM, token), None)
 
     def forget(self, request: gr.Request) -> None:
         """A closed browser tab: free its session."""
         with self._sessions_lock:
-            self._sessions.pop(getattr(request, "session_hash", None), None)
-
-    def _prepare(self, st: ChatState, temperature, top_k, top_p, max_chars, seed, stop, memory) -> None:
-        settings = sampling_from(temperature, top_k, top_p, max_chars, seed, stop)
-        st.session.memory = bool(memory)
-        try:
-            st.session.update_settings(**settings)
-        except SamplingError as err:
-            raise gr.Error(str(err)) from None
+            self._sessions.pop((PAGE, getattr(request, "session_hash", None)), None)
 
     # -- actions: the API endpoints, and what the page's buttons do --------------------------
 
@@ -418,41 +542,53 @@ class ChatApp:
         """Send a message; streams the reply. The LSTM memory carries over between calls of the same
         client session. Top-k 0 = off, top-p 1 = off, seed -1 = random; the stop sequence is written
         with \\n for a newline."""
+        text = checked_text("The message", "" if message is None else message)
+        settings = sampling_from(temperature, top_k, top_p, max_chars, seed, stop)
         st = self.state(request)
-        self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
-        async with contextlib.aclosing(self._write(st, lambda: st.session.send(
-                message if isinstance(message, str) else ""))) as texts:  # closed with this one: frees its place
-            async for text in texts:
-                yield text
+        async with contextlib.aclosing(whole_if_direct(self._write(st, settings, memory, lambda: st.session.send(text)),
+                                                       request)) as replies:  # closed with this one: frees its place
+            async for reply in replies:
+                yield reply
 
     async def retry(self, temperature: float = DEFAULTS["temperature"], top_k: int = DEFAULTS["top_k"],
                     top_p: float = DEFAULTS["top_p"], max_chars: int = DEFAULTS["max_chars"],
                     seed: int = DEFAULTS["seed"], stop: str = "\\n\\n", memory: bool = DEFAULTS["memory"],
                     request: gr.Request = None) -> str:
         """Resample the last reply from the memory just after the last message; streams it."""
+        settings = sampling_from(temperature, top_k, top_p, max_chars, seed, stop)
         st = self.state(request)
-        self._prepare(st, temperature, top_k, top_p, max_chars, seed, stop, memory)
-        async with contextlib.aclosing(self._write(st, st.session.retry, notes=False)) as texts:
-            async for text in texts:
-                yield text
+        async with contextlib.aclosing(whole_if_direct(self._write(st, settings, memory, st.session.retry, notes=False),
+                                                       request)) as replies:
+            async for reply in replies:
+                yield reply
 
-    async def send(self, key: str, message: str, memory: bool = True, **settings):
-        """The chat action for a caller outside Gradio's queue (ui/stream.py): the session named
-        `key`, the same checks, admission, decoder and fresh reply as `chat`; the reply so far,
-        paced. Notes on the message are left in the session's `notes`, not shown as toasts."""
-        st = self.state_of(key)
-        self._prepare(st, **{**DEFAULTS, "stop": "\\n\\n", **settings, "memory": memory})
-        async with contextlib.aclosing(self._write(st, lambda: st.session.send(message), warn=False)) as texts:
-            async for text in texts:
-                yield text
+    async def send(self, st: ChatState, message: str, memory: bool = True, **settings):
+        """The chat action for a caller outside Gradio's queue (ui/stream.py): its session `st`, the
+        same checks, admission, decoder and fresh reply as `chat`; the reply so far, paced. Notes on
+        the message are left in the session's `notes`, not shown as toasts."""
+        text = checked_text("The message", message)
+        values = {**DEFAULTS, "stop": "\\n\\n", **settings}
+        checked = sampling_from(*(values[k] for k in ("temperature", "top_k", "top_p", "max_chars", "seed", "stop")))
+        async with contextlib.aclosing(self._write(st, checked, memory, lambda: st.session.send(text),
+                                                   warn=False)) as texts:
+            async for reply in texts:
+                yield reply
 
-    async def _write(self, st: ChatState, start, notes: bool = True, warn: bool = True):
-        """Admit a reply, start it (`start()`: the session's send or retry) under the session's
-        lock, stream it paced, then (in a thread) what a fresh memory writes instead. Notes on the
-        message are kept in `st.notes` and, with `warn`, shown as Gradio toasts."""
+    async def _write(self, st: ChatState, settings: dict, memory, start, notes: bool = True, warn: bool = True):
+        """Admit a reply, then under the session's lock apply its settings (so that two turns sent at
+        once in one session each keep their own), start it (`start()`: the session's send or retry),
+        stream it paced, then (in a thread) what a fresh memory writes instead. Notes on the message
+        are kept in `st.notes` and, with `warn`, shown as Gradio toasts."""
+        if not isinstance(memory, bool):
+            raise refusal("memory is true or false.", "memory")
         with self.admitted():
             await acquire(st.lock)
             try:
+                st.session.memory = memory
+                try:
+                    st.session.update_settings(**settings)
+                except SamplingError as err:
+                    raise refusal(str(err), "settings") from None
                 wake, event = waker()
                 st.session.wake = wake  # read when the reply's stream is made, in start()
                 try:
@@ -461,7 +597,7 @@ class ChatApp:
                     st.session.wake = None
                 st.changes += 1
                 if reply is None:
-                    raise gr.Error("Nothing to retry: send a message first.")
+                    raise refusal("Nothing to retry: send a message first.", "retry")
                 if notes:
                     st.notes = st.session.notices()
                     for note in st.notes if warn else ():
@@ -474,6 +610,7 @@ class ChatApp:
                 if self.options.fresh_replies:  # the reply is out: now what a fresh memory writes instead
                     await anyio.to_thread.run_sync(with_fresh_reply, st.session)
             finally:
+                st.measure()
                 st.lock.release()
 
     def undo(self, request: gr.Request = None) -> str:
@@ -482,6 +619,7 @@ class ChatApp:
         with st.lock:
             done = st.session.undo()
             st.changes += 1
+            st.measure()
         return "Undid the last turn: the memory is back to its state before it." if done else "Nothing to undo."
 
     def reset(self, request: gr.Request = None) -> str:
@@ -490,6 +628,7 @@ class ChatApp:
         with st.lock:
             st.session.reset()
             st.changes += 1
+            st.measure()
         return "Fresh conversation: transcript and memory cleared."
 
     def memory(self, request: gr.Request = None) -> dict:
@@ -499,19 +638,21 @@ class ChatApp:
     def model(self, source: str, request: gr.Request = None) -> str:
         """Switch this session to another model: a bundled model's name (shakespeare, timemachine),
         a Hub repo id user/name[@revision] or a local model folder. Resets the conversation."""
-        wanted = (source or "").strip() if isinstance(source, str) else ""
+        wanted = checked_text("The model", "" if source is None else source).strip()
         if not wanted:
-            raise gr.Error("Give a bundled model's name or a Hub repo id (user/name[@revision]).")
+            raise refusal("Give a bundled model's name or a Hub repo id (user/name[@revision]).", "model")
         if not self.allowed(wanted):
-            raise gr.Error(custom_models_off(self.choices()))
+            raise refusal(custom_models_off(self.choices()), "model")
         try:
-            serving = self.served.get(wanted)
+            # A visitor's repo id is a Hub repo id, never a folder of that name (is_local_path).
+            serving = self.served.get(wanted, hub_only=wanted not in self.choices() and not is_local_path(wanted))
         except ModelLoadError as err:
-            raise gr.Error(f"{load_error(wanted, err)} The current model keeps working.") from None
+            raise refusal(f"{load_error(wanted, err)} The current model keeps working.", "model") from None
         st = self.state(request)
         with st.lock:
             st.switch(serving, wanted)
             st.changes += 1
+            st.measure()
         return serving_line(wanted, serving) + "; the conversation was reset."
 
 

@@ -78,6 +78,7 @@ CSS = """
 .memory-badge { display: inline-block; padding: 0 .5em; margin-right: .4em; border: 1px solid; border-radius: .7em;
                 font-size: .85em; line-height: 1.5; }
 .memory-badge.on { color: #1f7a4d; } .memory-badge.off { color: #9a6700; }
+.reply-sure { font-size: .8em; color: #666; }
 .fresh-reply { display: inline; } .fresh-reply summary { display: inline; cursor: pointer; text-decoration: underline dotted; }
 .fresh-text { margin-top: .25em; padding-left: .6em; border-left: 3px solid #999; color: #777; white-space: pre-wrap; }
 .fresh-text .fork { color: #c0392b; font-weight: bold; } .fresh-text .differs { color: #555; background: #f4e3e1; }
@@ -110,7 +111,7 @@ def model_section(app: ChatApp) -> SimpleNamespace:
         with gr.Row():
             picked = source if source in models else (models[0] if models and source is None else None)
             ui.picked = gr.Dropdown(models, value=picked, label="Models", allow_custom_value=False)
-            ui.typed = gr.Textbox(label="…or a Hub repo id (user/name[@revision]) or a local folder",
+            ui.typed = gr.Textbox(label="…or a Hub repo id (user/name[@revision]) or a local folder (./path)",
                                   visible=app.options.custom_models)
             ui.load = gr.Button("Load model")
         if not app.options.custom_models:

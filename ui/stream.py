@@ -8,35 +8,40 @@ limit, the session's lock, the batching decoder, the fresh reply after it) witho
 and streams the reply as Server-Sent Events:
 
     curl -N http://127.0.0.1:7860/chat/stream -H 'Content-Type: application/json' \\
-         -d '{"message": "ROMEO:\\nWhat light?", "session": "my-chat", "max_chars": 200}'
+         -d '{"message": "ROMEO:\\nWhat light?", "max_chars": 200}'
 
     data: {"text": "..."}                 the reply's next characters, as they come
     event: done
-    data: {"reply": "...", "fresh_reply": "...", "cut": false, "notes": [], "session": "my-chat"}
+    data: {"reply": "...", "fresh_reply": "...", "cut": false, "notes": [], "session": "<token>"}
 
-The body is a JSON object: `message` (required), `session` (any name up to 200 characters: calls
-with the same name share one memory; without it each call starts a new session, whose name the
-`done` event gives), and optionally `temperature`, `top_k`, `top_p`, `max_chars`, `seed`, `stop`
-and `memory`, as `/chat` takes them. A bad body or value is answered 422, a full server 503 (with
-Retry-After), each with {"error": "one sentence"}; nothing is read into the memory then. A
-failure after the stream began ends it with `event: error` and {"error": ...}.
+The body is a JSON object: `message` (required), `session` (a token this route gave: the
+conversation goes on with its memory; without one a new session starts, and its token comes in
+the `X-Chat-Session` header and the `done` event), and optionally `temperature`, `top_k`, `top_p`,
+`max_chars`, `seed`, `stop` and `memory`, as `/chat` takes them. The server makes every token
+(unguessable, 144 random bits), so no caller can name another's session, and the stream's sessions
+are a namespace of their own, apart from the page's and Gradio's API's. A bad body or value is
+answered 422, an unknown or expired session 404, a full server 503 (with Retry-After), each with
+{"error": "one sentence"}; nothing is read into the memory then. A failure after the stream began
+ends it with `event: error` and {"error": ...}.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
+import logging
 
 import gradio as gr
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from .actions import DEFAULTS, Busy, ChatApp
+from .actions import DEFAULTS, STREAM, Busy, ChatApp
 
 PATH = "/chat/stream"
 SETTINGS = ("temperature", "top_k", "top_p", "max_chars", "seed", "stop", "memory")
 MAX_SESSION_NAME = 200
+MAX_BODY_BYTES = 256 * 1024  # a 20,000-character message, every character escaped, and the settings
+log = logging.getLogger("lstm_memory_chat")
 RETRY_AFTER_S = 3
 
 
@@ -49,27 +54,36 @@ def refused(sentence: str, status: int = 422, headers: dict | None = None) -> JS
     return JSONResponse({"error": sentence}, status_code=status, headers=headers)
 
 
-def parse(body: bytes) -> tuple[str, str, dict]:
-    """(session name, message, settings) from a request body; ValueError with a sentence."""
+def parse(body: bytes) -> tuple[str | None, str, dict]:
+    """(session token or None, message, settings) from a request body; ValueError with a sentence."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ValueError(f"The body is over {MAX_BODY_BYTES // 1024} KB; messages are read up to 20,000 characters.")
     try:
         data = json.loads(body or b"null")
+    except RecursionError:
+        raise ValueError("The body is nested too deeply; send a flat JSON object such as {\"message\": \"Hello\"}.") from None
     except ValueError:
         raise ValueError("The body must be a JSON object such as {\"message\": \"Hello\"}.") from None
     if not isinstance(data, dict):
         raise ValueError("The body must be a JSON object such as {\"message\": \"Hello\"}.")
     unknown = sorted(set(data) - {"message", "session", *SETTINGS})
-    if unknown:
-        raise ValueError(f"Unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+    if unknown:  # a few of them, shortened: an error never grows with the body
+        shown = ", ".join(repr(name[:40]) for name in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
+        raise ValueError(f"Unknown field{'s' if len(unknown) > 1 else ''} {shown}: "
                          f"the fields are message, session, {', '.join(SETTINGS)}.")
     message = data.get("message")
     if not isinstance(message, str):
         raise ValueError("Send the message as text in the field \"message\".")
-    session = data.get("session") or secrets.token_urlsafe(12)
-    if not isinstance(session, str) or len(session) > MAX_SESSION_NAME:
-        raise ValueError(f"The session is a name of up to {MAX_SESSION_NAME} characters.")
+    session = data.get("session")
+    if session is not None and (not isinstance(session, str) or not session or len(session) > MAX_SESSION_NAME):
+        raise ValueError("The session is the token a reply of this route gave (in its done event); leave it out "
+                         "to start a new session.")
     memory = data.get("memory", DEFAULTS["memory"])
     if not isinstance(memory, bool):
         raise ValueError("memory is true or false.")
+    stop = data.get("stop")
+    if "stop" in data and not isinstance(stop, str):
+        raise ValueError("The stop sequence is text, with \\n for a newline (\"\" for none).")
     settings = {k: data[k] for k in SETTINGS if k in data and k != "memory"}
     return session, message, {**settings, "memory": memory}
 
@@ -79,21 +93,30 @@ def stream_route(app: ChatApp) -> Route:
 
     async def chat_stream(request: Request):
         try:
-            session, message, settings = parse(await request.body())
+            token, message, settings = parse(await request.body())
         except ValueError as err:
+            log.info("refused a stream request: bad body")
             return refused(str(err))
-        key = "stream:" + session
-        texts = app.send(key, message, **settings)
-        try:  # the checks and the admission happen before the first piece: answered with a status
-            first = await anext(texts)
-        except Busy as err:
-            return refused(err.message, 503, {"Retry-After": str(RETRY_AFTER_S)})
-        except gr.Error as err:
-            return refused(err.message)
-        except Exception as err:  # noqa: BLE001 - an engine failure: a sentence, not a traceback
+        new = token is None
+        try:
+            if new:
+                token = app.new_stream_session()
+            st = app.stream_session(token)
+            if st is None:
+                log.info("refused a stream request: unknown session")
+                return refused("No such session: it expired or was never made here; leave \"session\" out to "
+                               "start a new one.", 404)
+            texts = app.send(st, message, **settings)
+            first = await anext(texts)  # the checks and the admission happen before the first piece
+        except Exception as err:  # noqa: BLE001 - refused before anything was read
+            if new and token is not None:
+                app.drop_stream_session(token)  # a refused first call leaves no session behind
+            if isinstance(err, Busy):
+                return refused(err.message, 503, {"Retry-After": str(RETRY_AFTER_S)})
+            if isinstance(err, gr.Error):
+                return refused(err.message)
             return refused(f"The server could not write a reply ({type(err).__name__}): try again.", 500)
-        st = app.state_of(key)  # the session's lock is held while the reply streams: this turn is ours
-        turn, notes = st.session.turns[-1], list(st.notes)
+        turn, notes = st.session.turns[-1], list(st.notes)  # the session's lock is held while the reply streams
 
         async def body():
             sent = first
@@ -104,7 +127,7 @@ def stream_route(app: ChatApp) -> Route:
                         yield event({"text": text[len(sent):]})
                         sent = text
                 yield event({"reply": turn.reply, "fresh_reply": turn.fresh_reply, "cut": bool(turn.closed_with),
-                             "notes": notes, "session": session}, "done")
+                             "notes": notes, "session": token}, "done")
             except gr.Error as err:
                 yield event({"error": err.message}, "error")
             except Exception as err:  # noqa: BLE001 - the reply so far stays in the session
@@ -113,6 +136,7 @@ def stream_route(app: ChatApp) -> Route:
             finally:
                 await texts.aclose()  # a client that left: the place and the session's lock are given back
 
-        return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return StreamingResponse(body(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Chat-Session": token})
 
     return Route(PATH, chat_stream, methods=["POST"])
