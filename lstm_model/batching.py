@@ -15,6 +15,11 @@ alone with the same seed: its draw depends only on its own logits, settings and 
 rows are quantised independently of one another, with a fixed input scale, see step.py; fp32 rows
 differ from batch-1 only by float rounding, which can flip a draw only when it falls within ~1e-7
 of a boundary).
+
+Reading rows may also be stepped without the writers (below: "Reads go first"): a chat message
+one step at a time, the rest of a long prompt in slices that take turns with the full steps. A
+request with nothing to write only reads (a measurement: the message from a fresh memory) and
+leaves once read; a cancelled one (its reader gone) leaves before the next step.
 """
 
 from __future__ import annotations
@@ -43,6 +48,15 @@ MAX_HANDOVERS_PER_S = 250
 # one EPYC core: 0.27 s), and the writers keep more than reading speed (a full step at least every
 # 20 ms + that step: about 39 chars/s at 128 rows). 0 steps every row at every step.
 READ_FIRST_S = 0.02
+# ...but only a prompt's first this many characters go first: a chat message is shorter. The rest
+# of a longer prompt (a pasted 20,000-character text would otherwise hold every writer to one step
+# per READ_FIRST_S for the 20,000 steps of its read) takes turns with the writers: after each full
+# step, the reading rows are stepped alone, in one slice of steps, for at most LONG_READ_TURN times
+# as long as that full step took (1: half the decoder's time reads long prompts, half steps
+# everyone, so the writers keep at least half their pace), and never longer than READ_FIRST_S
+# (with nobody writing, slices of READ_FIRST_S: newcomers join between them).
+READ_FIRST_CHARS = 256
+LONG_READ_TURN = 1.0
 
 
 @dataclass
@@ -73,6 +87,7 @@ class Request:
         self.score = min(score, len(self.feed))
         self.loss = 0.0
         self.matcher = StopMatcher(sampling.stop, sampling.max_new_chars)
+        self.read_only = sampling.max_new_chars <= 0  # leaves once its prompt is read (a measurement)
         self.sent = 0  # characters of the text already handed to the reply's reader
         self.outbox: queue.SimpleQueue = queue.SimpleQueue()
         self.cancelled = False
@@ -84,6 +99,7 @@ class Request:
             self.wake()
 
     def cancel(self) -> None:
+        """Leave the batch before the next step (the reader has gone); safe from any thread, at any time."""
         self.cancelled = True
         self.decoder._cancelled = True  # after the request's own flag: the decoder clears, then scans
 
@@ -106,8 +122,11 @@ class Decoder:
         self._closed = False  # the thread ends once nothing is left to do
         self._thread: threading.Thread | None = None
         self.read_first_s = READ_FIRST_S
+        self.read_first_chars = READ_FIRST_CHARS
+        self.long_read_turn = LONG_READ_TURN
         self.clock = time.monotonic
         self._last_full = 0.0  # when every active row was last stepped
+        self._full_s = 0.0  # how long that full step took (the long reads' turn is as long)
         self.steps = 0  # batched steps taken (for tests and benchmarks)
         self.read_steps = 0  # of which steps of the reading rows alone
         self.rows = 0  # characters produced
@@ -117,9 +136,13 @@ class Decoder:
         (the first `score` of them scored), its settings and random generator. With a prompt, a
         `Read` arrives in `request.outbox` first; then its pieces as (text, h, c), the last one
         (whose text may be empty) with the final state, then None (or an exception);
-        `request.matcher` holds the final text and why it stopped. `wake`, if given, is called after
+        `request.matcher` holds the final text and why it stopped. With `sampling.max_new_chars`
+        0 the request only reads (a prompt is then required): the `Read`, the final state, None.
+        `request.cancel()` takes it out before the next step. `wake`, if given, is called after
         each item is put there (from the decoder's thread): a reader that polls the outbox instead
         of blocking a thread on it (an asyncio handler) learns when to look again."""
+        if sampling.max_new_chars <= 0 and not feed:
+            raise ValueError("A request that only reads needs a prompt to read.")
         request = Request(self, logits, state, sampling, generator, feed, score, wake)
         with self._wake:
             self._closed = False  # a reply after close() starts the thread again
@@ -168,24 +191,32 @@ class Decoder:
             if joining is None:
                 return
             try:
-                if self._cancelled:
-                    self._cancelled = False
-                    cancelled = [i for i, r in enumerate(active) if r.cancelled]
-                    if cancelled:
-                        h, c, logits = self._leave(active, cancelled, h, c, logits)
                 if joining:  # join between steps: their rows go at the end of the batch
                     for r in joining:
                         r.joined = self.steps
                     h, c, logits = self._join(active, joining, h, c, logits)
                     step = self.get_step()
+                if self._cancelled:  # after joining: a request cancelled while it waited to join leaves too
+                    self._cancelled = False
+                    cancelled = [i for i, r in enumerate(active) if r.cancelled]
+                    if cancelled:
+                        h, c, logits = self._leave(active, cancelled, h, c, logits)
                 self._active = active
                 if not active:
                     continue
                 reading = [i for i, r in enumerate(active) if r.fed < len(r.feed)]
-                if reading and len(reading) < len(active):
-                    if self.clock() - self._last_full < self.read_first_s:
-                        h, c, logits = self._read_alone(active, reading, h, c, logits, step)
-                        continue
+                alone_s = self._reads_go_first(active, reading) if reading else None
+                if alone_s is not None:
+                    if alone_s:  # the rest of long prompts: a slice of steps, as long as the turn allows
+                        h, c, logits = self._read_slice(active, reading, h, c, logits, step, alone_s)
+                    else:  # chat messages: one step at a time (newcomers join at the next), long prompts wait
+                        messages = [i for i in reading if active[i].fed < self.read_first_chars]
+                        h, c, logits = self._read_alone(active, messages, h, c, logits, step)
+                    read = self._read_only_done(active, reading)
+                    if read:
+                        h, c, logits = self._leave(active, read, h, c, logits)
+                    continue
+                started = self.clock()
                 unread = set(reading)
                 # A reading row draws no random number: its text depends only on its own generator.
                 ids = sample_rows(logits, [r.sampling for r in active],
@@ -200,12 +231,34 @@ class Decoder:
                 continue
             self.steps += 1
             self._last_full = self.clock()  # the writers' wait starts now
+            self._full_s = self._last_full - started
             self.rows += len(active) - len(reading)
             if reading:
                 self._finish_reading(active, reading, h, c)
-            done = self._hand_over(active, ids, h, c, unread)
+            done = self._hand_over(active, ids, h, c, unread) + self._read_only_done(active, reading)
             if done:
                 h, c, logits = self._leave(active, done, h, c, logits)
+
+    def _reads_go_first(self, active, reading) -> float | None:
+        """Whether reading rows are stepped without the others now: None for a full step of every
+        row. 0.0 for one step of the rows within their prompt's first `read_first_chars` (chat
+        messages), the others waiting, while they have waited less than `read_first_s` since the
+        last full step. When all reading rows are further into long prompts, the seconds of a
+        slice of their steps: what is left of their turn, `long_read_turn` times as long as the
+        last full step took and at most `read_first_s` (with nobody writing, `read_first_s`; a
+        slice ends early when a request waits to join)."""
+        waited = self.clock() - self._last_full
+        if any(active[i].fed < self.read_first_chars for i in reading):
+            return 0.0 if len(reading) < len(active) and waited < self.read_first_s else None
+        if len(reading) == len(active):
+            return self.read_first_s or None
+        left = min(self.read_first_s, self._full_s * self.long_read_turn) - waited
+        return left if left > 0 else None
+
+    @staticmethod
+    def _read_only_done(active, reading) -> list[int]:
+        """The rows among `reading` that only read (a measurement) and have read their whole prompt."""
+        return [i for i in reading if active[i].read_only and active[i].fed == len(active[i].feed)]
 
     def _read_alone(self, active, reading, h, c, logits, step):
         """One step of the reading rows alone (the writing rows wait): their next prompt
@@ -220,6 +273,40 @@ class Decoder:
         self.read_steps += 1
         self._finish_reading(rows, range(len(rows)), new_h, new_c)
         return h.index_copy(1, index, new_h), c.index_copy(1, index, new_c), logits.index_copy(0, index, new_logits)
+
+    def _read_slice(self, active, reading, h, c, logits, step, seconds: float):
+        """The reading rows alone for several steps: the next prompt character of each a step,
+        until `seconds` have passed, one of them has read its whole prompt, a request waits to join
+        or one was cancelled. The same steps as
+        `_read_alone` takes one at a time (so the same states and scores), with the batch gathered
+        once and the scores computed once per slice: a long prompt costs little more than its steps."""
+        index = torch.tensor(reading)
+        rows = [active[i] for i in reading]
+        sub_h, sub_c, sub_logits = h.index_select(1, index), c.index_select(1, index), logits.index_select(0, index)
+        end = self.clock() + seconds
+        predictions, scored, targets = [], [], []  # each scored character, its row and its prediction
+        while True:
+            ids = [r.feed[r.fed] for r in rows]
+            scoring = [k for k, r in enumerate(rows) if r.fed < r.score]
+            if scoring:
+                predictions.append(sub_logits if len(scoring) == len(rows)
+                                   else sub_logits.index_select(0, torch.tensor(scoring)))
+                scored += scoring
+                targets += [ids[k] for k in scoring]
+            for r in rows:
+                r.fed += 1
+            sub_logits, (sub_h, sub_c) = step.step(torch.tensor(ids), (sub_h, sub_c))
+            self.steps += 1
+            self.read_steps += 1
+            if any(r.fed == len(r.feed) for r in rows) or self.clock() >= end or self._pending or self._cancelled:
+                break  # (a newcomer, or a reader gone: they are seen to between steps)
+        if scored:  # each row's losses added in the order read, as one step at a time adds them
+            losses = torch.nn.functional.cross_entropy(torch.cat(predictions).float(), torch.tensor(targets),
+                                                       reduction="none").tolist()
+            for k, loss in zip(scored, losses):
+                rows[k].loss += loss
+        self._finish_reading(rows, range(len(rows)), sub_h, sub_c)
+        return h.index_copy(1, index, sub_h), c.index_copy(1, index, sub_c), logits.index_copy(0, index, sub_logits)
 
     @staticmethod
     def _join(active, joining, h, c, logits):

@@ -13,7 +13,10 @@ import json
 import os
 import re
 
+import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .checkpoint import atomic_path
 
 PROJECT_URL = "https://github.com/lstm-memory-chat/lstm-memory-chat"
 LIBRARY_NAME = "lstm-memory-chat"
@@ -23,6 +26,12 @@ NATS_KEY, BITS_KEY = "validation loss (nats/char)", "validation loss (bits/char)
 # Where the validation loss is found in a metrics dict, best first: the bundled cards' wording, then
 # training's whole-split figure (val_loss_full), then its estimate over a few batches.
 NATS_KEYS, BITS_KEYS = (NATS_KEY, "val_loss_full", "val_loss"), (BITS_KEY, "val_bpc_full", "val_bpc")
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})?")  # ISO 639-1/-3 with an optional region: en, pt-BR
+MAX_CARD_CHARS = 10_000_000  # a card is read whole; a README.md longer than this is no model card
+
+
+class CardError(ValueError):
+    """A model card that cannot be read or written; one sentence saying why and what to do."""
 
 
 def _first(metrics: dict, keys) -> float | None:
@@ -106,7 +115,19 @@ def write_model_card(folder: str | os.PathLike, *, model, dataset: str, split: s
     body += ["## Intended use and limits", "", LIMITS_TEXT, ""]
     data = card_data(name=f"char-lstm-{re.sub(r'[^a-z0-9]+', '-', os.path.splitext(name)[0].lower()).strip('-')}",
                      dataset=dataset, metrics=metrics, language=language)
-    _compose(data, body).save(os.path.join(folder, "README.md"))
+    save_card(_compose(data, body), os.path.join(folder, "README.md"))
+
+
+def save_card(card: ModelCard, path: str) -> None:
+    """Write a card to a temporary file beside `path`, then rename it: a README.md is never half written."""
+    tmp = atomic_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            f.write(str(card))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def read_metrics(card_text: str) -> dict:
@@ -120,14 +141,33 @@ def read_metrics(card_text: str) -> dict:
 
 def refresh_metadata(folder: str | os.PathLike, dataset: str | None = None, language: str | None = "en") -> ModelCard:
     """Rewrite the metadata of the card in `folder` (its text kept) from its Metrics section and
-    the dataset it names (or `dataset`)."""
+    the dataset it names (or `dataset`). CardError with one sentence if the card cannot be read or
+    written; the card is then left as it was."""
     path = os.path.join(folder, "README.md")
-    card = ModelCard.load(path)
+    try:  # read here, not with ModelCard.load, which takes a path that is not a file for a Hub repo id
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            text = f.read(MAX_CARD_CHARS + 1)
+    except (OSError, UnicodeDecodeError) as err:
+        raise CardError(f"Cannot read the model card {path} ({getattr(err, 'strerror', None) or err}); give the "
+                        "folder of a model that training wrote.") from None
+    if len(text) > MAX_CARD_CHARS:
+        raise CardError(f"{path} is over {MAX_CARD_CHARS:,} characters, too long for a model card; give the folder "
+                        "of a model that training wrote.")
+    try:
+        card = ModelCard(text)
+    except (ValueError, yaml.YAMLError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CardError(f"{path} has a metadata block this cannot read ({reason}); fix or delete the block between "
+                        "its --- lines, then run this again.") from None
     if dataset is None:
         named = re.search(r"^- dataset: `([^`]+)`", card.text, flags=re.M)
         dataset = named.group(1) if named else None
     name = os.path.basename(os.path.abspath(folder))
     card = _compose(card_data(name=f"char-lstm-{name}", dataset=dataset, metrics=read_metrics(card.text), language=language),
                     card.text.lstrip("\n").splitlines())
-    card.save(path)
+    try:
+        save_card(card, path)
+    except OSError as err:
+        raise CardError(f"Cannot write {path} ({err.strerror or err}); it was left as it was: make the folder "
+                        "writable and run this again.") from None
     return card

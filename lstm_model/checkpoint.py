@@ -10,6 +10,7 @@ continues from it exactly.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -18,6 +19,25 @@ import tempfile
 import torch
 
 STATE_NAME = "training_state.safetensors"
+
+
+class StateError(ValueError):
+    """A training state that cannot be resumed from; one sentence naming the file and what to do."""
+
+
+def damaged(path: str, why: str) -> StateError:
+    return StateError(f"{path} cannot be resumed from ({why}); start the run again with --overwrite instead of "
+                      "--resume, or --resume from another checkpoint (--out at its folder).")
+
+
+def digest(tensors: dict) -> str:
+    """SHA-256 of the tensors' names and bytes, saved in the file's metadata: safetensors checks its
+    header but not the numbers, and a flipped bit there would resume from wrong weights unnoticed."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        h.update(name.encode())
+        h.update(tensors[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def atomic_path(final: str) -> str:
@@ -65,7 +85,7 @@ def save_training_state(path: str, model, optimizer, scheduler, meta: dict, carr
     if carry is not None:
         tensors["carry.h"] = carry[0].detach().cpu().contiguous()
         tensors["carry.c"] = carry[1].detach().cpu().contiguous()
-    meta = dict(meta, param_groups=opt["param_groups"], scheduler=scheduler.state_dict())
+    meta = dict(meta, param_groups=opt["param_groups"], scheduler=scheduler.state_dict(), sha256=digest(tensors))
     tmp = atomic_path(path)
     try:
         save_file(tensors, tmp, metadata={"json": json.dumps(meta)})
@@ -76,19 +96,47 @@ def save_training_state(path: str, model, optimizer, scheduler, meta: dict, carr
 
 
 def read_state_metadata(path: str) -> dict:
-    from safetensors import safe_open
+    """The JSON metadata of a training state; StateError (one sentence) if the file is damaged."""
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(path, framework="pt") as f:
-        return json.loads(f.metadata()["json"])
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["json"])
+    except (SafetensorError, OSError, ValueError, KeyError) as err:
+        raise damaged(path, _reason(err)) from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("config"), dict)
+            and all(isinstance(meta.get(k), int) for k in ("step", "epoch", "batch_index"))):
+        raise damaged(path, "its metadata is not a training state's")
+    return meta
+
+
+def _reason(err: Exception) -> str:
+    """An exception's first line, for a sentence."""
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
 def load_training_state(path: str, model, optimizer, scheduler, device, rank: int = 0, average=None):
     """Fill the model, optimiser, scheduler (and `average`, where the file holds one) from a
-    checkpoint; (its metadata, the carried state or None)."""
+    checkpoint; (its metadata, the carried state or None). StateError (one sentence) if the file is
+    damaged or does not fit the model."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    tensors = load_file(path)
     meta = read_state_metadata(path)
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError) as err:
+        raise damaged(path, _reason(err)) from None
+    if "sha256" in meta and digest(tensors) != meta["sha256"]:  # states saved before the digest have none
+        raise damaged(path, "its numbers do not match the checksum saved with them")
+    try:
+        return _fill(tensors, meta, model, optimizer, scheduler, device, rank, average)
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:  # a state of another model or run
+        raise damaged(path, _reason(err)) from None
+
+
+def _fill(tensors: dict, meta: dict, model, optimizer, scheduler, device, rank: int, average):
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     if average is not None and any(k.startswith("average.") for k in tensors):
         average.load_state_dict({k[8:]: v.to(device) for k, v in tensors.items() if k.startswith("average.")})

@@ -1,12 +1,14 @@
 """generate() and stream(): sample text from a CharLSTM, from a prompt and a state.
 
 `generate(...) -> (text, state)`; `stream(...)` yields the text in pieces as it is sampled, and
-has `.text`, `.state`, `.stopped_by` and `.skipped` once exhausted. The prompt is read first (a
-short one, up to PROMPT_STEP_CHARS, by the generation step one character at a time; a longer one
-by nn.LSTM in one call, faster per character); then one step per sampled character, alone or in
-the serving's batching decoder. A stop sequence ends the text: it is *not* included in the
-returned text, but it *is* fed through the LSTM, so the returned state has read it (the next turn
-continues after the blank line, as in the corpus).
+has `.text`, `.state`, `.stopped_by` and `.skipped` once exhausted. The prompt is read first:
+with the serving's batching decoder, by the decoder (one character a step, batched with the
+other replies; with `max_new_chars=0` the stream only reads); alone, a short one (up to
+PROMPT_STEP_CHARS) by the generation step one character at a time, a longer one by nn.LSTM in one
+call, faster per character. Then one step per sampled character, alone or in the decoder. A
+stop sequence ends the text: it is *not* included in the returned text, but it *is* fed through
+the LSTM, so the returned state has read it (the next turn continues after the blank line, as in
+the corpus).
 
 Characters of the prompt that the vocabulary lacks are skipped and reported (`Stream.skipped`,
 and a warning from `generate`).
@@ -83,6 +85,9 @@ class Stream:
         return next(self._iter)
 
     def close(self) -> None:
+        """Stop here: with a decoder, this reply's row leaves the batch before the decoder's next
+        step. Call it when a reader leaves early: an unfinished stream holds its own generator (a
+        reference cycle), so without it the row would step on until the garbage collector ran."""
         self._iter.close()
 
     def _read_prompt(self, state):
@@ -105,8 +110,9 @@ class Stream:
         generator = make_generator(s.seed)
         decoder = self.serving.decoder
         feed = ()
-        if decoder is not None and s.max_new_chars > 0 and self.prompt_ids:
-            # The decoder reads the prompt, batched with every other reply's steps.
+        if decoder is not None and self.prompt_ids:
+            # The decoder reads the prompt, batched with every other reply's steps (and with no
+            # text to write, only reads it: a measurement, taking turns like any other row).
             with torch.no_grad():
                 logits = self.model.logits_from_state(state)[0]
             self.state, self.read_by_step, feed = state, True, self.prompt_ids

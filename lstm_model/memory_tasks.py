@@ -30,6 +30,8 @@ import argparse
 import random
 import sys
 
+from .vocab import normalize as normalize_text
+
 PEOPLE = ("Mary", "John", "Daniel", "Sandra")
 PLACES = ("bathroom", "hallway", "garden", "office", "bedroom", "kitchen")
 MOVES = ("moved to", "went to", "journeyed to", "travelled to", "went back to")
@@ -471,6 +473,11 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     conversations otherwise, drawn alike."""
     import datasets
 
+    if min(stories, validation, test) < 0:
+        raise ValueError(f"a split holds 0 or more conversations (got {stories}, {validation}, {test})")
+    if max_facts < 1 or max_per_message < 1 or probe_lead < 0:  # else randint's "empty range" later
+        raise ValueError(f"max_facts and max_per_message must be at least 1 and probe_lead at least 0 (got "
+                         f"{max_facts}, {max_per_message} and {probe_lead})")
     if not 0.0 <= question_rate <= 1.0:
         raise ValueError(f"the question rate is a chance per message, from 0 to 1 (got {question_rate})")
     probe_tasks = tasks_for_share(probe_share, "probe", "probes", PROBE_TASKS, tasks)
@@ -546,26 +553,128 @@ def from_babi_qa(rows) -> list[dict]:
     return out
 
 
-def render(messages: list[dict], separator: str, stop: str) -> tuple[str, list[bool]]:
-    """A conversation as the chat feeds it to the LSTM: each user message + `separator`, each
-    reply + `stop`; and, per character, whether it is the assistant's (its reply and stop)."""
+def render(messages: list[dict], separator: str, stop: str, normalize: str = "") -> tuple[str, list[bool]]:
+    """A conversation as the chat feeds it to the LSTM: each user message (read as the model's
+    `normalize` form says: vocab.normalize) + `separator`, each reply + `stop`; and, per
+    character, whether it is the assistant's (its reply and stop)."""
     text, mask = [], []
     for m in messages:
-        piece = m["content"] + (separator if m["role"] == "user" else stop)
+        piece = (normalize_text(m["content"], normalize) + separator if m["role"] == "user"
+                 else m["content"] + stop)
         text.append(piece)
         mask += [m["role"] == "assistant"] * len(piece)
     return "".join(text), mask
 
 
+# -- the command line (main): its arguments' checks, the schema saved, the write ------------------
+
+# Building holds every conversation in memory until it is saved: measured at the peak, 2.4 KB for a
+# story of one fact, 18.5 KB for one of up to 40, about 0.5 KB for each fact or question counted
+# below. So the size asked for is bounded before anything is drawn: conversations, each counted at
+# its longest plus 3 (its questions and its row), at most MAX_BUILT in all, about 5 GB at the peak.
+# 200,000 stories of up to 40 facts (the largest the benchmarks build) fit.
+MAX_BUILT = 10_000_000
+MAX_LENGTH = 10_000  # the most facts a length flag (--max-facts, --probe-distance, --carry-wait, ...) asks for
+
+
+def _whole(least: int, most: int | None = None):
+    """An argparse type: a whole number from `least` (to `most`), else one sentence."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least or (most is not None and value > most):
+            bounds = f"at least {least:,}" if most is None else f"from {least:,} to {most:,}"
+            raise argparse.ArgumentTypeError(f"must be {bounds} (got {value:,})")
+        return value
+    return parse
+
+
+def chat_features():
+    """The schema every split is saved with. Arrow infers a column's type from its values, so a split
+    where no question had a left object (a few stories) would type `left_by` as null, another as
+    string, and the Hub refuses splits whose features differ."""
+    from datasets import Features, List, Value
+
+    text, number = Value("string"), Value("int64")
+    return Features({
+        "messages": List({"role": text, "content": text}),
+        "questions": List({"turn": number, "task": number, "answer": text, "distance": number, "kind": text,
+                           "left_by": text, "others": List(text)}),
+    })
+
+
+def _out_problem(out: str) -> str | None:
+    """Why the dataset cannot go to `out` (a sentence), or None. It takes a new or empty folder, or
+    a dataset this command wrote (replaced once the new one is whole); never other files."""
+    import json
+    import os
+
+    if not out.strip():
+        return "--out needs a folder path"
+    if os.path.isdir(out):
+        names = set(os.listdir(out))
+        try:
+            with open(os.path.join(out, "dataset_dict.json"), encoding="utf-8") as f:
+                ours = json.load(f) == {"splits": list(SPLITS)} and names <= {"dataset_dict.json", *SPLITS}
+        except (OSError, ValueError):
+            ours = False
+        if names and not ours:
+            return f"--out {out} holds other files; give a new or empty folder (a dataset this command wrote is replaced)"
+        return None
+    if os.path.exists(out):
+        return f"--out {out} is a file; give a folder for the dataset"
+    above = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        return f"--out {out} lies under the file {above}; give a folder path"
+    return None
+
+
+def _replace(staging: str, out: str) -> None:
+    """Move the finished dataset in `staging` to `out`, the dataset there before (if any) only then removed."""
+    import os
+    import shutil
+
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # a folder's usual permissions, not mkdtemp's 0700
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    if os.path.isdir(out) and os.listdir(out):
+        old = staging + ".old"
+        os.rename(out, old)
+        try:
+            os.rename(staging, out)
+        except OSError:
+            os.rename(old, out)  # the earlier dataset back where it was
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out)  # an empty folder is replaced as well
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="folder for the DatasetDict (save_to_disk)")
-    p.add_argument("--stories", type=int, default=20000)
-    p.add_argument("--validation", type=int, default=1000)
-    p.add_argument("--test", type=int, default=1000)
+    """`python -m lstm_model.memory_tasks`: a bad argument ends in one sentence and status 2 before
+    anything is built or written, a failure to write or push in one sentence and status 1."""
+    import os
+    import shutil
+    import tempfile
+
+    p = argparse.ArgumentParser(prog="python -m lstm_model.memory_tasks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    # Counts and lengths are checked as they are parsed (_whole); the shares, the chances and how
+    # the flags fit together by build(), before it draws anything.
+    length = _whole(0, MAX_LENGTH)  # facts in a conversation
+    p.add_argument("--out", required=True, help="folder for the DatasetDict (save_to_disk): a new or empty one, or "
+                                                "a dataset this command wrote, replaced once the new one is complete")
+    p.add_argument("--stories", type=_whole(1), default=20000)
+    p.add_argument("--validation", type=_whole(1), default=1000)
+    p.add_argument("--test", type=_whole(1), default=1000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-facts", type=int, default=40)
-    p.add_argument("--max-per-message", type=int, default=3, help="facts per user message, at most")
+    p.add_argument("--max-facts", type=_whole(1, MAX_LENGTH), default=40)
+    p.add_argument("--max-per-message", type=_whole(1, MAX_LENGTH), default=3, help="facts per user message, at most")
     p.add_argument("--tasks", type=int, nargs="+", default=list(TASKS), choices=list(TASKS))
     p.add_argument("--people", type=int, default=len(PEOPLE), choices=range(1, len(PEOPLE) + 1),
                    help="how many of Mary, John, Daniel, Sandra appear (1 or 2: a curriculum's first stages)")
@@ -574,15 +683,15 @@ def main(argv=None) -> int:
     p.add_argument("--probe-share", type=float, default=0.0, metavar="FRACTION",
                    help="this fraction of conversations are distance probes (a person moves, then only the others "
                         "do, then a question about that person): the last place said is then no answer; default 0")
-    p.add_argument("--probe-distance", type=int, default=10, metavar="N",
+    p.add_argument("--probe-distance", type=length, default=10, metavar="N",
                    help="probes ask about a move 0 to N facts back (default 10)")
-    p.add_argument("--probe-min-distance", type=int, default=0, metavar="N",
+    p.add_argument("--probe-min-distance", type=length, default=0, metavar="N",
                    help="probes ask about a move at least N facts back (default 0; 1 with --probe-distance 1 and "
                         "--probe-lead 0: the binding drill, two moves and both people asked)")
     p.add_argument("--drill-share", type=float, default=0.0, metavar="FRACTION",
                    help="this fraction of the probes are binding drills (two moves, nothing before them, both "
                         "people asked): keeps the drill in a wider stage's mix (default 0)")
-    p.add_argument("--drill-people", type=int, default=2, metavar="N",
+    p.add_argument("--drill-people", type=_whole(2, len(PEOPLE)), default=2, metavar="N",
                    help="people in each drill of --drill-share (default 2; 3 or 4: a roll call, each moves once "
                         "and all are asked)")
     p.add_argument("--carry-share", type=float, default=0.0, metavar="FRACTION",
@@ -590,12 +699,12 @@ def main(argv=None) -> int:
                         "every object and carrier is asked about: tasks 2 and 7 of --tasks); default 0")
     p.add_argument("--carry-people", type=int, metavar="N",
                    help="each carrying drill has 1 to N people, drawn (default: all of --people, every time)")
-    p.add_argument("--carry-facts", type=int, default=6, metavar="N",
+    p.add_argument("--carry-facts", type=_whole(2, MAX_LENGTH), default=6, metavar="N",
                    help="each carrying drill tells 2 to N gets, drops and moves after everyone is placed (default 6)")
     p.add_argument("--carry-moves", type=float, default=0.25, metavar="CHANCE",
                    help="chance that a carrying drill's fact is a move rather than a get or drop (default 0.25): "
                         "more moves, more objects carried along and left behind")
-    p.add_argument("--carry-wait", type=int, default=0, metavar="N",
+    p.add_argument("--carry-wait", type=length, default=0, metavar="N",
                    help="each carrying drill adds 0 to N moves by anyone before its questions (default 0): the "
                         "objects' places are then settled further back, as in the stories")
     p.add_argument("--carry-wait-idle", action="store_true",
@@ -607,7 +716,7 @@ def main(argv=None) -> int:
     p.add_argument("--carry-ask", type=float, default=0.0, metavar="CHANCE",
                    help="chance of asking where an object is after each fact of a carrying drill (default 0): every "
                         "update of an object's place is trained as it happens, not only the end state")
-    p.add_argument("--probe-lead", type=int, default=3, metavar="N",
+    p.add_argument("--probe-lead", type=length, default=3, metavar="N",
                    help="probes begin with 0 to N facts about anyone (default 3; 0: the shortest binding drill)")
     p.add_argument("--notes", action="store_true",
                    help="acknowledgements that get, drop or carry objects along say where those objects now are "
@@ -615,15 +724,60 @@ def main(argv=None) -> int:
                         "happens; default: \"OK.\" alone, as bAbI")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push the dataset to this Hub dataset repo")
     args = p.parse_args(argv)
+    # The longest a conversation can be, in facts: a story, a probe, a carrying drill or an object
+    # roll call (everyone placed, three objects got, carried and dropped), then its wait.
+    longest = max(args.max_facts, args.probe_lead + 1 + args.probe_distance,
+                  len(PEOPLE) + max(args.carry_facts, 3 * len(OBJECTS)) + args.carry_wait)
+    conversations = args.stories + args.validation + args.test
+    if conversations * (longest + 3) > MAX_BUILT:
+        p.error(f"{conversations:,} conversations of up to {longest:,} facts are too many to build in memory; ask "
+                f"for at most {MAX_BUILT // (longest + 3):,} in all (--stories, --validation and --test together), "
+                "or for shorter conversations")
+    if args.push_to_hub:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(args.push_to_hub)
+        except HFValidationError:
+            p.error(f"--push-to-hub {args.push_to_hub!r} is not a Hub repo id; give user/name (letters, digits, "
+                    "'-', '_', '.')")
     try:
-        dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
-                   args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
-                   args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people,
-                   args.carry_share, args.carry_people, args.carry_facts, args.carry_moves, args.carry_wait,
-                   args.carry_ask, args.notes, args.carry_wait_idle, args.object_share)
-    except ValueError as err:
-        p.error(str(err))
-    dd.save_to_disk(args.out)
+        problem = _out_problem(args.out)
+    except OSError as err:
+        problem = f"--out {args.out} cannot be read ({err.strerror or err}); give a folder you can write to"
+    if problem:
+        p.error(problem)
+    # Written beside --out first, then moved there whole: a failure or Ctrl-C never leaves half a
+    # dataset; made before building, so an unwritable --out is found before the wait.
+    above = os.path.dirname(os.path.abspath(args.out))
+    while not os.path.isdir(above):
+        above = os.path.dirname(above)
+    try:
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(args.out))}.", suffix=".tmp", dir=above)
+    except OSError as err:
+        print(f"error: cannot write to --out {args.out} ({err.strerror or err}); give a folder you can write to.",
+              file=sys.stderr)
+        return 1
+    try:
+        try:
+            dd = build(args.stories, args.seed, args.max_facts, tuple(args.tasks), args.validation, args.test,
+                       args.max_per_message, args.people, args.probe_share, args.probe_distance, args.question_rate,
+                       args.probe_lead, args.probe_min_distance, args.drill_share, args.drill_people,
+                       args.carry_share, args.carry_people, args.carry_facts, args.carry_moves, args.carry_wait,
+                       args.carry_ask, args.notes, args.carry_wait_idle, args.object_share)
+        except ValueError as err:
+            p.error(str(err))
+        features = chat_features()
+        dd = type(dd)({name: split.cast(features) for name, split in dd.items()})
+        try:
+            dd.save_to_disk(staging)
+            _replace(staging, args.out)
+        except OSError as err:
+            print(f"error: could not write the dataset to --out {args.out} ({err.strerror or err}); nothing was "
+                  "written there: free disk space or give another folder.", file=sys.stderr)
+            return 1
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     sizes = ", ".join(f"{name} {len(split):,}" for name, split in dd.items())
     print(f"Wrote {sum(len(s) for s in dd.values()):,} conversations ({sizes}) to {args.out}")
     if args.push_to_hub:

@@ -15,7 +15,7 @@ from huggingface_hub import PyTorchModelHubMixin, hf_hub_download
 from torch import nn
 
 from . import cards
-from .vocab import CharVocab, VocabError
+from .vocab import NORMALIZATIONS, CharVocab, VocabError
 
 REPO_URL = "https://github.com/lstm-memory-chat/lstm-memory-chat"
 WEIGHTS_NAME = "model.safetensors"
@@ -54,6 +54,9 @@ def check_config(config: dict) -> None:
     for key in ("turn_separator", "stop_sequence"):
         if not isinstance(config.get(key, ""), str):
             raise CheckpointError(f"config.json has a non-string {key}; it must be a string.")
+    if config.get("normalize", "") not in NORMALIZATIONS:
+        raise CheckpointError(f"config.json has normalize={config.get('normalize')!r}; it must be one of "
+                              f"{', '.join(map(repr, NORMALIZATIONS))}.")
     n = parameter_count(len(vocab), config.get("embed_dim", 64), config.get("hidden_size", 512), config.get("num_layers", 2))
     if n > MAX_PARAMETERS:
         raise CheckpointError(f"config.json describes a model of {n:,} parameters, over the limit of {MAX_PARAMETERS:,}.")
@@ -110,8 +113,8 @@ class CharLSTM(
 
     Arguments are plain JSON values so that `save_pretrained` writes them to config.json:
     `vocab` (list of characters), `embed_dim`, `hidden_size`, `num_layers`, `dropout`, and the
-    chat metadata: `turn_separator` (appended to each user message) and `stop_sequence` (ends a
-    reply). `forget_bias` is the initial bias of the forget gate (only used at initialisation).
+    chat metadata: `turn_separator` (appended to each user message), `stop_sequence` (ends a
+    reply) and `normalize` (how a user's message is read: vocab.normalize; "" as typed). `forget_bias` is the initial bias of the forget gate (only used at initialisation).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class CharLSTM(
         turn_separator: str = "\n\n",
         stop_sequence: str = "\n\n",
         forget_bias: float = 1.0,
+        normalize: str = "",
     ):
         super().__init__()
         self.vocab = CharVocab(vocab)
@@ -133,6 +137,7 @@ class CharLSTM(
         self.dropout_p = dropout
         self.turn_separator = turn_separator
         self.stop_sequence = stop_sequence
+        self.normalize = normalize
         self.embedding = nn.Embedding(len(self.vocab), embed_dim)
         self.lstm = nn.LSTM(
             embed_dim, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, batch_first=True
@@ -163,6 +168,7 @@ class CharLSTM(
             "dropout": self.dropout_p,
             "turn_separator": self.turn_separator,
             "stop_sequence": self.stop_sequence,
+            **({"normalize": self.normalize} if self.normalize else {}),  # older configs have no such key
         }
 
     def num_parameters(self) -> int:
@@ -229,7 +235,8 @@ class CharLSTM(
         require_safetensors(model_id)  # a folder: from_pretrained downloaded a repo's checkpoint first
         model_file = os.path.join(model_id, WEIGHTS_NAME)
         check_weight_file(model_file, model_kwargs)  # before anything is allocated
-        known = {"vocab", "embed_dim", "hidden_size", "num_layers", "dropout", "turn_separator", "stop_sequence", "forget_bias"}
+        known = {"vocab", "embed_dim", "hidden_size", "num_layers", "dropout", "turn_separator", "stop_sequence", "forget_bias",
+                 "normalize"}
         model = cls(**{k: v for k, v in model_kwargs.items() if k in known})
         load_weights(model, model_file, map_location)
         model.eval()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .cards import refresh_metadata
+from .cards import LANGUAGE_CODE, CardError, refresh_metadata
 from .hub import (
     ASSETS,
     INT8_CHECK_FILE,
@@ -110,28 +110,68 @@ def deploy_space(repo_id: str, *, model: str | None = None, private: bool = Fals
     return str(url)
 
 
+def _repo_id(text: str) -> str:
+    """An argparse type: a Hub repo id, user/name."""
+    import argparse
+
+    try:
+        validate_repo_id(text)
+    except ModelLoadError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a Hub repo id; give user/name (letters, digits, '-', "
+                                         "'_', '.')") from None
+    return text
+
+
+def _model_folder(*needed: str):
+    """An argparse type: a folder holding `needed`, as training writes a model folder. Checked here
+    so that a wrong path is refused before anything is read, written or uploaded."""
+    import argparse
+
+    def check(path: str) -> str:
+        if not os.path.isdir(path):
+            raise argparse.ArgumentTypeError(f"{path} is not a folder; give a model folder, as `python -m "
+                                             "lstm_model.train --out` writes")
+        missing = [name for name in needed if not os.path.isfile(os.path.join(path, name))]
+        if missing:
+            raise argparse.ArgumentTypeError(f"{path} has no {' or '.join(missing)}; give a model folder, as "
+                                             "`python -m lstm_model.train --out` writes")
+        return path
+    return check
+
+
+def _language(text: str) -> str:
+    """An argparse type: a language code for the card's metadata."""
+    import argparse
+
+    if not LANGUAGE_CODE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a language code; give one such as en, fr or pt-BR")
+    return text
+
+
 def main(argv=None) -> int:
     """`python -m lstm_model.publish space USER/NAME` (deploy the app), `push FOLDER USER/NAME` (a
-    model), `card FOLDER` (refresh a model card's metadata)."""
+    model), `card FOLDER` (refresh a model card's metadata). A bad argument ends in one sentence and
+    status 2 before anything is read or sent, a failure in one sentence and status 1."""
     import argparse
     import sys
 
     p = argparse.ArgumentParser(prog="python -m lstm_model.publish", description="Publish models and the app to the Hub.")
     sub = p.add_subparsers(dest="command", required=True)
     space = sub.add_parser("space", help="create or update a Gradio Space running this app")
-    space.add_argument("repo_id", help="the Space, user/name")
+    space.add_argument("repo_id", type=_repo_id, help="the Space, user/name")
     space.add_argument("--model", help="the model it serves: a bundled model's name or a Hub repo id[@revision]")
     space.add_argument("--private", action="store_true")
     space.add_argument("--dry-run", action="store_true", help="list the files it would upload (with sizes) and stop")
     space.add_argument("--list", action="store_true", help="print only the paths it would upload, one a line, and stop")
     push = sub.add_parser("push", help="upload a trained model folder to a model repo")
-    push.add_argument("folder")
-    push.add_argument("repo_id")
+    push.add_argument("folder", type=_model_folder(CONFIG_NAME, WEIGHTS_NAME))
+    push.add_argument("repo_id", type=_repo_id)
     push.add_argument("--private", action="store_true")
     card = sub.add_parser("card", help="rewrite a model card's metadata (model-index, tags) from its text")
-    card.add_argument("folder")
+    # config.json too: a README.md alone (this project's, a Space's) is no model card to rewrite
+    card.add_argument("folder", type=_model_folder("README.md", CONFIG_NAME))
     card.add_argument("--dataset", help="the Hub dataset id the model was trained on (default: the one the card names)")
-    card.add_argument("--language", default="en")
+    card.add_argument("--language", type=_language, default="en", help="the model's language code (default en)")
     args = p.parse_args(argv)
     try:
         if args.command == "space":
@@ -152,7 +192,7 @@ def main(argv=None) -> int:
         else:
             refresh_metadata(args.folder, dataset=args.dataset, language=args.language)
             print(f"Rewrote the metadata of {os.path.join(args.folder, 'README.md')}")
-    except ModelLoadError as err:
+    except (ModelLoadError, CardError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -15,7 +15,8 @@ Per turn the session measures:
   per character the memory saves on this message (what a reset would cost; negative when the
   carried memory misleads the model). `reply_benefit_bpc`, the same for what the model wrote (the
   reply and its stop: how much the memory shaped it), is filled in when `char_benefits` is first
-  asked for the turn (the app's panel does so after each turn). The fresh loss needs a second pass over the message, made
+  asked for the turn (the app's panel does so after each turn). `reply_probability`: for a short
+  reply (an answer), the probability the model gave to writing exactly it: how sure it was. The fresh loss needs a second pass over the message, made
   once the reply is written so that it delays no reply's first character (None until then).
 
 And per turn, on request (`fresh_reply(index)`, kept in `turn.fresh_reply` and in the report):
@@ -25,8 +26,11 @@ what the memory changed in the conversation can be read beside the reply itself.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import random
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -36,10 +40,12 @@ from .gates import join_traces, trace
 from .generate import Stream, default_serving
 from .sampling import Sampling, SamplingError
 from .serving import Serving
+from .vocab import normalize
 
 MAX_MESSAGE_CHARS = 20_000  # longer messages are cut to this many characters, with a notice
 MAX_SNAPSHOTS = 64  # turns that keep their state snapshots (undo/retry reach this far back)
 MAX_TURNS = 500  # turns kept in the transcript
+SURE_MAX_CHARS = 40  # replies up to this long (an answer) get how sure the model was of them
 
 
 def snapshot(state) -> tuple[torch.Tensor, torch.Tensor]:
@@ -80,6 +86,9 @@ class Turn:
     memory: bool = True  # whether the turn started from the carried memory (else from a fresh state)
     sampling: Sampling | None = None  # the settings the reply was drawn with, its seed fixed (the fresh reply uses them)
     fresh_reply: str | None = None  # what a fresh memory writes for the same message, settings and seed (fresh_reply())
+    # A reply whose reader left: the thread measuring the message from a fresh memory (the
+    # measures are filled in when it ends), so that whoever closed the reply did not wait for it.
+    measuring: threading.Thread | None = field(default=None, repr=False)
 
     def report(self, index: int) -> dict:
         return {"turn": index, "number": index + 1, "user": self.user, "reply": self.reply, "skipped": list(self.skipped),
@@ -146,7 +155,8 @@ class ChatSession:
         if truncated:
             self._notices.append(f"Your message was {len(message):,} characters; only the first "
                                  f"{MAX_MESSAGE_CHARS:,} were read (the cap per message).")
-        encoded = self.model.vocab.encode_report(message[:MAX_MESSAGE_CHARS])
+        # read as the model was trained to read messages (its `normalize`); the transcript keeps `user`
+        encoded = self.model.vocab.encode_report(normalize(message[:MAX_MESSAGE_CHARS], self.model.normalize))
         if encoded.skipped:
             shown = ", ".join(repr(c) for c in encoded.skipped[:10]) + (" ..." if len(encoded.skipped) > 10 else "")
             self._notices.append(f"The model has never seen {len(encoded.skipped)} of your characters ({shown}); "
@@ -158,7 +168,7 @@ class ChatSession:
         turn.message_chars = len(encoded.ids)
         turn.measures = {"chars_fed": len(turn.fed), "message_chars": turn.message_chars,
                          "loss_carried_bpc": None, "loss_fresh_bpc": None, "memory_benefit_bpc": None,
-                         "reply_benefit_bpc": None}
+                         "reply_benefit_bpc": None, "reply_probability": None}
         self.turns.append(turn)
         self._trim()
         return self._reply(turn)
@@ -230,10 +240,14 @@ class ChatSession:
         else:
             self._record(turn, s)
         finally:
+            # Closed early (the reader left): close the stream now, so that its row leaves the
+            # decoder before the next step. Left to itself, the stream (a cycle: it holds its own
+            # generator) would keep its row stepping until the garbage collector found it.
+            s.close()
             if not turn.done and turn in self.turns:  # closed early: the reply so far is kept
-                self._record(turn, s, "".join(emitted))
+                self._record(turn, s, "".join(emitted), wait=False)
 
-    def _record(self, turn: Turn, s: Stream, partial: str | None = None) -> None:
+    def _record(self, turn: Turn, s: Stream, partial: str | None = None, wait: bool = True) -> None:
         turn.reply = s.text if partial is None else partial
         turn.stopped_by = s.stopped_by or "interrupted"
         turn.stop = s.stop_text
@@ -243,8 +257,9 @@ class ChatSession:
         turn.state_after = snapshot(state)
         self._state = turn.state_after
         self._measure_after(turn)
+        self._measure_sureness(turn)
         if self.measure:
-            self._measure_fresh(turn)
+            self._measure_fresh(turn, wait)
 
     def _close(self, turn: Turn, state):
         """Feed the stop sequence after a reply the length cap cut (the session's first stop, or
@@ -260,12 +275,14 @@ class ChatSession:
         turn.closed_with = self.model.vocab.decode(ids)
         return state
 
-    def fresh_reply(self, index: int = -1) -> str:
+    def fresh_reply(self, index: int = -1, cancelled=None) -> str | None:
         """What a fresh memory writes for turn `index`'s message with the same settings and seed:
         what `ChatSession(model, seed=<the turn's seed>, ...)` writes as its first reply. Computed
         once (after the reply, through the same serving: batched with other replies where the
         serving batches) and kept in the turn. A turn that already started from a fresh state
-        (memory off, or the first turn) is its own fresh reply."""
+        (memory off, or the first turn) is its own fresh reply. `cancelled`, a function of no
+        arguments asked between pieces: once it says True (nobody waits for the answer any
+        more) the reply is dropped, its decoder row leaves, and None is returned."""
         turn = self.turns[index]
         if turn.fresh_reply is None:
             # (an old turn's snapshot may be gone: then it is computed)
@@ -274,7 +291,10 @@ class ChatSession:
                 turn.fresh_reply = turn.reply
             else:
                 s = Stream(self.serving, turn.fed, self.model.begin_state(1), turn.sampling)
-                "".join(s)
+                with contextlib.closing(s):  # however reading ends, the decoder row leaves at once
+                    for _ in s:
+                        if cancelled is not None and cancelled():
+                            return None
                 turn.fresh_reply = s.text
         return turn.fresh_reply
 
@@ -316,17 +336,52 @@ class ChatSession:
             if s.read.count:
                 turn.measures["loss_carried_bpc"] = s.read.mean / LN2
 
-    def _measure_fresh(self, turn: Turn) -> None:
-        """The message's loss from a fresh memory and the memory benefit (fresh - carried)."""
+    def _measure_fresh(self, turn: Turn, wait: bool = True) -> None:
+        """The message's loss from a fresh memory and the memory benefit (fresh - carried). With
+        `wait=False` (a reader that left: whoever closes a reply must not wait for a second read
+        of the message, maybe 20,000 characters) the message is read in a thread of its own,
+        `turn.measuring`, which fills the measures in when it is done."""
         carried = turn.measures.get("loss_carried_bpc")
         if carried is None or turn.measures.get("loss_fresh_bpc") is not None:
             return
-        fresh = carried
-        if self.memory and turn.state_before is not None and not is_fresh(turn.state_before):
-            ids = torch.tensor(self.model.vocab.encode(turn.fed), dtype=torch.long)  # read as the carried loss was
-            step = self.serving.step() if turn.read_by_step else None
-            fresh = text_loss(self.model, ids, scored=turn.message_chars, step=step).mean / LN2
+        if not turn.memory or turn.state_before is None or is_fresh(turn.state_before):
+            turn.measures.update(loss_fresh_bpc=carried, memory_benefit_bpc=0.0)  # it started fresh
+        elif wait:
+            self._read_fresh(turn, carried)
+        else:
+            turn.measuring = threading.Thread(target=self._read_fresh, args=(turn, carried, True),
+                                              name="lstm-fresh-loss", daemon=True)
+            turn.measuring.start()
+
+    def _read_fresh(self, turn: Turn, carried: float, quiet: bool = False) -> None:
+        """Read the message from a fresh memory as the carried loss was read: through the same
+        serving, so by its decoder where it batches (one more row, taking turns with the replies
+        being written, instead of a loop of steps of its own competing with the decoder for the
+        cores and the GIL), else alone by the same loss loop. `quiet`: a failure leaves the
+        measures out (nobody waits for them)."""
+        s = Stream(self.serving, turn.fed, self.model.begin_state(1), Sampling(max_new_chars=0),
+                   score=turn.message_chars)
+        try:
+            with contextlib.closing(s):
+                for _ in s:
+                    pass
+        except Exception:
+            if quiet:
+                return
+            raise
+        fresh = s.read.mean / LN2
         turn.measures.update(loss_fresh_bpc=fresh, memory_benefit_bpc=fresh - carried)
+
+    def _measure_sureness(self, turn: Turn) -> None:
+        """`reply_probability`: the probability the model gave to writing exactly this reply and the
+        stop that ended it, from the state after the message (at temperature 1): how sure it was. A
+        guess spreads its probability over several answers. Only for a short reply that ended at its
+        stop (an answer, not a speech: a long text's probability is vanishingly small whatever it says)."""
+        turn.measures["reply_probability"] = None  # a retry's reply is measured afresh
+        if turn.stopped_by != "stop" or len(turn.reply) > SURE_MAX_CHARS or turn.state_after_user is None:
+            return
+        ids = torch.tensor(self.model.vocab.encode(turn.reply + turn.stop), dtype=torch.long)
+        turn.measures["reply_probability"] = math.exp(-text_loss(self.model, ids, turn.state_after_user).total)
 
     def _measure_after(self, turn: Turn) -> None:
         before, after = turn.state_before, turn.state_after

@@ -27,6 +27,7 @@ from torch import nn
 
 from .checkpoint import (
     STATE_NAME,
+    StateError,
     atomic_path,
     load_training_state,
     read_state_metadata,
@@ -43,7 +44,7 @@ from .hub import INT8_CHECK_FILE, ModelLoadError, load_model, push_folder, write
 from .model import CONFIG_NAME, MAX_PARAMETERS, WEIGHTS_NAME, CharLSTM, parameter_count
 from .regularize import Regularized
 from .step import pick_engine
-from .train_config import TrainConfig, TrainingStopped, pick_device, resolve_config
+from .train_config import BadSettings, TrainConfig, TrainingStopped, pick_device, resolve_config
 from .train_data import LN2, TrainingData
 
 __all__ = ["STATE_NAME", "Run", "TrainConfig", "TrainingStopped", "main", "read_state_metadata", "resolve_config", "train"]
@@ -134,8 +135,8 @@ def widened(model: CharLSTM, start: CharLSTM) -> dict:
             grown[name] = old
             continue
         value = value.clone()
-        if name == "head.weight":  # (vocab, H): the new units' columns stay zero
-            value[:, old_h:] = 0
+        if name == "head.weight":  # (vocab, H), in `start`'s vocabulary (load_by_character maps the rows): the
+            value = old.new_zeros(old.shape[0], h)  # new units' columns stay zero
             value[:, :old_h] = old
         else:
             for gate in range(4):
@@ -207,7 +208,7 @@ class Trainer:
         self.model = CharLSTM(
             vocab=self.data.vocab.chars, embed_dim=c.embed_dim, hidden_size=c.hidden_size, num_layers=c.num_layers,
             dropout=c.dropout, turn_separator=c.turn_separator, stop_sequence=c.stop_sequence,
-            forget_bias=c.forget_bias,
+            forget_bias=c.forget_bias, normalize=c.normalize,
         ).to(device)
         if start is not None:
             load_by_character(self.model, start)
@@ -332,7 +333,11 @@ class Trainer:
     def kept(self) -> str:
         """What a stopped run leaves: the checkpoint that really exists."""
         if os.path.isfile(self.state_path):
-            return f"the last good checkpoint (step {read_state_metadata(self.state_path)['step']}) in {self.c.out} is kept"
+            try:
+                step = read_state_metadata(self.state_path)["step"]
+                return f"the last good checkpoint (step {step}) in {self.c.out} is kept"
+            except StateError:
+                return f"the checkpoint in {self.c.out} is damaged"
         return f"no checkpoint was written yet in {self.c.out}"
 
     def elapsed(self) -> float:
@@ -557,9 +562,9 @@ def main(argv=None) -> int:
     try:
         config = resolve_config(argv)
         run = train(config, command="python -m lstm_model.train " + shlex.join(argv))
-    except (TrainingStopped, DataError, ModelLoadError) as err:
+    except (TrainingStopped, DataError, ModelLoadError, StateError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, BadSettings) else 1  # 2: a bad argument, as argparse's own errors
     return 130 if run.stopped == "interrupted" else 0
 
 

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .checkpoint import STATE_NAME, read_state_metadata
+from .cards import LANGUAGE_CODE
+from .checkpoint import STATE_NAME, damaged, read_state_metadata
 from .data import DEFAULT_DATASET
 from .model import LIMITS
 from .sampling import MAX_NEW_CHARS_LIMIT
+from .vocab import NORMALIZATIONS
 
 # Flags whose value may change on --resume (the rest come from the saved config).
 RESUMABLE = {"max_steps", "epochs", "time_limit", "eval_every", "eval_batches", "push_to_hub", "device", "out", "resume", "quiet",
@@ -52,6 +54,7 @@ class TrainConfig:
     forget_bias: float = 1.0
     turn_separator: str = "\n\n"
     stop_sequence: str = "\n\n"
+    normalize: str = ""  # how a chat model reads user messages (vocab.normalize), in training and in the chat
     # optimisation
     batch_size: int = 64
     seq_len: int = 128
@@ -86,6 +89,18 @@ class TrainingStopped(RuntimeError):
     """Training cannot go on; the message is for a person."""
 
 
+class BadSettings(TrainingStopped):
+    """A setting out of range or of the wrong kind, found before anything is read (status 2)."""
+
+
+# The settings with a few possible values: the flags' choices, also checked in a --config file.
+CHOICES = {"loss_on": ("all", "replies"), "conversation_state": ("fresh", "carried"),
+           "device": ("auto", "cpu", "cuda", "mps"), "normalize": tuple(NORMALIZATIONS)}
+MAX_CONFIG_CHARS = 1_000_000  # a --config file is read whole; one of settings is a few hundred characters
+MAX_SEED = 2**32 - 1  # torch.manual_seed takes 64 bits, and ranks derive theirs as seed * 7919 + rank
+KINDS = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lstm_model.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
@@ -117,15 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("--ema", type=float, metavar="DECAY",
         help="keep an exponential moving average of the weights (e.g. 0.999 per step; the first steps average "
              "faster) and evaluate, checkpoint and save that average: the model served (default 0: off)")
-    add("--loss-on", choices=["all", "replies"], help="for a chat dataset (a messages column): the loss on every "
+    add("--loss-on", choices=CHOICES["loss_on"], help="for a chat dataset (a messages column): the loss on every "
                                                       "character or on the replies only (default all)")
-    add("--conversation-state", choices=["fresh", "carried"],
+    add("--conversation-state", choices=CHOICES["conversation_state"],
         help="for a chat dataset: each conversation read from a fresh state, as a new chat session starts "
              "(default fresh), or the state carried from one conversation into the next (carried)")
     add("--forget-bias", type=float, help=f"initial forget-gate bias (default {d.forget_bias})")
     add("--turn-separator", type=unescape, help="text appended to each chat message; \\n is a newline "
                                                 "(default: a blank line, \\n\\n)")
     add("--stop-sequence", type=unescape, help="text that ends a chat reply; \\n is a newline (default: a blank line)")
+    add("--normalize", choices=list(NORMALIZATIONS), help="for a chat dataset: how user messages are read, in "
+        "training and by the chat (saved in config.json): '' as typed (default); lower: lower case, single "
+        "spaces, no final . ? !, so that every way of typing a sentence is one input")
     add("--batch-size", type=int, help=f"contiguous streams per batch (default {d.batch_size})")
     add("--seq-len", type=int, help=f"characters per truncated-BPTT window (default {d.seq_len})")
     add("--lr", type=float, help=f"peak AdamW learning rate (default {d.lr})")
@@ -143,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--checkpoint-every", type=int, help="steps between checkpoints (default: --eval-every)")
     add("--sample-chars", type=int, help=f"length of the sample in the model card (default {d.sample_chars})")
     add("--seed", type=int, help=f"random seed (default {d.seed})")
-    add("--device", choices=["auto", "cpu", "cuda", "mps"], help="where to train (default auto)")
+    add("--device", choices=CHOICES["device"], help="where to train (default auto)")
     add("--out", help=f"output folder (default {d.out})")
     add("--resume", action="store_true", help="continue the run saved in --out")
     add("--overwrite", action="store_true", help="replace the model already in --out (otherwise refused)")
@@ -164,14 +182,7 @@ def resolve_config(argv=None) -> TrainConfig:
     given = {k: v for k, v in vars(args).items() if v is not None and k != "config"}
     values: dict = {}
     if args.config:
-        try:
-            with open(args.config, encoding="utf-8") as f:
-                values = json.load(f)
-        except (OSError, ValueError) as err:
-            raise TrainingStopped(f"Could not read --config {args.config} ({err}); give a JSON file of settings.") from None
-        unknown = set(values) - TrainConfig.field_names()
-        if unknown:
-            raise TrainingStopped(f"--config {args.config} has unknown settings {sorted(unknown)}; see --help for the names.")
+        values = read_config_file(args.config)
     values.update(given)
     if values.get("resume"):
         saved = read_saved_config(values.get("out", TrainConfig.out))
@@ -186,6 +197,45 @@ def resolve_config(argv=None) -> TrainConfig:
     config = TrainConfig(**{k: v for k, v in values.items() if k in TrainConfig.field_names()})
     check_settings(config)
     return config
+
+
+def read_config_file(path: str) -> dict:
+    """The settings of a --config file: a JSON object of known names, each of its field's kind;
+    BadSettings with one sentence otherwise."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(MAX_CONFIG_CHARS + 1)  # bounded: --config /dev/zero must not fill the memory
+        values = json.loads(text) if len(text) <= MAX_CONFIG_CHARS else None
+    except (OSError, ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0] or type(err).__name__
+        raise BadSettings(f"Could not read --config {path} ({reason}); give a JSON file of settings.") from None
+    if not isinstance(values, dict):
+        raise BadSettings(f"--config {path} must hold one JSON object of settings under {MAX_CONFIG_CHARS:,} "
+                          'characters, such as {"hidden_size": 256, "lr": 0.002}.')
+    unknown = set(values) - TrainConfig.field_names()
+    if unknown:
+        raise BadSettings(f"--config {path} has unknown settings {sorted(unknown)}; see --help for the names.")
+    wrong = wrong_kinds(values)
+    if wrong:
+        raise BadSettings(f"--config {path}: {'; '.join(wrong)}.")
+    return values
+
+
+def wrong_kinds(values: dict) -> list[str]:
+    """What in `values` (settings read from JSON) is not of its field's kind, one phrase each: the
+    checks of check_settings compare numbers, which a string from a file is not."""
+    wrong = []
+    for f in dataclasses.fields(TrainConfig):
+        if f.name not in values:
+            continue
+        value, (kind, _, optional) = values[f.name], f.type.partition(" | ")  # "int | None": ("int", " | ", "None")
+        if value is None and optional:
+            continue
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not {"int": numeric and isinstance(value, int), "float": numeric, "str": isinstance(value, str),
+                "bool": isinstance(value, bool)}.get(kind, True):
+            wrong.append(f"{f.name} must be {KINDS[kind]}{' or null' if optional else ''}, not {json.dumps(value)[:40]}")
+    return wrong
 
 
 def check_settings(c: TrainConfig) -> None:
@@ -223,25 +273,41 @@ def check_settings(c: TrainConfig) -> None:
         problems.append("--warmup-steps must be at least 0")
     if not 0 <= c.sample_chars <= MAX_NEW_CHARS_LIMIT:
         problems.append(f"--sample-chars must be from 0 to {MAX_NEW_CHARS_LIMIT}")
-    if c.conversation_state not in ("fresh", "carried"):
-        problems.append(f"--conversation-state must be fresh or carried; got {c.conversation_state!r}")
+    for name, allowed in CHOICES.items():  # the flags' choices, here for a --config file's values
+        if getattr(c, name) not in allowed:
+            problems.append(f"--{name.replace('_', '-')} must be one of {', '.join(map(repr, allowed))}; "
+                            f"got {getattr(c, name)!r}")
+    if not 0 <= c.seed <= MAX_SEED:
+        problems.append(f"--seed must be from 0 to {MAX_SEED:,}")
     if c.time_limit is not None and not (math.isfinite(c.time_limit) and c.time_limit > 0):
         problems.append("--time-limit must be a positive number of seconds")
     if c.max_steps is not None and c.max_steps < 1:
         problems.append("--max-steps must be at least 1")
     if c.checkpoint_every is not None and c.checkpoint_every < 1:
         problems.append("--checkpoint-every must be at least 1")
-    if not re.fullmatch(r"[a-z]{2,3}(-[A-Za-z0-9]{2,8})?", str(c.language)):
+    if not LANGUAGE_CODE.fullmatch(str(c.language)):
         problems.append(f"--language must be a language code such as en, fr or pt-BR; got {c.language!r}")
+    if c.push_to_hub is not None:  # checked now, not after the whole run has trained
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(c.push_to_hub)
+        except HFValidationError:
+            problems.append(f"--push-to-hub must be a Hub repo id, user/name (letters, digits, '-', '_', '.'); "
+                            f"got {c.push_to_hub!r}")
     if problems:
-        raise TrainingStopped("; ".join(problems) + ".")
+        raise BadSettings("; ".join(problems) + ".")
 
 
 def read_saved_config(out: str) -> dict | None:
     path = os.path.join(out, STATE_NAME)
     if not os.path.isfile(path):
         return None
-    return read_state_metadata(path)["config"]
+    config = read_state_metadata(path)["config"]
+    wrong = wrong_kinds(config)
+    if wrong:
+        raise damaged(path, "its saved settings are not a run's: " + "; ".join(wrong))
+    return config
 
 
 def pick_device(name: str) -> torch.device:

@@ -85,7 +85,7 @@ class TrainingData:
             self.train_chars = self.corpus.length("train")
         else:
             corpus = load_corpus(c.dataset, c.revision, c.text_column, c.val_fraction, c.train_split, c.val_split,
-                                 chat=(c.turn_separator, c.stop_sequence))
+                                 chat=(c.turn_separator, c.stop_sequence, c.normalize))
             self.vocab = vocab or corpus.vocab()
             if vocab is not None:
                 report_skipped(self.vocab, corpus.train)

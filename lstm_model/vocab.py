@@ -89,3 +89,19 @@ class CharVocab:
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
         return "".join(self.chars[i] for i in ids)
+
+
+# How a chat model reads a user's message (its config's `normalize`): "" reads it as typed; "lower"
+# reads the words alone, so that the ways people type one sentence are one input: lower case, runs
+# of spaces (and tabs, newlines) as one space, no space at either end, and no final ".", "?" or "!".
+# The transcript keeps what was typed; training renders its user messages the same way.
+NORMALIZATIONS = ("", "lower")
+
+
+def normalize(text: str, form: str = "") -> str:
+    """`text` as a model with this `normalize` form reads a user's message (NORMALIZATIONS)."""
+    if not form:
+        return text
+    if form != "lower":
+        raise VocabError(f"Unknown normalize form {form!r}; the forms are {', '.join(map(repr, NORMALIZATIONS))}.")
+    return " ".join(text.lower().split()).rstrip(".?! ")

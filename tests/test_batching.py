@@ -191,3 +191,151 @@ def test_a_reader_that_must_not_block_gets_the_same_reply_and_is_woken(trained_m
         assert woken and items[-1] is SLOW
     else:  # no decoder: everything may block, so SLOW comes first and nobody needs waking
         assert items[0] is SLOW and not woken
+
+
+class GatedStep:
+    """A generation step that takes a permit before each step, so that a test decides how far the
+    decoder goes: `permits.release(n)` lets it take n more steps; `stalled` is set once it waits
+    with none left (in the middle of a step, its step count not yet moved on)."""
+
+    def __init__(self, step):
+        self.inner, self.version = step, step.version
+        self.permits = threading.Semaphore(0)
+        self.stalled = threading.Event()
+
+    def step(self, ids, state):
+        if not self.permits.acquire(blocking=False):
+            self.stalled.set()
+            self.permits.acquire()
+        return self.inner.step(ids, state)
+
+
+def recording_submits(decoder) -> list:
+    """Every request submitted to `decoder` from now on, in order."""
+    requests, submit = [], decoder.submit
+
+    def recorded(*args, **kwargs):
+        requests.append(submit(*args, **kwargs))
+        return requests[-1]
+
+    decoder.submit = recorded
+    return requests
+
+
+def test_a_reply_cancelled_before_it_joins_never_takes_a_step(trained_model, batched):
+    """A request cancelled while it waits to join (its reader gone at once) leaves as it joins;
+    it used to join after the decoder had cleared its cancelled flag and then write its whole reply."""
+    from lstm_model.sampling import Sampling, make_generator
+
+    decoder = batched.decoder
+    gate = GatedStep(batched.step())
+    decoder.get_step = lambda: gate
+    gate.permits.release(10)
+    writer = stream(trained_model, "ANNA:\n", max_new_chars=5000, seed=1, stop=None, serving=batched)
+    next(writer)
+    gate.stalled.wait()  # the decoder is inside a step: whatever is submitted now waits to join
+    state = trained_model.begin_state(1)
+    with torch.no_grad():
+        logits = trained_model.logits_from_state(state)[0]
+    request = decoder.submit(logits, state, Sampling(max_new_chars=300, seed=2, stop=None), make_generator(2),
+                             feed=trained_model.vocab.encode("BEN:\n"))
+    request.cancel()
+    gate.permits.release(10_000)
+    while request.outbox.get() is not None:
+        pass
+    assert request.left == request.joined and request.fed == 0  # it joined and left between two steps
+    writer.close()
+
+
+def test_a_long_message_is_read_in_turns_with_the_replies_being_written(trained_model, batched):
+    """Beyond its first `read_first_chars`, a prompt's reading rows step alone (the writers
+    waiting) for as long as the last full step took, then everyone takes a full step: half the
+    decoder's time each. Time here is a clock that each step moves on by its rows, so the schedule
+    is exact: the first 8 characters read alone, then two alone (1 unit each) per full step of the
+    reader and the writer (2 units). The read (loss and state) is the one the loss loop gets with
+    the same step, and the reply the one written alone from it."""
+    import math
+
+    from lstm_model.evaluate import text_loss
+    from lstm_model.generate import Stream
+    from lstm_model.sampling import Sampling
+
+    decoder, real = batched.decoder, batched.step()
+    decoder.read_first_chars, decoder.read_first_s = 8, float("inf")  # only the turns bound the reads
+    now = [0.0]
+    decoder.clock = lambda: now[0]
+
+    class Timed:
+        version = real.version
+
+        def step(self, ids, state):
+            now[0] += len(ids)
+            return real.step(ids, state)
+
+    timed = Timed()
+    decoder.get_step = lambda: timed
+    writer = stream(trained_model, "ANNA:\n", max_new_chars=5000, seed=1, stop=None, serving=batched)
+    next(writer)
+    prompt = "BEN:\nThe sea is calm and the moon is bright so sing to me of home.\n" * 5 + "\n"
+    assert trained_model.vocab.decode(trained_model.vocab.encode(prompt)) == prompt  # every character is read
+    state = stream(trained_model, "ANNA:\nSo.\n\n", max_new_chars=0).state  # a carried state
+    sampling = Sampling(max_new_chars=40, temperature=0.9, seed=3, stop=None)
+    before = decoder.read_steps
+    s = Stream(batched, prompt, state, sampling, score=len(prompt) - 2)
+    text = "".join(s)
+    rest = len(prompt) - 8  # read in turns: full step, two alone, full step, two alone...
+    assert decoder.read_steps - before == 8 + rest - math.ceil(rest / 3)
+    assert decoder._active  # the writer went on meanwhile
+    writer.close()
+    ids = torch.tensor(trained_model.vocab.encode(prompt))
+    alone = text_loss(trained_model, ids, state, scored=len(prompt) - 2, step=real)
+    assert s.read.count == alone.count == len(prompt) - 2 and abs(s.read.mean - alone.mean) < 1e-5
+    torch.testing.assert_close(s.read.state[1], alone.state[1], atol=1e-5, rtol=1e-5)
+    lone = Stream(Serving(trained_model, batching=False), "", alone.state, sampling)
+    assert text == "".join(lone)
+
+
+def test_a_stream_that_only_reads_is_read_by_the_decoder(trained_model, batched):
+    """max_new_chars=0 with a batching serving: the decoder reads the prompt (scored) as one more
+    row and the row leaves once read; the same loss and state as the loss loop with the step."""
+    from lstm_model.evaluate import text_loss
+    from lstm_model.generate import Stream
+    from lstm_model.sampling import Sampling
+
+    requests = recording_submits(batched.decoder)
+    prompt = "BEN:\nThe sea is calm and the moon is bright.\n\n"
+    s = Stream(batched, prompt, None, Sampling(max_new_chars=0), score=len(prompt) - 2)
+    assert "".join(s) == "" and s.stopped_by == "length" and s.read_by_step
+    assert len(requests) == 1 and requests[0].read_only and requests[0].left - requests[0].joined == len(prompt)
+    alone = text_loss(trained_model, torch.tensor(trained_model.vocab.encode(prompt)), scored=len(prompt) - 2,
+                      step=batched.step())
+    assert s.read.count == alone.count and abs(s.read.mean - alone.mean) < 1e-5
+    torch.testing.assert_close(s.state[1], alone.state[1], atol=1e-5, rtol=1e-5)
+
+
+def test_a_newcomer_joins_while_a_long_prompt_is_read(trained_model, batched):
+    """The rest of a long prompt is read in slices of steps; a request that arrives meanwhile
+    ends the slice after the step under way and joins (here a slice could otherwise run to the
+    prompt's end: nobody writes and read_first_s is unbounded)."""
+    from lstm_model.sampling import Sampling, make_generator
+
+    decoder = batched.decoder
+    decoder.read_first_chars, decoder.read_first_s = 8, float("inf")
+    gate = GatedStep(batched.step())
+    decoder.get_step = lambda: gate
+    state = trained_model.begin_state(1)
+    with torch.no_grad():
+        logits = trained_model.logits_from_state(state)[0]
+    ids = trained_model.vocab.encode("ANNA:\nThe sea is calm and the moon is bright.\n" * 50)
+    gate.permits.release(50)  # the first 8 characters, then into a slice
+    long = decoder.submit(logits, state, Sampling(max_new_chars=0), make_generator(1), feed=ids, score=len(ids))
+    gate.stalled.wait()
+    at_stall = decoder.steps
+    newcomer = decoder.submit(logits, state, Sampling(max_new_chars=5, seed=2, stop=None), make_generator(2),
+                              feed=trained_model.vocab.encode("BEN:\n"))
+    gate.permits.release(100_000)
+    for request in (newcomer, long):
+        while request.outbox.get() is not None:
+            pass
+    assert newcomer.joined == at_stall + 1 and len(newcomer.matcher.text) == 5
+    assert long.fed == len(ids) and long.left > newcomer.joined

@@ -7,6 +7,7 @@ and model.safetensors of the model folder.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,3 +75,42 @@ def test_kill_9_inside_a_save_never_breaks_the_checkpoint(play_file, tmp_path):
     assert done.returncode == 0, done.stderr
     assert read_state_metadata(str(out / STATE_NAME))["step"] == 6
     assert not leftovers(out)
+
+
+def snapshot(folder) -> dict[str, bytes]:
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def test_a_damaged_training_state_ends_resume_in_one_sentence_and_changes_nothing(play_file, tmp_path, capsys):
+    """Truncated, a byte of its header flipped, a byte of its numbers flipped (caught by the
+    checksum saved with them), or empty: --resume names the file and what to do, status 1."""
+    from lstm_model.train import main
+
+    small = ["--quiet", "--dataset", play_file, "--hidden-size", "16", "--embed-dim", "8", "--batch-size", "4",
+             "--seq-len", "16", "--eval-every", "1000", "--sample-chars", "5", "--max-steps", "2"]
+    good = tmp_path / "good"
+    assert main(["--out", str(good), *small]) == 0
+    data = (good / STATE_NAME).read_bytes()
+    damaged = {"truncated": data[: len(data) // 2], "header": data[:8] + bytes([data[8] ^ 0xFF]) + data[9:],
+               "numbers": data[:-10] + bytes([data[-10] ^ 0x01]) + data[-9:], "empty": b""}
+    capsys.readouterr()
+    reasons = {}
+    for name, content in damaged.items():
+        out = tmp_path / name
+        shutil.copytree(good, out)
+        (out / STATE_NAME).write_bytes(content)
+        before = snapshot(out)
+        code = main(["--out", str(out), "--resume", "--max-steps", "4"])
+        err = capsys.readouterr().err
+        assert code == 1 and "Traceback" not in err, err
+        line = err.strip().splitlines()[-1]
+        assert line.startswith(f"error: {out / STATE_NAME} cannot be resumed from ("), line
+        assert line.endswith("); start the run again with --overwrite instead of --resume, or --resume from another "
+                             "checkpoint (--out at its folder)."), line
+        assert snapshot(out) == before, name
+        reasons[name] = line
+    assert "(its numbers do not match the checksum saved with them)" in reasons["numbers"]
+    assert "(SafetensorError: " in reasons["truncated"]
+    # What the sentence says to do works.
+    assert main(["--out", str(tmp_path / "truncated"), "--overwrite", *small]) == 0
+    assert read_state_metadata(str(tmp_path / "truncated" / STATE_NAME))["step"] == 2

@@ -325,3 +325,66 @@ def test_the_git_deploy_pushes_the_space_files_with_the_weights_in_lfs(tmp_path)
     subprocess.run(["git", *lfs, "clone", "-q", f"file://{remote}", str(clone)], check=True, capture_output=True)
     weights = "assets/shakespeare/model.safetensors"
     assert (clone / weights).read_bytes() == open(os.path.join(ROOT, weights), "rb").read()
+
+
+def publish(capsys, argv) -> tuple[int, str]:
+    """`python -m lstm_model.publish` in this process: its status and the last line of its stderr,
+    having checked that it printed no traceback."""
+    from cli_run import run_main
+
+    from lstm_model.publish import main
+
+    return run_main(main, argv, capsys)
+
+
+def test_publish_refuses_what_is_no_model_folder_or_repo_id_in_one_sentence(tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    project = tmp_path / "project"  # a README.md that is no model card (this project's, a Space's)
+    project.mkdir()
+    (project / "README.md").write_text("---\nsdk: gradio\n---\n# An app\n")
+    weightless = tmp_path / "weightless"
+    weightless.mkdir()
+    (weightless / CONFIG_NAME).write_text("{}")
+    model_folder = "give a model folder, as `python -m lstm_model.train --out` writes"
+    for argv, sentence in [
+        (["card", "/nonexistent"], f"argument folder: /nonexistent is not a folder; {model_folder}"),
+        (["card", str(tmp_path / "a-file")], f"argument folder: {tmp_path / 'a-file'} is not a folder"),
+        (["card", str(tmp_path)], f"argument folder: {tmp_path} has no README.md or config.json; {model_folder}"),
+        (["card", str(project)], f"argument folder: {project} has no config.json; {model_folder}"),
+        (["push", "/nonexistent", REPO], "argument folder: /nonexistent is not a folder"),
+        (["push", str(weightless), REPO], f"argument folder: {weightless} has no {WEIGHTS_NAME}; {model_folder}"),
+        (["space", "not a repo", "--dry-run"], "argument repo_id: 'not a repo' is not a Hub repo id; give user/name"),
+    ]:
+        code, line = publish(capsys, argv)
+        assert code == 2 and line.startswith(f"python -m lstm_model.publish {argv[0]}: error: ") and sentence in line
+    assert (project / "README.md").read_text() == "---\nsdk: gradio\n---\n# An app\n"
+
+
+def test_publish_card_rewrites_a_card_or_says_in_one_sentence_why_not(trained_dir, tmp_path, capsys, monkeypatch):
+    import errno
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained_dir[0], folder)
+    code, line = publish(capsys, ["card", str(folder), "--language", "x y"])
+    assert code == 2 and "argument --language: 'x y' is not a language code; give one such as en, fr or pt-BR" in line
+    assert publish(capsys, ["card", str(folder), "--language", "fr"])[0] == 0
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert front_matter(card)["language"] == "fr" and "## Metrics" in card
+    readme = folder / "README.md"
+    for content, reason in [("---\nfoo: [unclosed\n---\n# A card\n", "has a metadata block this cannot read ("),
+                            ("---\n- a list\n---\n# A card\n", "has a metadata block this cannot read ("),
+                            (b"\xff\xfe not UTF-8", "Cannot read the model card")]:
+        readme.write_bytes(content if isinstance(content, bytes) else content.encode())
+        code, line = publish(capsys, ["card", str(folder)])
+        assert code == 1 and line.startswith("error: ") and reason in line and str(readme) in line
+        assert readme.read_bytes() == (content if isinstance(content, bytes) else content.encode())
+    readme.write_text(card, encoding="utf-8")
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr("lstm_model.cards.atomic_path", denied)
+    code, line = publish(capsys, ["card", str(folder), "--language", "de"])
+    assert code == 1 and line == (f"error: Cannot write {readme} (Permission denied); it was left as it was: make the "
+                                  "folder writable and run this again.")
+    assert readme.read_text(encoding="utf-8") == card

@@ -1,5 +1,7 @@
 """Memory tasks in bAbI's forms as chat (lstm_model/memory_tasks.py)."""
 
+import errno
+import os
 import random
 import re
 
@@ -498,8 +500,10 @@ def test_object_drills_start_from_one_person_and_leave_objects_behind(tmp_path, 
             asked_between += any(m["content"] == ACK for m in row["messages"][2 * turn + 3::2])  # facts follow
         assert next(questions, None) is None
     assert asked_between > 200  # most questions come between facts, not only at the end
-    for flags, said in ((["--carry-people", "5"], "--carry-people 5"), (["--carry-facts", "1"], "--carry-facts 1"),
-                        (["--carry-moves", "1"], "move chance"), (["--carry-wait", "-1"], "--carry-wait -1"),
+    for flags, said in ((["--carry-people", "5"], "--carry-people 5"),
+                        (["--carry-facts", "1"], "argument --carry-facts: must be from 2 to 10,000 (got 1)"),
+                        (["--carry-moves", "1"], "move chance"),
+                        (["--carry-wait", "-1"], "argument --carry-wait: must be from 0 to 10,000 (got -1)"),
                         (["--carry-ask", "2"], "asking chance")):
         with pytest.raises(SystemExit):
             main(["--out", str(tmp_path / "d"), "--carry-share", "0.5", *flags])
@@ -651,3 +655,120 @@ def test_an_object_roll_call_asks_where_every_object_is(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path / "d"), "--tasks", "1", "--object-share", "0.2"])
     assert "object roll calls ask tasks 2" in capsys.readouterr().err
+
+
+# -- the command line: every bad argument or --out refused in one sentence, nothing written ---------
+
+SMALL = ["--stories", "5", "--validation", "1", "--test", "1"]
+
+
+def refused(capsys, argv, status=2) -> str:
+    """The last line `main(argv)` writes on stderr, having checked that it ends with `status` and
+    prints no traceback."""
+    from lstm_model.memory_tasks import main
+
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == status and "Traceback" not in err, err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("flags, sentence", [
+    (["--stories", "1000000000000"], "1,000,000,000,002 conversations of up to 40 facts are too many to build in "
+                                     "memory; ask for at most 232,558 in all (--stories, --validation and --test"),
+    (["--stories", "300000", "--max-facts", "40"], "ask for at most 232,558 in all"),
+    (["--stories", "-5"], "argument --stories: must be at least 1 (got -5)"),
+    (["--stories", "lots"], "argument --stories: expected a whole number, got 'lots'"),
+    (["--validation", "-1"], "argument --validation: must be at least 1 (got -1)"),
+    (["--test", "0"], "argument --test: must be at least 1 (got 0)"),
+    (["--max-facts", "0"], "argument --max-facts: must be from 1 to 10,000 (got 0)"),
+    (["--max-facts", "-1"], "argument --max-facts: must be from 1 to 10,000 (got -1)"),
+    (["--max-facts", "100000"], "argument --max-facts: must be from 1 to 10,000 (got 100,000)"),
+    (["--max-per-message", "0"], "argument --max-per-message: must be from 1 to 10,000 (got 0)"),
+    (["--probe-share", "1", "--probe-lead", "-1"], "argument --probe-lead: must be from 0 to 10,000 (got -1)"),
+    (["--probe-distance", "-2"], "argument --probe-distance: must be from 0 to 10,000 (got -2)"),
+    (["--drill-people", "9"], "argument --drill-people: must be from 2 to 4 (got 9)"),
+    (["--question-rate", "nan"], "the question rate is a chance per message, from 0 to 1 (got nan)"),
+    (["--probe-share", "inf"], "the probe share is a fraction of the conversations, from 0 to 1 (got inf)"),
+    (["--carry-ask", "-0.5"], "asking chance is a fraction from 0 to 1"),
+    (["--push-to-hub", "not a repo"], "--push-to-hub 'not a repo' is not a Hub repo id; give user/name"),
+])
+def test_a_bad_argument_is_refused_in_one_sentence_before_anything_is_written(flags, sentence, tmp_path, capsys):
+    line = refused(capsys, ["--out", str(tmp_path / "d"), *SMALL, *flags])
+    assert line.startswith("python -m lstm_model.memory_tasks: error: ") and sentence in line
+    assert os.listdir(tmp_path) == []  # neither the dataset nor its temporary folder
+
+
+def test_an_out_that_is_a_file_or_holds_other_files_is_refused_and_left_alone(tmp_path, capsys):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    for out, sentence in ((mine, f"--out {mine} is a file; give a folder for the dataset"),
+                          (mine / "d", f"--out {mine / 'd'} lies under the file {mine}; give a folder path"),
+                          (other, f"--out {other} holds other files; give a new or empty folder"),
+                          ("", "--out needs a folder path")):
+        assert sentence in refused(capsys, ["--out", str(out), *SMALL])
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "other"] and os.listdir(other) == ["keep.txt"]
+    assert mine.read_text() == "mine"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc, where nothing can be made")
+def test_an_unwritable_out_is_refused_before_anything_is_built(capsys, monkeypatch):
+    import lstm_model.memory_tasks as memory_tasks
+
+    monkeypatch.setattr(memory_tasks, "build", lambda *args: pytest.fail("built before --out was found unwritable"))
+    line = refused(capsys, ["--out", "/proc/mt", *SMALL], status=1)
+    assert line.startswith("error: cannot write to --out /proc/mt (") and line.endswith("give a folder you can write to.")
+
+
+def test_a_dataset_is_replaced_only_once_the_new_one_is_whole(tmp_path, capsys, monkeypatch):
+    from datasets import DatasetDict, load_from_disk
+
+    from lstm_model.memory_tasks import main
+
+    out = tmp_path / "d"
+    assert main(["--out", str(out), *SMALL]) == 0
+    before = load_from_disk(str(out))["train"]["messages"]
+
+    def full_disk(self, path, **kwargs):  # a save that stops halfway
+        os.makedirs(os.path.join(path, "train"))
+        (tmp_path / "half").write_text("")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(DatasetDict, "save_to_disk", full_disk)
+    line = refused(capsys, ["--out", str(out), *SMALL, "--seed", "1"], status=1)
+    assert line == (f"error: could not write the dataset to --out {out} (No space left on device); nothing was "
+                    "written there: free disk space or give another folder.")
+    monkeypatch.undo()
+    assert load_from_disk(str(out))["train"]["messages"] == before
+    assert sorted(os.listdir(tmp_path)) == ["d", "half"]  # no temporary folder left
+    assert main(["--out", str(out), *SMALL, "--seed", "1", "--stories", "7"]) == 0  # a dataset it wrote: replaced
+    assert len(load_from_disk(str(out))["train"]) == 7 and sorted(os.listdir(tmp_path)) == ["d", "half"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o777 & ~umask  # a folder's usual permissions
+
+
+def test_every_split_is_saved_with_one_schema_so_a_small_dataset_pushes(tmp_path, hub):
+    from datasets import load_dataset, load_from_disk
+
+    from lstm_model.memory_tasks import chat_features, main
+
+    # Inferred from the rows, these splits' features differ (`left_by` is null where no question
+    # was about a left object), which the Hub refuses: the explicit schema makes them one.
+    raw = build(stories=10, validation=1, test=1)
+    assert len({repr(split.features) for split in raw.values()}) > 1
+    out = tmp_path / "d"
+    assert main(["--out", str(out), "--stories", "10", "--validation", "1", "--test", "1",
+                 "--push-to-hub", "standin-user/babi-tiny"]) == 0
+    saved = load_from_disk(str(out))
+    assert [split.features for split in saved.values()] == [chat_features()] * 3
+    assert saved["validation"]["messages"] == raw["validation"]["messages"]
+    pushed = load_dataset("standin-user/babi-tiny")
+    assert {name: len(split) for name, split in pushed.items()} == {"train": 10, "validation": 1, "test": 1}
+    assert pushed["train"]["questions"] == saved["train"]["questions"]

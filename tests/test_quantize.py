@@ -1,4 +1,5 @@
 import json
+import os
 import shutil
 import threading
 
@@ -126,3 +127,52 @@ def test_a_chat_model_s_int8_check_scores_only_what_the_mask_marks(model, play_t
     expected = text_loss(model, pieces, step=make_step(model, "onnxruntime", False), mask=marked).mean
     assert check["fp32_loss"] == pytest.approx(expected, abs=1e-6) and check["scored"].startswith("400 marked")
     assert check["fp32_loss"] != pytest.approx(check_int8(model, ids, streams=4)["fp32_loss"], abs=1e-4)
+
+
+def run_cli(capsys, argv) -> tuple[int, str]:
+    """`python -m lstm_model.quantize` in this process: its status and the last line of its stderr,
+    having checked that it printed no traceback."""
+    from cli_run import run_main
+
+    return run_main(main, argv, capsys)
+
+
+@pytest.mark.parametrize("flags, sentence", [
+    (["--streams", "0"], "argument --streams: must be from 1 to 4,096 (got 0)"),
+    (["--streams", "-4"], "argument --streams: must be from 1 to 4,096 (got -4)"),
+    (["--streams", "1000000"], "argument --streams: must be from 1 to 4,096 (got 1,000,000)"),
+    (["--streams", "many"], "argument --streams: expected a whole number, got 'many'"),
+    (["--val-fraction", "nan"], "argument --val-fraction: must be between 0 and 1, both excluded (got nan)"),
+    (["--val-fraction", "1"], "argument --val-fraction: must be between 0 and 1, both excluded (got 1)"),
+    (["--val-fraction", "-0.5"], "argument --val-fraction: must be between 0 and 1, both excluded (got -0.5)"),
+    (["--model", "someone/model", "--write"], "--write needs a local model folder; someone/model is not one"),
+])
+def test_bad_arguments_are_refused_before_the_model_is_read(flags, sentence, play_file, capsys, monkeypatch):
+    monkeypatch.setattr("lstm_model.quantize.load_model", lambda *args, **kwargs: pytest.fail("read the model"))
+    code, line = run_cli(capsys, ["--dataset", play_file, *flags])
+    assert code == 2 and line.startswith("python -m lstm_model.quantize: error: ") and sentence in line
+
+
+def test_a_folder_it_cannot_write_is_found_before_the_measurement_and_left_as_it_was(trained_dir, play_file, tmp_path,
+                                                                                      capsys, monkeypatch):
+    import errno
+
+    folder = tmp_path / "model"
+    shutil.copytree(trained_dir[0], folder)
+    before = (folder / CHECK_FILE).read_bytes()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    with monkeypatch.context() as patch:  # the folder refuses new files: refused before the model is read
+        patch.setattr("lstm_model.quantize.atomic_path", denied)
+        patch.setattr("lstm_model.quantize.load_model", lambda *args, **kwargs: pytest.fail("read the model"))
+        code, line = run_cli(capsys, ["--model", str(folder), "--dataset", play_file, "--write"])
+    assert code == 1 and line == (f"error: cannot write {CHECK_FILE} into {folder} (Permission denied); make the "
+                                  "folder writable or leave --write out.")
+    monkeypatch.setattr("lstm_model.quantize.write_json", denied)  # the disk fails at the end: one sentence too
+    code, line = run_cli(capsys, ["--model", str(folder), "--dataset", play_file, "--streams", "8", "--write"])
+    assert code == 1 and line == (f"error: could not write {folder / CHECK_FILE} (Permission denied); the "
+                                  "measurement is above.")
+    assert (folder / CHECK_FILE).read_bytes() == before and sorted(os.listdir(folder)) == sorted(
+        os.listdir(trained_dir[0]))

@@ -248,3 +248,97 @@ def test_the_recent_text_knows_who_wrote_each_character(trained_model):
 
     html = unit_html(session.trace_recent(10_000), session.recent_roles(10_000), unit=3)
     assert html.count('class="ct-seg ct-you"') == 3 and html.count('class="ct-seg ct-model"') == 3
+
+
+@pytest.mark.parametrize("action", ["send", "retry"])
+def test_a_reader_that_leaves_takes_its_reply_out_of_the_decoder_at_once(trained_model, action):
+    """Closing the reply iterator (what the app does when a client disconnects) closes the stream:
+    its decoder row leaves after the step under way, not when the garbage collector runs. The
+    turn keeps the reply so far, and the memory is the state after it; the message's fresh-memory
+    loss is measured in a thread of its own (the closer does not wait for it). The decoder steps
+    only when given a permit (GatedStep), so nothing here depends on timing."""
+    from test_batching import GatedStep, recording_submits
+
+    from lstm_model.evaluate import text_loss
+    from lstm_model.serving import Serving
+
+    serving = Serving(trained_model, batching=True)
+    session = ChatSession(trained_model, serving=serving, seed=5, max_new_chars=20, stop=None)
+    run(session.send("ANNA:\nThe moon."))  # a carried memory: the message has a fresh-memory loss to measure
+    gate = GatedStep(serving.step())
+    serving.decoder.get_step = lambda: gate
+    requests = recording_submits(serving.decoder)
+    session.update_settings(max_new_chars=5000)
+    gate.permits.release(50)  # the message and a first piece, then the decoder waits inside a step
+    reply = session.send("BEN:\nThe sea is calm.") if action == "send" else session.retry()
+    first = next(reply)
+    gate.stalled.wait()
+    reply.close()
+    request = requests[0]
+    assert request.cancelled  # at once, by the close
+    at_close = serving.decoder.steps
+    gate.permits.release(10_000)  # room for the whole reply, were it still being written
+    while request.outbox.get() is not None:
+        pass
+    assert request.left == at_close + 1  # it left after the step under way
+    turn = session.turns[-1]
+    assert turn.reply == first and turn.stopped_by == "interrupted" and not turn.done
+    assert torch.equal(session.state[1], turn.state_after[1])
+    torch.testing.assert_close(turn.state_after[1], _feed(trained_model, turn.reply, turn.state_after_user)[1],
+                               atol=1e-5, rtol=1e-5)
+    if turn.measuring is not None:
+        turn.measuring.join()
+    assert (action == "send") == (turn.measuring is not None)  # a retry's message was measured by its first reply
+    ids = torch.tensor(trained_model.vocab.encode(turn.fed))
+    fresh = text_loss(trained_model, ids, scored=turn.message_chars, step=serving.step()).mean / math.log(2)
+    assert abs(turn.measures["loss_fresh_bpc"] - fresh) < 1e-5
+    assert turn.measures["memory_benefit_bpc"] == turn.measures["loss_fresh_bpc"] - turn.measures["loss_carried_bpc"]
+    assert len(run(session.send("CLEO:\nHome.", max_new_chars=10))) == 10  # the session goes on from there
+    serving.close()
+
+
+def test_the_fresh_memory_loss_is_read_by_the_decoder_as_the_carried_one(trained_model):
+    """With a batching serving the second pass over the message (from a fresh memory) is one more
+    decoder row that only reads, not a loop of steps in the reader's thread; its loss is the one
+    the loss loop gets with the same step."""
+    from test_batching import recording_submits
+
+    from lstm_model.evaluate import text_loss
+    from lstm_model.serving import Serving
+
+    serving = Serving(trained_model, batching=True)
+    session = ChatSession(trained_model, serving=serving, seed=2, max_new_chars=30)
+    run(session.send("ANNA:\nThe sea."))
+    requests = recording_submits(serving.decoder)
+    run(session.send("BEN:\nSing to me of home and the moon."))
+    turn = session.turns[-1]
+    assert [r.read_only for r in requests] == [False, True] and turn.measuring is None
+    ids = torch.tensor(trained_model.vocab.encode(turn.fed))
+    fresh = text_loss(trained_model, ids, scored=turn.message_chars, step=serving.step()).mean / math.log(2)
+    assert abs(turn.measures["loss_fresh_bpc"] - fresh) < 1e-5
+    serving.close()
+
+
+def test_a_fresh_reply_nobody_waits_for_leaves_the_decoder(trained_model):
+    """fresh_reply's `cancelled`: asked between pieces; once True the fresh reply's stream is
+    closed, its row leaves the decoder unfinished and nothing is kept."""
+    from test_batching import GatedStep, recording_submits
+
+    from lstm_model.serving import Serving
+
+    serving = Serving(trained_model, batching=True)
+    session = ChatSession(trained_model, serving=serving, seed=2, max_new_chars=3000, stop=None)
+    run(session.send("ANNA:\nThe sea.", max_new_chars=10))
+    run(session.send("BEN:\nThe moon.", max_new_chars=3000))
+    gate = GatedStep(serving.step())
+    serving.decoder.get_step = lambda: gate
+    requests = recording_submits(serving.decoder)
+    gate.permits.release(100)  # the message and a first piece; far from the 3,000 characters asked
+    asked = []
+    assert session.fresh_reply(-1, cancelled=lambda: asked.append(1) or True) is None
+    assert asked == [1] and requests[0].cancelled and session.turns[-1].fresh_reply is None
+    gate.permits.release(10_000)
+    while requests[0].outbox.get() is not None:
+        pass
+    assert requests[0].matcher.stopped_by is None and requests[0].left - requests[0].joined <= 101  # left unfinished
+    serving.close()

@@ -466,3 +466,58 @@ def test_widen_grows_a_trained_model_without_changing_what_it_computes(play_file
         with pytest.raises(TrainingStopped, match=match):
             train(resolve_config(SMALL + ["--dataset", play_file, "--out", str(tmp_path / "n"), "--max-steps", "1"]
                                  + flags))
+
+
+def test_widen_and_a_grown_vocabulary_together_keep_what_the_model_computes(trained_dir):
+    """--widen with --vocab-from: the layers grow and the rows follow their characters at once."""
+    from lstm_model.train import load_by_character
+
+    source = load_model(trained_dir[0])
+    chars = sorted(set(source.vocab.chars) | {"~", "|"})
+    wide = CharLSTM(vocab=chars, embed_dim=source.embed_dim, hidden_size=64)
+    load_by_character(wide, source)
+    wide.eval()
+    text = "ROMEO:\nWhat light through yonder window breaks?\n\n"
+    with torch.no_grad():
+        want, _ = source(torch.tensor([source.vocab.encode(text)]))
+        got, _ = wide(torch.tensor([wide.vocab.encode(text)]))
+    rows = [wide.vocab.index[ch] for ch in source.vocab.chars]
+    torch.testing.assert_close(got[..., rows], want, atol=1e-5, rtol=0)
+
+
+def cli(capsys, argv) -> tuple[int, str]:
+    """`python -m lstm_model.train` run in this process: its status and the last line of its stderr,
+    having checked that it printed no traceback."""
+    from cli_run import run_main
+
+    from lstm_model.train import main
+
+    return run_main(main, argv, capsys)
+
+
+@pytest.mark.parametrize("config, flags, sentence", [
+    (None, ["--seed", "100000000000000000000000000000"], "error: --seed must be from 0 to 4,294,967,295."),
+    (None, ["--push-to-hub", "not a repo"], "error: --push-to-hub must be a Hub repo id, user/name"),
+    (None, ["--language", "x"], "error: --language must be a language code such as en, fr or pt-BR; got 'x'."),
+    ("[1, 2]", [], "must hold one JSON object of settings under 1,000,000 characters"),
+    ('{"batch_size": "64"}', [], ': batch_size must be a whole number, not "64".'),
+    ('{"lr": true, "push_to_hub": 5}', [], "lr must be a number, not true; push_to_hub must be a string or null, not 5."),
+    ('{"device": "tpu"}', [], "error: --device must be one of 'auto', 'cpu', 'cuda', 'mps'; got 'tpu'."),
+    ("[" * 100_000 + "]" * 100_000, [], "give a JSON file of settings."),  # nested past the parser's recursion
+    ("{" + " " * 1_000_001 + "}", [], "must hold one JSON object of settings under 1,000,000 characters"),
+])
+def test_bad_settings_end_in_one_sentence_and_status_2_before_anything_is_written(config, flags, sentence, play_file,
+                                                                                  tmp_path, capsys):
+    argv = ["--dataset", play_file, "--out", str(tmp_path / "run"), *flags]
+    if config is not None:
+        (tmp_path / "config.json").write_text(config)
+        argv += ["--config", str(tmp_path / "config.json")]
+    code, line = cli(capsys, argv)
+    assert code == 2 and line.startswith("error: ") and sentence in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_a_config_file_is_read_with_bounded_memory(tmp_path, capsys):
+    code, line = cli(capsys, ["--config", "/dev/zero", "--out", str(tmp_path / "run")])
+    assert code == 2 and "--config /dev/zero must hold one JSON object" in line and not (tmp_path / "run").exists()
