@@ -1,6 +1,7 @@
 """A crowd arriving at once: N chats start at the same moment, each streaming one reply.
 
     python benchmarks/capacity.py [--sessions 1 16 64 128 256] [--chars 300 2000] [--decoder] [--floor] [--plain]
+    python benchmarks/capacity.py --model babi --message "Where is Mary?" --sessions 16 --chars 20 --repeat 5
 
 Starts `python app.py` (bundled Shakespeare model, int8 steps on ONNX Runtime, as served by
 default) on a free port and, for every (N, reply length), fires N `/chat` calls at once from one
@@ -267,8 +268,14 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="run each configuration this many times; print medians")
     p.add_argument("--floor", action="store_true", help="Gradio alone (benchmarks/floor_app.py) instead of the app")
     p.add_argument("--plain", action="store_true", help="the app's plain stream (POST /chat/stream) instead of /chat")
+    p.add_argument("--model", help="the model the app serves (its MODEL; default the bundled default)")
+    p.add_argument("--message", help=f"the message every chat sends (default {MESSAGE!r})")
     args = p.parse_args(argv)
+    global MESSAGE
+    MESSAGE = args.message or MESSAGE
     where = {"root": args.app_root} if args.app_root else {}
+    if args.model:
+        where["env"] = {"MODEL": args.model}
     if args.floor:
         where["script"] = os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor_app.py")
     server, url, _ = start_app(**where)
