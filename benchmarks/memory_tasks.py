@@ -294,24 +294,62 @@ def official_table(model, args) -> None:
     print("| task | questions | memory carried | memory off | majority answer | as typed, carried "
           "| Weston et al. 2015 LSTM (1k) | Entity Network (10k) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    acks, unknown = [], {}
+    acks, unknown, fresh = [], collections.Counter(), collections.Counter()
     for task in held:
-        on = score(model, convs[task], True, acks=acks).get(task, (0, 0))
-        off = score(model, convs[task], False).get(task, (0, 0))
-        as_typed = score(model, typed[task], True).get(task, (0, 0))
+        on = tally(official_answers(model, c, True, acks, unknown) for c in convs[task])
+        alone = [official_answers(model, c, False) for c in convs[task]]
+        off = tally(alone)
+        fresh.update(reply == babi_qa.DONT_KNOW for pairs in alone for _, reply in pairs)
+        as_typed = tally(official_answers(model, c, True) for c in typed[task])
         right = sum(q["answer"] == majority[task] for c in convs[task] for q in c["questions"])
         print(f"| {TASK_NAMES[task]} | {on[1]} | **{pct(*on)}** | {pct(*off)} | {pct(right, on[1])} "
-              f"('{majority[task]}') | {pct(*as_typed)} | {WESTON_LSTM[task]}% | {BEST_10K[task]}% |")
-        unknown[task] = dont_know_counts(model, convs[task])
+              f"('{majority[task]}') | {pct(*as_typed)} | {WESTON_LSTM[task]}% | {BEST_10K[task]}% |", flush=True)
     print(f"\nEntity Network: {ENTNET_NOTE}. Weston et al. 2015: Table 3, a word-level LSTM. Both on bAbI's test files.")
-    asked = sum(n for _, _, n in unknown.values())
     print(f"\n\"I don't know.\" where it is right: about someone or something never mentioned yet, asked mid-story "
-          f"{pct(sum(a for a, _, _ in unknown.values()), asked)} of {asked}; every question of the held-out stories "
-          f"asked of a fresh memory {pct(sum(f for _, f, _ in unknown.values()), sum(len(c['questions']) for cs in convs.values() for c in cs))}.")
+          f"(the same memory, the question then undone) {pct(unknown[True], sum(unknown.values()))} of "
+          f"{sum(unknown.values())}; every question of the held-out stories asked of a fresh memory (memory off) "
+          f"{pct(fresh[True], sum(fresh.values()))} of {sum(fresh.values())}.")
     if args.notes:
         noted = [(want, got) for want, got in acks if want != babi_qa.ACK]
         print(f"Acknowledgements written exactly right: all {pct(sum(w == g for w, g in acks), len(acks))} of "
               f"{len(acks)}; with a note {pct(sum(w == g for w, g in noted), len(noted))} of {len(noted)}.")
+
+
+def tally(conversations) -> tuple[int, int]:
+    """(right, asked) over the (question, reply) pairs of several conversations."""
+    pairs = [pair for conv in conversations for pair in conv]
+    return sum(reply == q["answer"] for q, reply in pairs), len(pairs)
+
+
+def official_answers(model, conv: dict, memory: bool, acks: list | None = None,
+                     unknown: collections.Counter | None = None) -> list[tuple[dict, str]]:
+    """(question, reply) for each question of one of bAbI's stories, one fact a message. Memory off:
+    only the questions are sent (each is read from a fresh state: the facts cannot matter). With
+    `acks`, (right acknowledgement, the model's) for every fact; with `unknown`, after each
+    question the same memory is also asked about someone or something never told (when there is
+    one), counted by whether it answered "I don't know.", and the question undone."""
+    from lstm_model.babi_qa import DONT_KNOW, Reader
+
+    session = ChatSession(model, memory=memory, measure=False, greedy=True, max_new_chars=256, seed=0)
+    asked = {q["turn"]: q for q in conv["questions"]}
+    replies = [m["content"] for m in conv["messages"] if m["role"] == "assistant"]
+    reader, out = Reader(), []
+    for turn, text in enumerate(m["content"] for m in conv["messages"] if m["role"] == "user"):
+        if turn not in asked and not memory:
+            continue
+        reply = "".join(session.send(text)).strip()
+        if turn in asked:
+            out.append((asked[turn], reply))
+            question = reader.unknown_question(random.Random(f"{turn}:{text}")) if unknown is not None else None
+            if question is not None:
+                unknown[("".join(session.send(question)).strip() == DONT_KNOW)] += 1
+                session.undo()
+        else:
+            if unknown is not None:
+                reader.read(text)
+            if acks is not None:
+                acks.append((replies[turn], reply))
+    return out
 
 
 def typed_conversation(conv: dict, rng: random.Random) -> dict:
@@ -320,35 +358,6 @@ def typed_conversation(conv: dict, rng: random.Random) -> dict:
 
     return {"messages": [{**m, "content": typed_variant(m["content"], rng)} if m["role"] == "user" else m
                          for m in conv["messages"]], "questions": conv["questions"]}
-
-
-def dont_know_counts(model, conversations) -> tuple[int, int, int]:
-    """(questions about someone or something never mentioned, asked after the facts so far and
-    answered "I don't know.", every question of the conversations asked of a fresh memory and so
-    answered, questions of the first kind asked)."""
-    from lstm_model.babi_qa import DONT_KNOW, Reader
-
-    right = asked = fresh = 0
-    for conv in conversations:
-        session = ChatSession(model, measure=False, greedy=True, max_new_chars=256, seed=0)
-        reader = Reader()
-        for m in conv["messages"]:
-            if m["role"] != "user":
-                continue
-            text = m["content"]
-            if "?" not in text:
-                reader.read(text)
-                "".join(session.send(text))
-                continue
-            alone = ChatSession(model, measure=False, greedy=True, max_new_chars=64, seed=0)
-            fresh += "".join(alone.send(text)).strip() == DONT_KNOW
-            question = reader.unknown_question(random.Random(f"{len(session.turns)}:{text}"))
-            if question is not None:  # the same memory asked something it was never told, then undone
-                right += "".join(session.send(question)).strip() == DONT_KNOW
-                asked += 1
-                session.undo()
-            "".join(session.send(text))
-    return right, fresh, asked
 
 
 def drill_line(model, args) -> None:
