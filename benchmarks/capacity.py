@@ -260,6 +260,7 @@ def decoder_first_pieces(n: int, repeat: int = 3) -> tuple[float, float]:
 
 
 def main(argv=None) -> int:
+    global MESSAGE  # --message: what every chat of the crowd sends
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 16, 64, 128, 256])
     p.add_argument("--chars", type=int, nargs="+", default=[300, 2000])
@@ -271,7 +272,6 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="the model the app serves (its MODEL; default the bundled default)")
     p.add_argument("--message", help=f"the message every chat sends (default {MESSAGE!r})")
     args = p.parse_args(argv)
-    global MESSAGE
     MESSAGE = args.message or MESSAGE
     where = {"root": args.app_root} if args.app_root else {}
     if args.model:

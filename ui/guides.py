@@ -13,6 +13,7 @@ class Guide:
     placeholder: str
     examples: tuple[str, ...]
     test: tuple[str, ...] = ()  # a memory test: messages sent in turn, the last a question (a button runs it)
+    test_answer: str = ""  # the memory test's right answer, so that its verdict can say whether it was right
     replies_only: bool = False  # trained to predict its replies only: its losses on messages mean nothing
 
 
@@ -31,21 +32,23 @@ GUIDES = {
                   "Weena held my hand and"),
     ),
     "babi": Guide(
-        intro="This model is learning to **remember what you tell it**. Tell it where someone goes "
-              "(`Mary went to the kitchen.`), then ask `Where is Mary?`; then press **Reset** and ask again: a fresh "
-              "memory can only guess. Under each reply: what a fresh memory would have written instead. It binds "
-              "names to places: ask about anyone who moved, even 40 facts ago (right every time in its test "
-              "probes) and counts what they carry. When someone gets or drops an object, or moves with one, it "
-              "notes where the object now is (`OK. So the milk is in the office.`) and answers `Where is the "
-              "milk?` from its notes (right 98 times in 100; less often when the note is many facts old: its "
-              "model card has the figures). It "
-              "knows Mary, John, Daniel and Sandra; the bathroom, hallway, garden, office, bedroom and kitchen; the "
-              "football, the apple and the milk (`John got the milk.`, `Where is the milk?`).",
+        intro="This model **remembers what you tell it**, in the forms of the bAbI tasks. Tell it one fact a "
+              "message (`Mary went to the kitchen.`, `John took the milk there.`, `Sandra handed the apple to "
+              "Daniel.`), then ask `Where is Mary?`, `Where is the milk?`, `Where was the milk before the office?`, "
+              "`Is John in the garden?`, `How many objects is Sandra carrying?` or `What is Daniel carrying?`. "
+              "Capitals, final stops and extra spaces make no difference. When a fact moves an object it writes a "
+              "note (`OK. So the milk is in the office, before the garden. So John has the milk.`) and answers from "
+              "its notes. About someone or something never mentioned it says `I don't know.`, and so does a fresh "
+              "memory after **Reset**; beside each answer, how sure it was. It knows Mary, John, Daniel and "
+              "Sandra; the bathroom, hallway, garden, office, bedroom and kitchen; the football, the apple and the "
+              "milk. Its model card says how often it is right.",
         placeholder="Mary went to the kitchen.",
-        examples=("Mary went to the kitchen.", "John moved to the garden.", "Sandra journeyed to the office.",
-                  "Where is Mary?", "Is John in the garden?", "John got the milk.", "Where is the milk?"),
+        examples=("John went to the kitchen.", "John took the milk there.", "John travelled to the office.",
+                  "Where is the milk?", "Where was the milk before the office?", "What is John carrying?",
+                  "Where is Daniel?"),
         test=("Mary went to the kitchen.", "John moved to the garden.", "Sandra journeyed to the office.",
               "Where is Mary?"),  # two facts back: recency would say "office"
+        test_answer="kitchen",
         replies_only=True,
     ),
 }

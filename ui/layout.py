@@ -208,8 +208,12 @@ def wire_chat(app: ChatApp, chat, controls, panel) -> None:
                 with st.lock:
                     return st.session.fresh_reply(-1)
             fresh = await anyio.to_thread.run_sync(fresh_reply)
-            verdict = (f"Memory test: with the facts in its memory it answered “{turn.reply}”; from a fresh memory "
-                       f"(what Reset would leave) it answers “{fresh}”.")
+            sure = turn.measures.get("reply_probability")
+            judged = ("" if not st.guide.test_answer else " (right" if turn.reply.strip() == st.guide.test_answer
+                      else f" (wrong: the answer is “{st.guide.test_answer}”")
+            judged += (f", sure: {100 * sure:.0f}%)" if sure is not None else ")") if judged else ""
+            verdict = (f"Memory test: with the facts in its memory it answered “{turn.reply}”{judged}; from a fresh "
+                       f"memory (what Reset would leave) it answers “{fresh}”.")
         yield history_of(st.session), verdict
 
     def status_action(action):
