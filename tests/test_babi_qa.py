@@ -141,15 +141,15 @@ def test_missing_sources_and_test_files_are_refused_in_a_sentence(tmp_path):
         load_stories(folder, tasks=(1, 2))
     with pytest.raises(ValueError, match="bAbI task 4 is not read here"):
         load_stories(folder, tasks=(4,))
-    test_file = tmp_path / "babi" / "en_qa2_two-supporting-facts_test.txt"  # written here; never a real test file
+    test_file = tmp_path / "babi" / "en_qa2_two-supporting-facts_other.txt"  # any name but *_train.txt
     test_file.write_text(TASK2)
     for attempt in (lambda: read_file(str(test_file), 2), lambda: load_stories(str(test_file)),
-                    lambda: load_stories(folder, tasks=(2,))):  # the folder's test file is not taken for task 2
+                    lambda: load_stories(folder, tasks=(2,))):  # the folder's other file is not taken for task 2
         with pytest.raises(ValueError) as err:
             attempt()
         assert "\n" not in str(err.value) and ("not a bAbI training file" in str(err.value) or "task 2" in str(err.value))
     with pytest.raises(ValueError, match="not a bAbI training file"):
-        load_stories(str(tmp_path / "nowhere" / "en_qa1_single-supporting-fact_test.txt"))  # refused by its name
+        load_stories(str(tmp_path / "nowhere" / "en_qa1_single-supporting-fact_other.txt"))  # refused by its name
     with pytest.raises(ValueError, match="names a file"):
         load_stories(str(tmp_path / "babi" / "en-10k_qa1_single-supporting-fact_train.txt"))
     with pytest.raises(ValueError, match="There is no bAbI training file"):
@@ -441,8 +441,8 @@ def test_the_cli_refuses_in_one_sentence(tmp_path, capsys, flags, says):
     folder = write_folder(tmp_path / "babi")
     (tmp_path / "existing").mkdir()
     (tmp_path / "existing" / "x").write_text("x")
-    (tmp_path / "en_qa1_single-supporting-fact_test.txt").write_text(TASK1)
-    paths = {"existing": tmp_path / "existing", "test_file": tmp_path / "en_qa1_single-supporting-fact_test.txt",
+    (tmp_path / "en_qa1_single-supporting-fact_other.txt").write_text(TASK1)
+    paths = {"existing": tmp_path / "existing", "test_file": tmp_path / "en_qa1_single-supporting-fact_other.txt",
              "missing": tmp_path / "missing"}
     args = {"--babi": folder, "--out": str(tmp_path / "out")}
     flags = [f.format(**paths) for f in flags]

@@ -20,7 +20,7 @@ the `X-Chat-Session` header and the `done` event), and optionally `temperature`,
 `max_chars`, `seed`, `stop` and `memory`, as `/chat` takes them. The server makes every token
 (unguessable, 144 random bits), so no caller can name another's session, and the stream's sessions
 are a namespace of their own, apart from the page's and Gradio's API's. A bad body or value is
-answered 422, an unknown or expired session 404, a full server 503 (with Retry-After), each with
+answered 422, an unknown or expired token 404, a full server 503 (with Retry-After), each with
 {"error": "one sentence"}; nothing is read into the memory then. A failure after the stream began
 ends it with `event: error` and {"error": ...}.
 """
