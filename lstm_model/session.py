@@ -37,7 +37,7 @@ import torch
 
 from .evaluate import LN2, text_loss
 from .gates import join_traces, trace
-from .generate import Stream, default_serving
+from .text_stream import Stream, default_serving
 from .sampling import Sampling, SamplingError
 from .serving import Serving
 from .vocab import normalize

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from .generate import stream
+from .text_stream import stream
 from .hub import ModelLoadError, load_int8_check, load_model
 from .sampling import SamplingError
 from .serving import INT8_MODES, Serving

@@ -39,7 +39,7 @@ from .checkpoint import (
 from .data import DataError, default_revision
 from .distributed import Dist, init_distributed
 from .evaluate import check_int8, conversation_loss, whole_text_loss
-from .generate import generate
+from .text_stream import generate
 from .hub import INT8_CHECK_FILE, ModelLoadError, load_model, push_folder, write_model_card
 from .model import CONFIG_NAME, MAX_PARAMETERS, WEIGHTS_NAME, CharLSTM, parameter_count
 from .regularize import Regularized
