@@ -75,7 +75,7 @@ def parse_args(argv=None, environ=None) -> Options:
 def main(argv=None) -> int:
     options = parse_args(argv)
     # Replies are computed in worker threads, where one OpenMP thread runs these small LSTM steps
-    # about 2x faster than two (benchmarks/README.md); the second core serves everything else.
+    # faster than two (benchmarks/README.md); the second core serves everything else.
     torch.set_num_threads(options.threads)
     try:
         demo = build_app(options=options)

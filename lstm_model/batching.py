@@ -1,7 +1,7 @@
 """Continuous batching: many replies' next-character steps as one LSTM step.
 
-One step for 16 replies costs about twice one step for one reply on 2 CPU cores (1.7x fp32, 2.4x
-int8 on ONNX Runtime; benchmarks/README.md), far less than 16 steps. A `Decoder` owns one
+One step for many replies costs far less than one step for each (benchmarks/README.md, "Batched
+serving"): a step's cost is mostly fixed overhead at these sizes. A `Decoder` owns one
 background thread for one served model (lstm_model.serving builds it). A reply `submit`s the
 logits and (h, c) it starts from, the ids it must first read (its prompt: a chat message and the
 turn separator) and how many of them to score, its checked `Sampling` and its own random
@@ -43,10 +43,9 @@ FLUSH_SECONDS = 0.02
 MAX_HANDOVERS_PER_S = 250
 # Reads go first: while some replies are still reading their prompts, the decoder steps those rows
 # alone (a small batch, so a short step) and the writing rows wait, at most this long between their
-# steps. A newcomer's message is then read in a few milliseconds instead of at the pace of the
-# crowd's full steps (47 characters at 5.8 ms a step for 128 rows of the 2 x 768 model in int8 on
-# one EPYC core: 0.27 s), and the writers keep more than reading speed (a full step at least every
-# 20 ms + that step: about 39 chars/s at 128 rows). 0 steps every row at every step.
+# steps. A newcomer's message is then read at the pace of small steps instead of the crowd's full
+# ones, and the writers still get a full step at least every READ_FIRST_S plus that step, faster
+# than people read. 0 steps every row at every step.
 READ_FIRST_S = 0.02
 # ...but only a prompt's first this many characters go first: a chat message is shorter. The rest
 # of a longer prompt (a pasted 20,000-character text would otherwise hold every writer to one step

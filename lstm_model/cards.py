@@ -17,8 +17,8 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .checkpoint import atomic_path
+from .sources import is_local, repo_id_form
 
-PROJECT_URL = "https://github.com/lstm-memory-chat/lstm-memory-chat"
 LIBRARY_NAME = "lstm-memory-chat"
 # The project's tags and the ones PyTorchModelHubMixin adds to every card it makes.
 TAGS = ["lstm", "char-level", "text-generation", "lstm-memory-chat", "model_hub_mixin", "pytorch_model_hub_mixin"]
@@ -44,7 +44,7 @@ LIMITS_TEXT = (
 
 
 def is_hub_dataset(dataset: str | None) -> bool:
-    return bool(dataset) and not os.path.exists(dataset) and dataset.count("/") == 1
+    return bool(dataset) and not is_local(dataset) and repo_id_form(dataset)
 
 
 def card_data(*, name: str, dataset: str | None = None, metrics: dict | None = None,
@@ -78,11 +78,21 @@ def _model_lines(model) -> list[str]:
     ]
 
 
-def _intro(title: str) -> list[str]:
+PROJECT = "LSTM Memory Chat"
+_PROJECT_MENTION = re.compile(r"made with (\[LSTM Memory Chat\]\([^)\s]*\)|LSTM Memory Chat)")
+
+
+def project_link(project_url: str | None) -> str:
+    """The project's name, linked only to a URL the publisher gives (the card names no address
+    that the publisher has not checked)."""
+    return f"[{PROJECT}]({project_url})" if project_url else PROJECT
+
+
+def _intro(title: str, project_url: str | None = None) -> list[str]:
     return [
         f"# {title}", "",
         "A character-level LSTM language model (embedding -> nn.LSTM -> linear head) made with "
-        f"[LSTM Memory Chat]({PROJECT_URL}). Load it with `lstm_model.load_model(\"<folder or user/name>\")` or "
+        f"{project_link(project_url)}. Load it with `lstm_model.load_model(\"<folder or user/name>\")` or "
         "`CharLSTM.from_pretrained(...)`, or chat with it: `python app.py --model <folder or user/name>`.", "",
     ]
 
@@ -98,10 +108,12 @@ def model_card(model, language: str | None = "en") -> ModelCard:
 
 
 def write_model_card(folder: str | os.PathLike, *, model, dataset: str, split: str, train_config: dict,
-                     metrics: dict, sample: str, command: str = "", extra: str = "", language: str | None = "en") -> None:
-    """Write README.md (a Hub model card with metadata) into a model folder."""
+                     metrics: dict, sample: str, command: str = "", extra: str = "", language: str | None = "en",
+                     project_url: str | None = None) -> None:
+    """Write README.md (a Hub model card with metadata) into a model folder; `project_url`, where
+    given, links the project's name."""
     name = os.path.basename(dataset.rstrip("/")) or dataset
-    body = [*_intro(f"CharLSTM trained on {name}"), *_model_lines(model), "## Data", "",
+    body = [*_intro(f"CharLSTM trained on {name}", project_url), *_model_lines(model), "## Data", "",
             f"- dataset: `{dataset}`" + (f" (revision `{train_config.get('revision')}`)" if train_config.get("revision") else ""),
             f"- validation: {split}", "", "## Training", ""]
     if command:
@@ -139,9 +151,11 @@ def read_metrics(card_text: str) -> dict:
     return metrics
 
 
-def refresh_metadata(folder: str | os.PathLike, dataset: str | None = None, language: str | None = "en") -> ModelCard:
+def refresh_metadata(folder: str | os.PathLike, dataset: str | None = None, language: str | None = "en",
+                     project_url: str | None = None) -> ModelCard:
     """Rewrite the metadata of the card in `folder` (its text kept) from its Metrics section and
-    the dataset it names (or `dataset`). CardError with one sentence if the card cannot be read or
+    the dataset it names (or `dataset`); with `project_url`, the project's name in the text links
+    there. CardError with one sentence if the card cannot be read or
     written; the card is then left as it was."""
     path = os.path.join(folder, "README.md")
     try:  # read here, not with ModelCard.load, which takes a path that is not a file for a Hub repo id
@@ -163,8 +177,11 @@ def refresh_metadata(folder: str | os.PathLike, dataset: str | None = None, lang
         named = re.search(r"^- dataset: `([^`]+)`", card.text, flags=re.M)
         dataset = named.group(1) if named else None
     name = os.path.basename(os.path.abspath(folder))
-    card = _compose(card_data(name=f"char-lstm-{name}", dataset=dataset, metrics=read_metrics(card.text), language=language),
-                    card.text.lstrip("\n").splitlines())
+    text = card.text
+    if project_url:
+        text = _PROJECT_MENTION.sub(lambda m: f"made with {project_link(project_url)}", text, count=1)
+    card = _compose(card_data(name=f"char-lstm-{name}", dataset=dataset, metrics=read_metrics(text), language=language),
+                    text.lstrip("\n").splitlines())
     try:
         save_card(card, path)
     except OSError as err:

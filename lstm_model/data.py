@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from .sources import is_local
 from .vocab import CharVocab
 
 DEFAULT_DATASET = "karpathy/tiny_shakespeare"
@@ -128,7 +129,7 @@ def load_dataset_dict(dataset: str, revision: str | None = None, streaming: bool
     """A `datasets.DatasetDict` (or IterableDatasetDict) for a Hub id, local file or folder."""
     import datasets
 
-    if os.path.exists(dataset):
+    if is_local(dataset):
         if os.path.isdir(dataset) and _is_saved_dataset(dataset):
             loaded = datasets.load_from_disk(dataset)
             if isinstance(loaded, datasets.Dataset):
@@ -259,7 +260,7 @@ def load_corpus(
         raise DataError(f"--val-fraction must be between 0 and 1 (exclusive); got {val_fraction}.")
     dd = load_dataset_dict(dataset, revision)
     train_name, val_name = _split_names(dd, train_split, val_split)
-    rev = default_revision(dataset, revision) if not os.path.exists(dataset) else None
+    rev = default_revision(dataset, revision) if not is_local(dataset) else None
     names = dd[train_name].column_names
     if "messages" in names and text_column in (None, "messages"):
         chat = chat or ("\n\n", "\n\n")
@@ -302,7 +303,7 @@ class StreamingCorpus:
     def __init__(self, dataset, revision=None, text_column=None, val_fraction=0.1, train_split=None, val_split=None,
                  vocab: CharVocab | None = None):
         self.source = dataset
-        self.revision = default_revision(dataset, revision) if not os.path.exists(dataset) else None
+        self.revision = default_revision(dataset, revision) if not is_local(dataset) else None
         dd = load_dataset_dict(dataset, revision, streaming=True)
         train_name, val_name = _split_names(dd, train_split, val_split)
         self._train = dd[train_name]

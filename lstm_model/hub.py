@@ -21,6 +21,7 @@ from .model import (
     download_checkpoint,
     require_safetensors,
 )
+from .sources import is_local
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_MODEL = "shakespeare"
@@ -50,7 +51,7 @@ def default_model_path() -> Path:
 def parse_source(source: str, hub_only: bool = False) -> tuple[str, str | None]:
     """'user/name@revision' -> ('user/name', 'revision'); a local path is returned unchanged
     (unless `hub_only`: the source is a Hub repo id whatever the disk holds)."""
-    if not hub_only and os.path.exists(source):
+    if is_local(source, hub_only):
         return source, None
     if "@" in source:
         repo, _, revision = source.partition("@")
@@ -88,6 +89,12 @@ def _check_local_folder(folder: str) -> None:
         raise ModelLoadError(str(err)) from None
 
 
+def _read_from_disk(path: str, source, hub_only: bool) -> bool:
+    """Whether a resolved source's `path` is read from disk: a bundled name always is; with
+    `hub_only`, nothing else."""
+    return is_local(path, hub_only and source not in bundled_models())
+
+
 def resolve_source(source: str | os.PathLike | None, hub_only: bool = False) -> tuple[str, str | None]:
     """(local folder or repo id, revision) for a model source: a bundled model's name, a local
     folder, `user/name[@revision]`, or None for the bundled default. With `hub_only`, a source
@@ -106,7 +113,7 @@ def source_key(source: str | os.PathLike | None, hub_only: bool = False) -> str:
     to, found by fetching the repo's config.json (from the local cache when the Hub is out of
     reach); `repo@revision` when even that fails (loading will then say why)."""
     path, revision = resolve_source(source, hub_only)
-    if os.path.exists(path) and not (hub_only and source not in bundled_models()):
+    if _read_from_disk(path, source, hub_only):
         return os.path.realpath(path)
     try:
         validate_repo_id(path)
@@ -127,7 +134,7 @@ def load_model(source: str | os.PathLike | None = None, device: str = "cpu", hub
     model.safetensors are read; `load_int8_check` reads the folder's int8.json.
     """
     path, revision = resolve_source(source, hub_only)
-    local = os.path.exists(path) and not (hub_only and source not in bundled_models())
+    local = _read_from_disk(path, source, hub_only)
     if local and os.path.isdir(path):
         _check_local_folder(path)
     elif local:
@@ -153,7 +160,7 @@ def load_int8_check(source: str | os.PathLike | None = None, hub_only: bool = Fa
     decides from it whether int8 steps may serve the model."""
     try:
         path, revision = resolve_source(source, hub_only)
-        if os.path.isdir(path) and not (hub_only and source not in bundled_models()):
+        if _read_from_disk(path, source, hub_only) and os.path.isdir(path):
             file = os.path.join(path, INT8_CHECK_FILE)
         else:
             from huggingface_hub import hf_hub_download

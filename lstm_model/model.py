@@ -17,7 +17,6 @@ from torch import nn
 from . import cards
 from .vocab import NORMALIZATIONS, CharVocab, VocabError
 
-REPO_URL = "https://github.com/lstm-memory-chat/lstm-memory-chat"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -104,7 +103,6 @@ class CharLSTM(
     nn.Module,
     PyTorchModelHubMixin,
     library_name="lstm-memory-chat",
-    repo_url=REPO_URL,
     tags=["lstm", "char-level", "text-generation", "lstm-memory-chat"],
     pipeline_tag="text-generation",
     license="mit",

@@ -86,7 +86,7 @@ class Sampling:
 
 def make_generator(seed: int | None) -> random.Random:
     """A reply's own random numbers (seeded, or from the OS). One uniform number per character:
-    Python's generator draws it in ~0.1 us, torch.rand(1) in ~5 us."""
+    Python's generator is used because a single draw from it costs far less than torch.rand(1)."""
     return random.Random(seed)
 
 
@@ -95,8 +95,8 @@ def sample_rows(logits, settings: list[Sampling], uniforms: list[float]) -> list
 
     Inverse-CDF sampling with one uniform number per row (drawn from that row's own generator),
     so a row's draw depends only on its own logits, settings and generator: batched or alone,
-    the same seed gives the same text. In numpy: on arrays this small its operations cost ~1 us
-    each, torch's ~5, and every step samples.
+    the same seed gives the same text. In numpy: on arrays this small each of its operations costs
+    a fraction of torch's, and every step samples.
     """
     if isinstance(logits, torch.Tensor):
         logits = logits.detach().float().cpu().numpy()

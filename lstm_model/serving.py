@@ -28,7 +28,8 @@ MAX_LOSS_RISE = 0.01  # nats/char
 
 def default_step_threads() -> int:
     """ONNX Runtime's threads for a served model's steps unless told otherwise: two, or the CPUs if
-    fewer (a crowd's batched step runs 1.4-1.8x faster on two; docs/serving.md, "Threads")."""
+    fewer (a crowd's batched step is faster on two, a single reply no slower: docs/serving.md,
+    "Threads", and benchmarks/README.md for the figures)."""
     return min(2, os.cpu_count() or 1)
 
 

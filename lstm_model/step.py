@@ -18,7 +18,7 @@ stacked (one product instead of two), and nothing is kept for gradients.
 
 `make_step(model, engine, int8, threads)` builds one; `pick_engine` says which engine "auto"
 means here. Which step serves a model, and whether int8 may, is decided in lstm_model.serving.
-oneDNN, which makes one-step nn.LSTM calls ~8x slower on CPU, is not involved.
+oneDNN, whose per-call overhead dominates one-step nn.LSTM calls on CPU, is not involved.
 """
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ class OrtStep:
         self.int8 = int8
         self.hidden_size, self.num_layers = fused.hidden_size, fused.num_layers
         options = ort.SessionOptions()
-        # A 2 x 512 fp32 step at batch 1: 345 us on 2 threads, 560 on 1 (benchmarks/README.md).
+        # Two threads make even a one-row step faster (benchmarks/README.md, step_threads.py).
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3

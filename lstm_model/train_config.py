@@ -8,7 +8,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ from .checkpoint import STATE_NAME, damaged, read_state_metadata
 from .data import DEFAULT_DATASET
 from .model import LIMITS
 from .sampling import MAX_NEW_CHARS_LIMIT
-from .vocab import NORMALIZATIONS
+from .vocab import NORMALIZATIONS, unescape
 
 # Flags whose value may change on --resume (the rest come from the saved config).
 RESUMABLE = {"max_steps", "epochs", "time_limit", "eval_every", "eval_batches", "push_to_hub", "device", "out", "resume", "quiet",
@@ -169,11 +168,6 @@ def build_parser() -> argparse.ArgumentParser:
     add("--language", help=f"the corpus's language code for the model card (default {d.language})")
     add("--quiet", action="store_true", help="no progress bar")
     return p
-
-
-def unescape(text: str) -> str:
-    """A flag's text with the escapes a shell makes awkward to type: \\n newline, \\t tab, \\\\ backslash."""
-    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)
 
 
 def resolve_config(argv=None) -> TrainConfig:

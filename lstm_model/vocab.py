@@ -8,6 +8,7 @@ session, the app) passes that list on to the person. Nothing raises KeyError.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -105,3 +106,9 @@ def normalize(text: str, form: str = "") -> str:
     if form != "lower":
         raise VocabError(f"Unknown normalize form {form!r}; the forms are {', '.join(map(repr, NORMALIZATIONS))}.")
     return " ".join(text.lower().split()).rstrip(".?! ")
+
+
+def unescape(text: str) -> str:
+    """Text with the escapes a shell or a one-line box makes awkward to type: \\n newline, \\t tab,
+    \\\\ backslash (a turn separator or a stop sequence given on a command line or in the page)."""
+    return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], text)

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import html
 import logging
-import os
 import secrets
 import threading
 import time
@@ -21,7 +20,7 @@ import gradio as gr
 
 from lstm_model import views
 from lstm_model.gates import DEFAULT_PATTERN, units_following
-from lstm_model.generate import SLOW, WAIT
+from lstm_model.text_stream import SLOW, WAIT
 from lstm_model.hub import (
     DEFAULT_MODEL,
     ModelLoadError,
@@ -33,7 +32,9 @@ from lstm_model.hub import (
 from lstm_model.sampling import SamplingError, as_number
 from lstm_model.serving import Serving, default_step_threads
 from lstm_model.session import ChatSession
+from lstm_model.sources import repo_id_form
 from lstm_model.step import EngineError
+from lstm_model.vocab import unescape
 
 from .guides import guide_for
 
@@ -49,7 +50,7 @@ STREAM_TOKEN_BYTES = 18  # 144 random bits, 24 characters
 log = logging.getLogger("lstm_memory_chat")
 RECENT_CHARS = 1500  # characters of the conversation shown in the unit inspector
 STREAM_INTERVAL_S = 0.04  # a streamed reply is updated at most 25 times a second...
-MAX_UPDATES_PER_S = 200  # ...and all of them together about this often: each costs Gradio ~1 ms of its event loop
+MAX_UPDATES_PER_S = 200  # ...and all of them together about this often: each costs Gradio time on its event loop
 DEFAULTS = dict(temperature=0.8, top_k=40, top_p=1.0, max_chars=500, seed=-1, memory=True)
 MAX_MODELS = 4  # models served at once; the least recently used leaves first
 MAX_PARAMETERS = 200_000_000  # all served models together (~800 MB of fp32 weights)
@@ -69,8 +70,7 @@ class Options:
     concurrency: int = 256  # replies streaming at once (all in one decoder batch); beyond, "busy"
     threads: int = 1  # torch's threads (the memory measures, the torch step): the other core serves the page
     # ONNX Runtime's threads for the generation step (the decoder): both cores of a 2-vCPU machine.
-    # A crowd's 128-row int8 step of the 2 x 768 model: 1.5-1.8x faster on 2 threads, one row no
-    # slower (docs/serving.md, "Threads").
+    # A crowd's batched step is faster on 2 threads, one row no slower (docs/serving.md, "Threads").
     step_threads: int = field(default_factory=default_step_threads)
     custom_models: bool = True  # visitors may load Hub repos and local folders (off on a public Space)
     fresh_replies: bool = True  # after each reply, the reply a fresh memory writes (one more decoder row per turn)
@@ -85,18 +85,6 @@ class Options:
 
 def escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
-
-
-def unescape(text: str) -> str:
-    out, i = [], 0
-    while i < len(text):
-        if text[i] == "\\" and i + 1 < len(text) and text[i + 1] in "nt\\":
-            out.append({"n": "\n", "t": "\t", "\\": "\\"}[text[i + 1]])
-            i += 2
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
 
 
 def as_text(text: str) -> str:
@@ -356,8 +344,7 @@ def is_local_path(source: str) -> bool:
     "/", "~" or a backslash, or has a number of slashes other than one. A source of the repo id's
     form is always looked up on the Hub, whatever the disk holds, so that no answer tells a visitor
     whether a file of that name exists."""
-    return source not in bundled_models() and (source.startswith((".", "/", "~", "\\")) or "\\" in source
-                                               or source.count("/") != 1)
+    return source not in bundled_models() and not repo_id_form(source)
 
 
 def load_error(source: str, err: Exception) -> str:
@@ -466,8 +453,8 @@ class ChatApp:
 
     def interval(self) -> float:
         """Seconds between a reply's streamed updates: STREAM_INTERVAL_S, longer when so many replies
-        stream that their updates together would pass MAX_UPDATES_PER_S (0.64 s at 128 replies, 1.28 s
-        at 256: about 110 characters an update at the decoder's pace then)."""
+        stream that their updates together would pass MAX_UPDATES_PER_S (the interval grows with the
+        number of replies streaming: each update then carries more characters)."""
         return max(STREAM_INTERVAL_S, self._streaming / MAX_UPDATES_PER_S)
 
     def state(self, request: gr.Request | None) -> ChatState:

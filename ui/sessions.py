@@ -2,9 +2,8 @@
 
 Gradio makes a `SessionState` for every new session (a browser tab, an API client) on its event
 loop, and its constructor copies the page config of every component, used only for deep links and
-changed component values: 3.3 ms for this app's 73 blocks (EPYC, 2 vCPUs), in line for everyone
-else. 128 people arriving at once waited about a second for it before the last of them was served
-(benchmarks/README.md, "A crowd arriving at once"). `LazySessionState` makes each entry when it
+changed component values, for every block of the page, in line for everyone else: a crowd arriving
+at once waits for it (benchmarks/README.md, "A crowd arriving at once"). `LazySessionState` makes each entry when it
 is first needed instead; everything else is Gradio's own. `use_lazy_session_state()` installs it for
 the process (gradio is pinned in requirements.txt; tests/test_app.py checks that both classes
 give the same configs).

@@ -1,8 +1,8 @@
 """POST /chat/stream: the chat action as a plain HTTP stream, beside Gradio's queue.
 
 Every call through Gradio's queue pays for the queue's bookkeeping and its event stream on the
-server's event loop: on 2 vCPUs a crowd of 128 calls arriving at once waits 0.8-1.3 s (p95) for
-its first pieces even from an endpoint that does nothing (benchmarks/README.md, "Serve a crowd").
+server's event loop: a crowd of calls arriving at once waits for its first pieces even from an
+endpoint that does nothing (benchmarks/README.md, "Serve a crowd").
 This route runs the same action as `/chat` (`ChatApp.send`: the same checks, the admission
 limit, the session's lock, the batching decoder, the fresh reply after it) without the queue,
 and streams the reply as Server-Sent Events:
