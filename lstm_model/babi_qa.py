@@ -2,9 +2,12 @@
 into stories, every answer checked by a reader of the facts, and each story written as a
 conversation, optionally with note-taking acknowledgements and "I don't know." questions.
 
-    python -m lstm_model.babi_qa --babi DIR_OR_HUB_ID --out FOLDER [--tasks 1 2 3 6 7 8] [--notes]
-                                 [--dont-know 0.1] [--typed 0.2] [--repeat-task3 N] [--seed 0]
+    python -m lstm_model.babi_qa --babi DIR_OR_HUB_ID --out FOLDER [--stage STAGE.json] [--tasks 1 2 3 6 7 8]
+                                 [--notes] [--dont-know 0.1] [--typed 0.2] [--repeat-task3 N] [--seed 0]
                                  [--generated N] [--generated-facts 40]
+
+A stage file (JSON, its "data" object: the fields of `StoryMix`) names a whole mix at once; flags
+given beside it change those fields. benchmarks/stages/ holds the stages of the bundled model.
 
 Tasks (bAbI's numbers): 1, where a person is; 2, where an object is; 3, where an object was before
 a place; 6, yes/no; 7, counting; 8, lists ("What is Mary carrying?" -> "football,milk", in the
@@ -25,12 +28,15 @@ in `memory_tasks`'s schema: `python -m lstm_model.train --dataset FOLDER --loss-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
+import hashlib
+import json
 import os
 import random
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .memory_tasks import (
     ACK,
@@ -47,7 +53,7 @@ from .memory_tasks import (
 
 TASKS = (1, 2, 3, 6, 7, 8)
 # The local file names of each task, best first: the 10k stories where bAbI has them for us, else the
-# 1k (task 3 is kept at 1k only); flat as in /work/shared/data/babi, or in the archive's en-10k/ and en/.
+# 1k (task 3 is kept at 1k only); all in one folder, or in the archive's en-10k/ and en/.
 FILE_PATTERNS = ("en-10k_qa{task}_*_train.txt", os.path.join("en-10k", "qa{task}_*_train.txt"),
                  "en_qa{task}_*_train.txt", os.path.join("en", "qa{task}_*_train.txt"))
 HUB_CONFIGS = {1: "en-10k-qa1", 2: "en-10k-qa2", 3: "en-qa3", 6: "en-10k-qa6", 7: "en-10k-qa7", 8: "en-10k-qa8"}
@@ -660,28 +666,101 @@ def features():
     })
 
 
-def build(stories: dict[int, list[Story]], seed: int = 0, notes: bool = False, dont_know: float = 0.0,
-          typed: float = 0.0, repeat_task3: int = 1, probes: int = 0, probe_distance: int = 40, generated: int = 0,
-          generated_facts: int = 40):
-    """A DatasetDict (train, validation) of `conversation`s: each task's stories split 90/10
-    (`split`), task 3's training stories `repeat_task3` times (1k of them beside 10k of the other
-    tasks), the training conversations shuffled. Each conversation draws from its own random
-    stream (seed, task, story, repeat), so the same arguments give the same data and one task's
-    conversations do not change with the others chosen. `probes` adds that many of the generator's
-    task-1/6 distance probes (`memory_tasks.distance_probe`, 0 to `probe_distance` facts back, the
-    last mover asked too) to train, and a ninth as many to validation: bAbI's stories ask about
-    moves a few facts back, the probes as far back as a conversation may reach. `generated` adds that
-    many `generate_story` stories of each task, of 2 to `generated_facts` facts, to train (none to
-    validation, which stays bAbI's own), each conversation from its own stream (seed, task, number)."""
+def _setting(default, help: str, **bounds):
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+@dataclass(frozen=True)
+class StoryMix:
+    """What a training set is made of: one curriculum stage's data, written once. The command
+    line's flags are made from these fields (their help is the flag's), a stage file's "data"
+    object holds them, and the checks are here, so that every way in refuses the same values in
+    the same sentence."""
+
+    tasks: tuple = _setting(TASKS, "bAbI's tasks to read")
+    notes: bool = _setting(False, "acknowledgements write down what each fact changed (\"OK. So the football is in "
+                                  "the garden, before the kitchen. So Mary has the football.\"); default: \"OK.\" "
+                                  "alone, as bAbI")
+    dont_know: float = _setting(0.0, "chance after each fact (and before the first) of a question the facts leave "
+                                     "open, answered \"I don't know.\"", low=0.0, high=1.0)
+    typed: float = _setting(0.0, "chance that a user message is written as people type it (no final stop, lower "
+                                 "case, a doubled or trailing space)", low=0.0, high=1.0)
+    repeat_task3: int = _setting(1, "task 3's training stories N times (it has 1k stories, the others 10k)",
+                                 low=1, high=100)
+    probes: int = _setting(0, "add N task-1/6 distance probes of the generator (lstm_model.memory_tasks) to train, "
+                              "N/9 to validation: a move asked about up to --probe-distance facts back",
+                           low=0, high=1_000_000)
+    probe_distance: int = _setting(40, "the probes' farthest distance, in facts", low=0, high=1000)
+    generated: int = _setting(0, "add N stories per task told by generate_story (every official fact form, each "
+                                 "answer the reader's) to train; validation stays bAbI's own", low=0, high=1_000_000)
+    generated_facts: int = _setting(40, "the generated stories have 2 to M facts", low=2, high=1000)
+    seed: int = _setting(0, "the random streams every conversation draws from")
+
+    def __post_init__(self):
+        tasks = tuple(dict.fromkeys(int(t) for t in self.tasks))
+        if not tasks or set(tasks) - set(TASKS):
+            raise ValueError(f"The tasks are some of {', '.join(map(str, TASKS))} (got {list(self.tasks)}).")
+        object.__setattr__(self, "tasks", tasks)
+        for f in dataclasses.fields(self):
+            low, high, value = f.metadata.get("low"), f.metadata.get("high"), getattr(self, f.name)
+            if low is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high \
+                    or (isinstance(low, int) and not isinstance(value, int)):
+                flag = "--" + f.name.replace("_", "-")
+                kind = "a fraction" if isinstance(low, float) else "a whole number"
+                raise ValueError(f"{flag} is {kind} from {low:,} to {high:,} (got {value!r}).")
+
+    @classmethod
+    def from_stage(cls, path: str, **changes) -> StoryMix:
+        """The "data" object of a stage file, with `changes` over it; ValueError in one sentence
+        if the file cannot be read as one."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                stage = json.loads(f.read(1_000_001))
+            data = stage["data"]
+            if not isinstance(data, dict):
+                raise TypeError
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+            reason = getattr(err, "strerror", None) or type(err).__name__
+            raise ValueError(f"Could not read the stage file {path} ({reason}); give a JSON file with a \"data\" "
+                             "object of story-mix settings.") from None
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"The stage file {path} has unknown data settings {sorted(unknown)}; "
+                             f"see --help for the names.")
+        return cls(**{**data, **changes})
+
+
+def train_sha256(dd) -> str:
+    """A digest of a DatasetDict's training conversations, row by row in order: two builds of one
+    stage give the same digest exactly when they give the same training set."""
+    digest = hashlib.sha256()
+    for messages, questions in zip(dd["train"]["messages"], dd["train"]["questions"]):
+        digest.update(json.dumps([messages, questions], sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def build(stories: dict[int, list[Story]], mix: StoryMix | None = None, **settings):
+    """A DatasetDict (train, validation) of `conversation`s, made as `mix` says (or a StoryMix of
+    `settings`): each task's stories split 90/10 (`split`), task 3's training stories
+    `repeat_task3` times (1k of them beside 10k of the other tasks), the training conversations
+    shuffled. Each conversation draws from its own random stream (seed, task, story, repeat), so
+    the same mix gives the same data and one task's conversations do not change with the others
+    chosen. `probes` adds that many of the generator's task-1/6 distance probes
+    (`memory_tasks.distance_probe`, 0 to `probe_distance` facts back, the last mover asked too) to
+    train, and a ninth as many to validation: bAbI's stories ask about moves a few facts back, the
+    probes as far back as a conversation may reach. `generated` adds that many `generate_story`
+    stories of each task, of 2 to `generated_facts` facts, to train (none to validation, which
+    stays bAbI's own), each conversation from its own stream (seed, task, number). Only the tasks
+    in `stories` are read; `mix.tasks` is for loading them."""
     import datasets
 
-    for name, chance in (("dont_know", dont_know), ("typed", typed)):
-        if not 0.0 <= chance <= 1.0:
-            raise ValueError(f"The {name.replace('_', ' ')} chance is a fraction from 0 to 1 (got {chance}).")
-    if repeat_task3 < 1:
-        raise ValueError(f"Task 3's stories are repeated 1 or more times (got {repeat_task3}).")
-    if generated < 0 or generated_facts < 2:
-        raise ValueError(f"Generated stories are 0 or more, of 2 or more facts (got {generated}, {generated_facts}).")
+    mix = mix or StoryMix(**settings)
+    seed, notes, dont_know, typed = mix.seed, mix.notes, mix.dont_know, mix.typed
+    repeat_task3, probes, probe_distance = mix.repeat_task3, mix.probes, mix.probe_distance
+    generated, generated_facts = mix.generated, mix.generated_facts
     splits = {"train": [], "validation": []}
     for task, told in stories.items():
         train, validation = split(told)
@@ -714,50 +793,43 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+def _add_mix_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per StoryMix field, its help the field's; no defaults here (None: not given), so
+    that a stage file's values stand where a flag is not given."""
+    for f in dataclasses.fields(StoryMix):
+        flag, shown = "--" + f.name.replace("_", "-"), f.default if f.name != "tasks" else " ".join(map(str, TASKS))
+        help_text = f"{f.metadata['help']} (default {shown})"
+        if f.type in ("bool", bool):
+            p.add_argument(flag, action="store_true", default=None, help=help_text)
+        elif f.name == "tasks":
+            p.add_argument(flag, type=int, nargs="+", choices=list(TASKS), help=help_text)
+        else:
+            p.add_argument(flag, type=float if f.type in ("float", float) else int, help=help_text,
+                           metavar="CHANCE" if f.type in ("float", float) else "N")
+
+
 def main(argv=None) -> int:
     p = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--babi", required=True, metavar="DIR_OR_HUB_ID",
                    help="a folder of bAbI's *_train.txt files, or a Hub dataset id (facebook/babi_qa)")
     p.add_argument("--revision", help="the Hub dataset's branch, tag or commit (a Hub id only)")
     p.add_argument("--out", required=True, help="a new (or empty) folder for the DatasetDict (save_to_disk)")
-    p.add_argument("--tasks", type=int, nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--notes", action="store_true",
-                   help="acknowledgements write down what each fact changed (\"OK. So the football is in the garden, "
-                        "before the kitchen. So Mary has the football.\"); default: \"OK.\" alone, as bAbI")
-    p.add_argument("--dont-know", type=float, default=0.0, metavar="CHANCE",
-                   help="chance after each fact (and before the first) of a question the facts leave open, answered "
-                        "\"I don't know.\" (default 0)")
-    p.add_argument("--typed", type=float, default=0.0, metavar="CHANCE",
-                   help="chance that a user message is written as people type it (no final stop, lower case, a "
-                        "doubled or trailing space; default 0)")
-    p.add_argument("--repeat-task3", type=int, default=1, metavar="N",
-                   help="task 3's training stories N times (it has 1k stories, the others 10k; default 1)")
-    p.add_argument("--probes", type=int, default=0, metavar="N",
-                   help="add N task-1/6 distance probes of the generator (lstm_model.memory_tasks) to train, N/9 to "
-                        "validation: a move asked about up to --probe-distance facts back (default 0)")
-    p.add_argument("--probe-distance", type=int, default=40, metavar="N", help="(default 40)")
-    p.add_argument("--generated", type=int, default=0, metavar="N",
-                   help="add N stories per task told by generate_story (every official fact form, each answer the "
-                        "reader's) to train; validation stays bAbI's own (default 0)")
-    p.add_argument("--generated-facts", type=int, default=40, metavar="M",
-                   help="the generated stories have 2 to M facts (default 40)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stage", metavar="STAGE.json", help="a stage file: its \"data\" object is the mix; flags given "
+                                                         "beside it change its fields")
+    _add_mix_flags(p)
     args = p.parse_args(argv)
-    if not 0 <= args.probes <= 1_000_000 or not 0 <= args.probe_distance <= 1000:
-        p.error("--probes is from 0 to 1,000,000 and --probe-distance from 0 to 1,000.")
-    if not 0 <= args.generated <= 1_000_000 or not 2 <= args.generated_facts <= 1000:
-        p.error("--generated is from 0 to 1,000,000 and --generated-facts from 2 to 1,000.")
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(StoryMix) if getattr(args, f.name) is not None}
     if os.path.isfile(args.out) or (os.path.isdir(args.out) and os.listdir(args.out)):
         p.error(f"{args.out} exists and is not an empty folder; give a new folder for the dataset.")
     try:
-        dd = build(load_stories(args.babi, tuple(dict.fromkeys(args.tasks)), args.revision), args.seed, args.notes,
-                   args.dont_know, args.typed, args.repeat_task3, args.probes, args.probe_distance, args.generated,
-                   args.generated_facts)
+        mix = StoryMix.from_stage(args.stage, **given) if args.stage else StoryMix(**given)
+        dd = build(load_stories(args.babi, mix.tasks, args.revision), mix)
     except ValueError as err:
         p.error(str(err))
     dd.save_to_disk(args.out)
     sizes = ", ".join(f"{name} {len(part):,}" for name, part in dd.items())
     print(f"Wrote {sum(len(part) for part in dd.values()):,} conversations ({sizes}) to {args.out}")
+    print(f"  training set sha256 {train_sha256(dd)}")
     for name, part in dd.items():
         chars = {}
         for messages, asked in zip(part["messages"], part["questions"]):

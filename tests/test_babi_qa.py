@@ -431,19 +431,23 @@ def test_the_cli_adds_generated_stories_to_train_only(tmp_path, capsys):
     (["--out", "{existing}"], "exists and is not an empty folder"),
     (["--babi", "{test_file}"], "not a bAbI training file"),
     (["--babi", "{missing}"], "There is no folder"),
-    (["--dont-know", "1.5"], "chance is a fraction"),
-    (["--repeat-task3", "0"], "repeated 1 or more times"),
+    (["--dont-know", "1.5"], "--dont-know is a fraction from 0.0 to 1.0"),
+    (["--repeat-task3", "0"], "--repeat-task3 is a whole number from 1"),
     (["--tasks", "4"], "invalid choice"),
-    (["--generated", "-1"], "--generated is from 0"),
-    (["--generated-facts", "1"], "--generated-facts from 2"),
+    (["--generated", "-1"], "--generated is a whole number from 0"),
+    (["--generated-facts", "1"], "--generated-facts is a whole number from 2"),
+    (["--probes", "2000000"], "--probes is a whole number from 0 to 1,000,000"),
+    (["--stage", "{missing}"], "Could not read the stage file"),
+    (["--stage", "{bad_stage}"], "unknown data settings ['colour']"),
 ])
 def test_the_cli_refuses_in_one_sentence(tmp_path, capsys, flags, says):
     folder = write_folder(tmp_path / "babi")
     (tmp_path / "existing").mkdir()
     (tmp_path / "existing" / "x").write_text("x")
     (tmp_path / "en_qa1_single-supporting-fact_other.txt").write_text(TASK1)
+    (tmp_path / "bad.json").write_text('{"data": {"colour": "red"}, "train": {}, "from": "x"}')
     paths = {"existing": tmp_path / "existing", "test_file": tmp_path / "en_qa1_single-supporting-fact_other.txt",
-             "missing": tmp_path / "missing"}
+             "missing": tmp_path / "missing", "bad_stage": tmp_path / "bad.json"}
     args = {"--babi": folder, "--out": str(tmp_path / "out")}
     flags = [f.format(**paths) for f in flags]
     for flag, value in zip(flags[::2], flags[1::2]):
@@ -544,3 +548,66 @@ def test_the_same_seed_tells_the_same_story():
         generate_story(random.Random(0), 4)
     with pytest.raises(ValueError, match="1 or more facts"):
         generate_story(random.Random(0), 1, facts=0)
+
+
+# -- stages as data -------------------------------------------------------------------------------
+
+
+def test_every_story_mix_setting_is_a_flag_with_the_field_s_help():
+    import dataclasses
+
+    from lstm_model.babi_qa import StoryMix, _add_mix_flags
+
+    parser = __import__("argparse").ArgumentParser()
+    _add_mix_flags(parser)
+    flags = {a.dest: a for a in parser._actions if a.dest != "help"}
+    assert set(flags) == {f.name for f in dataclasses.fields(StoryMix)}
+    for f in dataclasses.fields(StoryMix):
+        assert flags[f.name].help.startswith(f.metadata["help"]) and flags[f.name].default is None
+
+
+def test_a_stage_file_is_the_mix_and_flags_change_its_fields(tmp_path, capsys):
+    import json
+
+    from lstm_model.babi_qa import StoryMix, train_sha256
+    from lstm_model.data import load_dataset_dict
+
+    folder = write_folder(tmp_path / "babi", stories=10)
+    stage = tmp_path / "stage.json"
+    stage.write_text(json.dumps({"from": "assets/babi", "train": {"lr": 0.001},
+                                 "data": {"notes": True, "dont_know": 0.2, "repeat_task3": 2, "generated": 2,
+                                          "generated_facts": 8, "seed": 5}}))
+    assert StoryMix.from_stage(str(stage)) == StoryMix(notes=True, dont_know=0.2, repeat_task3=2, generated=2,
+                                                       generated_facts=8, seed=5)
+    main(["--babi", folder, "--out", str(tmp_path / "a"), "--stage", str(stage)])
+    main(["--babi", folder, "--out", str(tmp_path / "b"), "--stage", str(stage), "--seed", "6"])
+    printed = capsys.readouterr().out
+    a, b = load_dataset_dict(str(tmp_path / "a")), load_dataset_dict(str(tmp_path / "b"))
+    same = build_babi(load_stories(folder), StoryMix(notes=True, dont_know=0.2, repeat_task3=2, generated=2,
+                                                     generated_facts=8, seed=5))
+    assert train_sha256(a) == train_sha256(same) != train_sha256(b)  # the flag changed the seed, nothing else
+    assert f"training set sha256 {train_sha256(a)}" in printed and f"sha256 {train_sha256(b)}" in printed
+    assert a["train"]["messages"] == same["train"]["messages"]
+
+
+def test_the_curriculum_check_rebuilds_a_recorded_training_set(tmp_path, capsys):
+    import json
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+    import curriculum
+
+    from lstm_model.babi_qa import StoryMix, train_sha256
+
+    folder = write_folder(tmp_path / "babi", stories=10)
+    data = {"notes": True, "dont_know": 0.1, "generated": 1, "seed": 3}
+    digest = train_sha256(build_babi(load_stories(folder), StoryMix(**data)))
+    stage = tmp_path / "s.json"
+    stage.write_text(json.dumps({"from": "assets/babi", "train": {}, "data": data, "train_sha256": digest}))
+    assert curriculum.main(["--babi", folder, "--check", str(stage)]) == 0
+    assert "(as recorded)" in capsys.readouterr().out
+    stage.write_text(json.dumps({"from": "assets/babi", "train": {}, "data": {**data, "seed": 4},
+                                 "train_sha256": digest}))
+    assert curriculum.main(["--babi", folder, "--check", str(stage)]) == 1
+    assert f"(recorded: {digest})" in capsys.readouterr().out
