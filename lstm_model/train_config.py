@@ -25,59 +25,102 @@ RESUMABLE = {"max_steps", "epochs", "time_limit", "eval_every", "eval_batches", 
              "sample_chars", "checkpoint_every", "overwrite", "language"}
 
 
+def setting(default, help: str, **flag):
+    """A TrainConfig field and its flag, written once: `help` (where "{default}" shows the
+    default) and the flag's argparse options (type, choices, metavar, action) beside the default."""
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
+
+
+# The settings with a few possible values: the flags' choices, also checked in a --config file.
+CHOICES = {"loss_on": ("all", "replies"), "conversation_state": ("fresh", "carried"),
+           "device": ("auto", "cpu", "cuda", "mps"), "normalize": tuple(NORMALIZATIONS)}
+MAX_CONFIG_CHARS = 1_000_000  # a --config file is read whole; one of settings is a few hundred characters
+MAX_SEED = 2**32 - 1  # torch.manual_seed takes 64 bits, and ranks derive theirs as seed * 7919 + rank
+KINDS = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false"}
+
+
 @dataclass
 class TrainConfig:
+    """Every training setting: its default, its flag's help, and (in `__post_init__`) its check."""
+
     # data
-    dataset: str = DEFAULT_DATASET
-    revision: str | None = None
-    text_column: str | None = None
-    train_split: str | None = None
-    val_split: str | None = None
-    val_fraction: float = 0.1
-    streaming: bool = False
-    vocab_from: str | None = None
-    init_from: str | None = None  # start from this model's weights (a curriculum's next stage, fine-tuning)
-    widen: int | None = None  # with init_from: grow each LSTM layer to this many units (train.widened)
+    dataset: str = setting(DEFAULT_DATASET, "Hub dataset id, local .txt/.parquet/.jsonl/.csv file, folder of them, "
+                                            "or save_to_disk folder (default {default})")
+    revision: str | None = setting(None, "Hub dataset revision (default for karpathy/tiny_shakespeare: "
+                                         "refs/convert/parquet)")
+    text_column: str | None = setting(None, "column holding the text (default: 'text', or the only column)")
+    train_split: str | None = setting(None, "split to train on (default: train)")
+    val_split: str | None = setting(None, "validation split (default: the dataset's validation split, else "
+                                          "--val-fraction)")
+    val_fraction: float = setting(0.1, "hold out the last fraction of the text when there is no validation split "
+                                       "(default {default})")
+    streaming: bool = setting(False, "stream the corpus (IterableDataset) instead of loading it into memory")
+    vocab_from: str | None = setting(None, "take the vocabulary from this model (folder or repo id) instead of a "
+                                           "first pass")
+    init_from: str | None = setting(None, "start from this model's weights (folder or repo id), its vocabulary and "
+                                          "its shape (--embed-dim, --hidden-size, --num-layers): the next stage of a "
+                                          "curriculum, or fine-tuning")
+    widen: int | None = setting(None, "with --init-from: grow each LSTM layer to H units; the new units start silent "
+                                      "(no weight out of them), so the wider model computes what the narrower one "
+                                      "did and training adds capacity without starting over", metavar="H")
     # model
-    embed_dim: int = 64
-    hidden_size: int = 512
-    num_layers: int = 2
-    dropout: float = 0.2
+    embed_dim: int = setting(64, "character embedding size (default {default})")
+    hidden_size: int = setting(512, "LSTM units per layer (default {default})")
+    num_layers: int = setting(2, "LSTM layers (default {default})")
+    dropout: float = setting(0.2, "dropout on the embedding, between layers and before the head (default {default})")
     # AWD-LSTM regularisation (lstm_model/regularize.py), off by default; the saved model is plain
-    weight_drop: float = 0.0
-    locked_dropout: float = 0.0
-    embed_dropout: float = 0.0
-    ema: float = 0.0  # decay of an exponential moving average of the weights, the model saved (0: off)
-    loss_on: str = "all"  # "replies": a chat dataset's loss on the assistant's characters only
-    conversation_state: str = "fresh"  # a chat dataset: each conversation from a fresh state ("carried": one long text)
-    forget_bias: float = 1.0
-    turn_separator: str = "\n\n"
-    stop_sequence: str = "\n\n"
-    normalize: str = ""  # how a chat model reads user messages (vocab.normalize), in training and in the chat
+    weight_drop: float = setting(0.0, "DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM; "
+                                      "default 0: off)")
+    locked_dropout: float = setting(0.0, "variational dropout on the LSTM's input and output, one mask per "
+                                         "sequence; replaces --dropout there (default 0: off)")
+    embed_dropout: float = setting(0.0, "drop whole characters' embeddings for a batch (default 0: off)")
+    ema: float = setting(0.0, "keep an exponential moving average of the weights (e.g. 0.999 per step; the first "
+                              "steps average faster) and evaluate, checkpoint and save that average: the model "
+                              "served (default 0: off)", metavar="DECAY")
+    loss_on: str = setting("all", "for a chat dataset (a messages column): the loss on every character or on the "
+                                  "replies only (default all)", choices=CHOICES["loss_on"])
+    conversation_state: str = setting("fresh", "for a chat dataset: each conversation read from a fresh state, as a "
+                                               "new chat session starts (default fresh), or the state carried from "
+                                               "one conversation into the next (carried)",
+                                      choices=CHOICES["conversation_state"])
+    forget_bias: float = setting(1.0, "initial forget-gate bias (default {default})")
+    turn_separator: str = setting("\n\n", "text appended to each chat message; \\n is a newline (default: a blank "
+                                          "line, \\n\\n)", type=unescape)
+    stop_sequence: str = setting("\n\n", "text that ends a chat reply; \\n is a newline (default: a blank line)",
+                                 type=unescape)
+    normalize: str = setting("", "for a chat dataset: how user messages are read, in training and by the chat "
+                                 "(saved in config.json): '' as typed (default); lower: lower case, single spaces, "
+                                 "no final . ? !, so that every way of typing a sentence is one input",
+                             choices=CHOICES["normalize"])
     # optimisation
-    batch_size: int = 64
-    seq_len: int = 128
-    lr: float = 2e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    max_steps: int | None = None
-    epochs: float = 1.0
-    time_limit: float | None = None  # seconds of training; the schedule is fitted to the steps that fit
+    batch_size: int = setting(64, "contiguous streams per batch (default {default})")
+    seq_len: int = setting(128, "characters per truncated-BPTT window (default {default})")
+    lr: float = setting(2e-3, "peak AdamW learning rate (default {default})")
+    min_lr_ratio: float = setting(0.1, "final learning rate as a fraction of --lr (default {default})")
+    warmup_steps: int = setting(100, "linear warm-up steps (default {default})")
+    weight_decay: float = setting(0.01, "AdamW weight decay on weight matrices (default {default})")
+    grad_clip: float = setting(1.0, "gradient norm clip (default {default})")
+    max_steps: int | None = setting(None, "stop after this many optimiser steps (default: --epochs)")
+    epochs: float = setting(1.0, "passes over the training text (default {default})")
+    time_limit: float | None = setting(None, "train for about this long: the cosine schedule is fitted to the steps "
+                                             "that fit, re-estimated from the speed so far (--max-steps and --epochs "
+                                             "still cap it; default: no limit)", metavar="SECONDS")
     # bookkeeping
-    eval_every: int = 200
-    eval_batches: int = 20
-    checkpoint_every: int | None = None
-    sample_chars: int = 300
-    seed: int = 1337
-    device: str = "auto"
-    out: str = "runs/char-lstm"
-    resume: bool = False
-    overwrite: bool = False
-    push_to_hub: str | None = None
-    language: str = "en"  # the corpus's language (ISO 639-1), for the model card's metadata
-    quiet: bool = False
+    eval_every: int = setting(200, "steps between evaluations and checkpoints (default {default})")
+    eval_batches: int = setting(20, "batches per loss estimate (default {default})")
+    checkpoint_every: int | None = setting(None, "steps between checkpoints (default: --eval-every)")
+    sample_chars: int = setting(300, "length of the sample in the model card (default {default})")
+    seed: int = setting(1337, "random seed (default {default})")
+    device: str = setting("auto", "where to train (default auto)", choices=CHOICES["device"])
+    out: str = setting("runs/char-lstm", "output folder (default {default})")
+    resume: bool = setting(False, "continue the run saved in --out")
+    overwrite: bool = setting(False, "replace the model already in --out (otherwise refused)")
+    push_to_hub: str | None = setting(None, "upload the result to this Hub model repo when done", metavar="REPO_ID")
+    language: str = setting("en", "the corpus's language code for the model card (default {default})")
+    quiet: bool = setting(False, "no progress bar")
+
+    def __post_init__(self):
+        check_settings(self)
 
     @classmethod
     def field_names(cls) -> set[str]:
@@ -92,81 +135,24 @@ class BadSettings(TrainingStopped):
     """A setting out of range or of the wrong kind, found before anything is read (status 2)."""
 
 
-# The settings with a few possible values: the flags' choices, also checked in a --config file.
-CHOICES = {"loss_on": ("all", "replies"), "conversation_state": ("fresh", "carried"),
-           "device": ("auto", "cpu", "cuda", "mps"), "normalize": tuple(NORMALIZATIONS)}
-MAX_CONFIG_CHARS = 1_000_000  # a --config file is read whole; one of settings is a few hundred characters
-MAX_SEED = 2**32 - 1  # torch.manual_seed takes 64 bits, and ranks derive theirs as seed * 7919 + rank
-KINDS = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false"}
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The command line, one flag per TrainConfig field (its help, type and choices the field's),
+    plus --config. Every default is None here: a flag not given leaves the file's or the default."""
     p = argparse.ArgumentParser(prog="python -m lstm_model.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter, argument_default=None)
-    d = TrainConfig()
-    add = p.add_argument
-    add("--config", help="JSON file of settings (keys as the flags, with _ for -); flags given here override it")
-    add("--dataset", help=f"Hub dataset id, local .txt/.parquet/.jsonl/.csv file, folder of them, or save_to_disk folder (default {d.dataset})")
-    add("--revision", help="Hub dataset revision (default for karpathy/tiny_shakespeare: refs/convert/parquet)")
-    add("--text-column", help="column holding the text (default: 'text', or the only column)")
-    add("--train-split", help="split to train on (default: train)")
-    add("--val-split", help="validation split (default: the dataset's validation split, else --val-fraction)")
-    add("--val-fraction", type=float, help=f"hold out the last fraction of the text when there is no validation split (default {d.val_fraction})")
-    add("--streaming", action="store_true", help="stream the corpus (IterableDataset) instead of loading it into memory")
-    add("--vocab-from", help="take the vocabulary from this model (folder or repo id) instead of a first pass")
-    add("--init-from", help="start from this model's weights (folder or repo id), its vocabulary and its shape "
-        "(--embed-dim, --hidden-size, --num-layers): the next stage of a curriculum, or fine-tuning")
-    add("--widen", type=int, metavar="H", help="with --init-from: grow each LSTM layer to H units; the new units "
-        "start silent (no weight out of them), so the wider model computes what the narrower one did and "
-        "training adds capacity without starting over")
-    add("--embed-dim", type=int, help=f"character embedding size (default {d.embed_dim})")
-    add("--hidden-size", type=int, help=f"LSTM units per layer (default {d.hidden_size})")
-    add("--num-layers", type=int, help=f"LSTM layers (default {d.num_layers})")
-    add("--dropout", type=float, help=f"dropout on the embedding, between layers and before the head (default {d.dropout})")
-    add("--weight-drop", type=float, help="DropConnect on the hidden-to-hidden weights, one mask per batch "
-                                          "(AWD-LSTM; default 0: off)")
-    add("--locked-dropout", type=float, help="variational dropout on the LSTM's input and output, one mask per "
-                                             "sequence; replaces --dropout there (default 0: off)")
-    add("--embed-dropout", type=float, help="drop whole characters' embeddings for a batch (default 0: off)")
-    add("--ema", type=float, metavar="DECAY",
-        help="keep an exponential moving average of the weights (e.g. 0.999 per step; the first steps average "
-             "faster) and evaluate, checkpoint and save that average: the model served (default 0: off)")
-    add("--loss-on", choices=CHOICES["loss_on"], help="for a chat dataset (a messages column): the loss on every "
-                                                      "character or on the replies only (default all)")
-    add("--conversation-state", choices=CHOICES["conversation_state"],
-        help="for a chat dataset: each conversation read from a fresh state, as a new chat session starts "
-             "(default fresh), or the state carried from one conversation into the next (carried)")
-    add("--forget-bias", type=float, help=f"initial forget-gate bias (default {d.forget_bias})")
-    add("--turn-separator", type=unescape, help="text appended to each chat message; \\n is a newline "
-                                                "(default: a blank line, \\n\\n)")
-    add("--stop-sequence", type=unescape, help="text that ends a chat reply; \\n is a newline (default: a blank line)")
-    add("--normalize", choices=list(NORMALIZATIONS), help="for a chat dataset: how user messages are read, in "
-        "training and by the chat (saved in config.json): '' as typed (default); lower: lower case, single "
-        "spaces, no final . ? !, so that every way of typing a sentence is one input")
-    add("--batch-size", type=int, help=f"contiguous streams per batch (default {d.batch_size})")
-    add("--seq-len", type=int, help=f"characters per truncated-BPTT window (default {d.seq_len})")
-    add("--lr", type=float, help=f"peak AdamW learning rate (default {d.lr})")
-    add("--min-lr-ratio", type=float, help=f"final learning rate as a fraction of --lr (default {d.min_lr_ratio})")
-    add("--warmup-steps", type=int, help=f"linear warm-up steps (default {d.warmup_steps})")
-    add("--weight-decay", type=float, help=f"AdamW weight decay on weight matrices (default {d.weight_decay})")
-    add("--grad-clip", type=float, help=f"gradient norm clip (default {d.grad_clip})")
-    add("--max-steps", type=int, help="stop after this many optimiser steps (default: --epochs)")
-    add("--epochs", type=float, help=f"passes over the training text (default {d.epochs})")
-    add("--time-limit", type=float, metavar="SECONDS",
-        help="train for about this long: the cosine schedule is fitted to the steps that fit, re-estimated "
-             "from the speed so far (--max-steps and --epochs still cap it; default: no limit)")
-    add("--eval-every", type=int, help=f"steps between evaluations and checkpoints (default {d.eval_every})")
-    add("--eval-batches", type=int, help=f"batches per loss estimate (default {d.eval_batches})")
-    add("--checkpoint-every", type=int, help="steps between checkpoints (default: --eval-every)")
-    add("--sample-chars", type=int, help=f"length of the sample in the model card (default {d.sample_chars})")
-    add("--seed", type=int, help=f"random seed (default {d.seed})")
-    add("--device", choices=CHOICES["device"], help="where to train (default auto)")
-    add("--out", help=f"output folder (default {d.out})")
-    add("--resume", action="store_true", help="continue the run saved in --out")
-    add("--overwrite", action="store_true", help="replace the model already in --out (otherwise refused)")
-    add("--push-to-hub", metavar="REPO_ID", help="upload the result to this Hub model repo when done")
-    add("--language", help=f"the corpus's language code for the model card (default {d.language})")
-    add("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--config", help="JSON file of settings (keys as the flags, with _ for -); flags given here "
+                                    "override it")
+    for f in dataclasses.fields(TrainConfig):
+        options = {k: v for k, v in f.metadata.items() if k != "help"}
+        kind = f.type.partition(" | ")[0]
+        if kind == "bool":  # default None too: a --config file's true is not undone by a flag not given
+            options.update(action="store_true", default=None)
+        elif kind in ("int", "float"):
+            options.setdefault("type", int if kind == "int" else float)
+        if "choices" in options:
+            options["choices"] = list(options["choices"])
+        p.add_argument("--" + f.name.replace("_", "-"), help=f.metadata["help"].replace("{default}", str(f.default)),
+                       **options)
     return p
 
 
@@ -188,9 +174,7 @@ def resolve_config(argv=None) -> TrainConfig:
             merged.setdefault("conversation_state", "carried")  # runs saved before the setting carried it
             merged.update({k: v for k, v in values.items() if k in RESUMABLE})
             values = merged
-    config = TrainConfig(**{k: v for k, v in values.items() if k in TrainConfig.field_names()})
-    check_settings(config)
-    return config
+    return TrainConfig(**{k: v for k, v in values.items() if k in TrainConfig.field_names()})  # checked there
 
 
 def read_config_file(path: str) -> dict:
@@ -233,7 +217,8 @@ def wrong_kinds(values: dict) -> list[str]:
 
 
 def check_settings(c: TrainConfig) -> None:
-    """Every setting in range, before any data is read or memory allocated; one sentence."""
+    """Every setting in range, before any data is read or memory allocated; one sentence
+    (TrainConfig.__post_init__: no config is made that fails it)."""
     problems = []
     for name in ("batch_size", "seq_len", "eval_every", "eval_batches"):
         if getattr(c, name) < 1:

@@ -521,3 +521,25 @@ def test_bad_settings_end_in_one_sentence_and_status_2_before_anything_is_writte
 def test_a_config_file_is_read_with_bounded_memory(tmp_path, capsys):
     code, line = cli(capsys, ["--config", "/dev/zero", "--out", str(tmp_path / "run")])
     assert code == 2 and "--config /dev/zero must hold one JSON object" in line and not (tmp_path / "run").exists()
+
+
+def test_every_setting_is_written_once_a_field_its_flag_and_its_check():
+    import dataclasses
+
+    from lstm_model.train_config import BadSettings, TrainConfig, build_parser
+
+    flags = {a.dest: a for a in build_parser()._actions if a.dest not in ("help", "config")}
+    assert set(flags) == TrainConfig.field_names()
+    for f in dataclasses.fields(TrainConfig):
+        assert flags[f.name].help == f.metadata["help"].replace("{default}", str(f.default))
+        assert flags[f.name].default is None  # not given: the --config file's value or the field's default
+    with pytest.raises(BadSettings, match="--batch-size must be at least 1"):
+        TrainConfig(batch_size=0)  # the check runs wherever a config is made, not only on the command line
+
+
+def test_a_config_file_s_true_stands_where_the_flag_is_not_given(tmp_path):
+    from lstm_model.train_config import resolve_config
+
+    (tmp_path / "c.json").write_text('{"quiet": true, "streaming": true}')
+    config = resolve_config(["--config", str(tmp_path / "c.json")])
+    assert config.quiet and config.streaming and not resolve_config([]).quiet
