@@ -126,6 +126,10 @@ class ChatSession:
         self._state = model.begin_state(1)
         self._notices: list[str] = []
         self._dropped_turns = 0
+        # The gate traces of the turns in the last trace_recent window, each (its text, its trace):
+        # a refresh after a new turn traces that turn alone, so its cost does not grow with the
+        # conversation. Only the window's turns are kept (cache_bytes counts them).
+        self._traces: dict[int, tuple[Turn, str, object]] = {}
 
     # -- state --------------------------------------------------------------------------------
 
@@ -196,6 +200,7 @@ class ChatSession:
         """A fresh conversation: empty transcript and a fresh state."""
         self.turns.clear()
         self._notices.clear()
+        self._traces.clear()
         self._dropped_turns = 0
         self._state = self.model.begin_state(1)
 
@@ -450,20 +455,24 @@ class ChatSession:
 
     def trace_recent(self, max_chars: int = 1500):
         """Exact gate traces of the last turns (at most `max_chars` characters), each from the
-        state it started from, joined along the characters. None if no turn."""
+        state it started from, joined along the characters. None if no turn. Each turn is traced
+        once while it stays in the window (kept with its text: a retried reply is traced anew)."""
         chosen, total = self._recent_turns(max_chars)
         if not chosen:
             return None
-        pieces = []
-        for i, turn in enumerate(chosen):
-            text, state = self.turn_text(turn), turn.state_before
-            if i == 0 and total > max_chars:  # start inside the oldest turn: read its head in one call
-                cut = total - max_chars
-                head = self.model.vocab.encode(text[:cut])
-                if head:
-                    with torch.no_grad():
-                        ids = torch.tensor([head], dtype=torch.long, device=self.model.head.weight.device)
-                        _, state = self.model.lstm(self.model.embedding(ids), state)
-                text = text[cut:]
-            pieces.append(trace(self.model, text, state))
-        return join_traces(pieces)
+        kept, pieces = {}, []
+        for turn in chosen:
+            text = self.turn_text(turn)
+            held = self._traces.get(id(turn))
+            if held is None or held[0] is not turn or held[1] != text:
+                held = (turn, text, trace(self.model, text, turn.state_before))
+            kept[id(turn)] = held
+            pieces.append(held[2])
+        self._traces = kept
+        joined = join_traces(pieces)
+        return joined.tail(max_chars) if total > max_chars else joined
+
+    def cache_bytes(self) -> int:
+        """The bytes the kept gate traces hold (trace_recent's window)."""
+        return sum(t.numel() * t.element_size() for _, _, tr in self._traces.values()
+                   for t in (tr.forget, tr.input, tr.output, tr.candidate, tr.cell, tr.hidden))

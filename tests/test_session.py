@@ -250,6 +250,33 @@ def test_the_recent_text_knows_who_wrote_each_character(trained_model):
     assert html.count('class="ct-seg ct-you"') == 3 and html.count('class="ct-seg ct-model"') == 3
 
 
+def test_the_recent_trace_traces_each_turn_once_and_equals_a_trace_from_scratch(trained_model, monkeypatch):
+    import lstm_model.session as session_module
+    from lstm_model.gates import QUANTITIES, join_traces, trace
+
+    traced = []
+    monkeypatch.setattr(session_module, "trace", lambda model, text, state: traced.append(text) or trace(model, text, state))
+    session = ChatSession(trained_model, seed=2, max_new_chars=60)
+    for line in ("ANNA:\nThe sea.", "BORIS:\nThe ship.", "ANNA:\nThe moon."):
+        run(session.send(line))
+        session.trace_recent(10_000)
+    assert traced == [session.turn_text(t) for t in session.turns]  # one trace a turn, never again
+    run(session.retry())
+    recent = session.trace_recent(10_000)
+    assert traced[-1] == session.turn_text(session.turns[-1]) and len(traced) == 4  # the retried reply alone
+    scratch = join_traces([trace(trained_model, session.turn_text(t), t.state_before) for t in session.turns])
+    assert recent.text == scratch.text
+    for name in QUANTITIES:
+        assert torch.allclose(recent.get(name), scratch.get(name), atol=1e-6)
+    window = session.trace_recent(50)
+    assert window.text == scratch.text[-50:] and torch.allclose(window.cell, scratch.cell[:, -50:], atol=1e-6)
+    last = session.turn_text(session.turns[-1])
+    assert session.cache_bytes() > 0 and session.undo()
+    assert session.trace_recent(10_000).text == scratch.text[:-len(last)]  # the undone turn is left out
+    session.reset()
+    assert session.cache_bytes() == 0 and session.trace_recent() is None
+
+
 @pytest.mark.parametrize("action", ["send", "retry"])
 def test_a_reader_that_leaves_takes_its_reply_out_of_the_decoder_at_once(trained_model, action):
     """Closing the reply iterator (what the app does when a client disconnects) closes the stream:
