@@ -4,7 +4,8 @@
 #   bash deploy/push_space_with_git.sh USER/NAME [GIT_URL]
 #
 # The Space gets one fresh commit holding exactly the files `python -m lstm_model.publish space
-# USER/NAME --list` names, with deploy/space.gitattributes as its .gitattributes, so that the model
+# USER/NAME --list` names, its README.md with the Space's configuration (deploy/space.yaml) as front
+# matter (`--readme`), and deploy/space.gitattributes as its .gitattributes, so that the model
 # weights and images are stored with Git LFS (the Hub refuses them otherwise: over 10 MB, or
 # binary). This repository's own history is never pushed (it holds the weights as plain blobs) and
 # is not changed: the commit is made in a temporary repository. --force replaces what the Space
@@ -29,6 +30,8 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git init -q -b main "$work"
 (cd "$root" && printf '%s\n' $files | while read -r f; do mkdir -p "$work/$(dirname "$f")"; cp "$f" "$work/$f"; done)
+# The Space reads its configuration from README.md's front matter, which the repository's README lacks.
+(cd "$root" && "$python" -m lstm_model.publish space "$space" --readme) > "$work/README.md"
 cp "$root/deploy/space.gitattributes" "$work/.gitattributes"
 cd "$work"
 # The LFS filter for this repository only (whatever the user's global git configuration says).

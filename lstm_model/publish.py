@@ -1,17 +1,20 @@
 """Publishing: a trained model to a Hub model repo, and this app to a Hugging Face Space.
 
-    python -m lstm_model.publish space USER/NAME [--model SOURCE] [--private] [--dry-run]
+    python -m lstm_model.publish space USER/NAME [--model SOURCE] [--private] [--dry-run | --list | --readme]
     python -m lstm_model.publish push FOLDER USER/NAME [--private]
     python -m lstm_model.publish card FOLDER [--dataset ID] [--language en]
 
 `space` creates the Space (Gradio SDK) if needed and uploads exactly `space_files()` through
-`huggingface_hub` in one commit (large files go to the Hub's LFS/Xet storage by themselves);
+`huggingface_hub` in one commit (large files go to the Hub's LFS/Xet storage by themselves), its
+README.md being `space_readme()`: the Space's configuration (deploy/space.yaml) as front matter above
+this project's README.md;
 `push` uploads a model folder (`hub.push_folder`); `card` rewrites a model card's metadata.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .cards import LANGUAGE_CODE, CardError, refresh_metadata
@@ -36,6 +39,13 @@ SPACE_FILES = ("app.py", "requirements.txt", "pre-requirements.txt", "README.md"
                "lstm_model/*.py", "ui/*.py", "assets/*.png", *(f"assets/*/{name}" for name in (
                    CONFIG_NAME, WEIGHTS_NAME, INT8_CHECK_FILE, "README.md")))
 KEEP_IN_SPACE = (".gitattributes",)  # files the Hub made that a deploy leaves alone
+# The Space's configuration (sdk, sdk_version, app_file, ...), kept out of README.md so that the
+# repository's README opens with its title; a deploy writes it as the front matter of the Space's copy.
+SPACE_CONFIG = "deploy/space.yaml"
+
+
+class SpaceConfigError(ValueError):
+    """The Space's README cannot be made (one sentence)."""
 
 
 def space_files(root: str | os.PathLike = PROJECT_ROOT) -> list[str]:
@@ -45,19 +55,33 @@ def space_files(root: str | os.PathLike = PROJECT_ROOT) -> list[str]:
     return sorted(found)
 
 
-def space_readme(readme: str, model: str | None = None, model_files: list[str] | None = None) -> str:
-    """The README (its front matter is the Space's configuration) with `models:` and
-    `preload_from_hub:` naming a Hub model, so the Space links to it and downloads it at build time."""
+def space_readme(readme: str, config: str, model: str | None = None, model_files: list[str] | None = None) -> str:
+    """The Space's README.md: `config` (the text of deploy/space.yaml, the Space's configuration) as
+    its front matter, then `readme` (this project's README.md, which has none); with `model` (a Hub
+    repo id), `models:` and `preload_from_hub:` name it, so the Space links to it and downloads it at
+    build time. SpaceConfigError if `readme` has front matter of its own (the Space would read only one)."""
     from huggingface_hub import SpaceCard
 
+    if readme.startswith("---"):
+        raise SpaceConfigError(f"README.md starts with front matter; the Space's configuration belongs in "
+                               f"{SPACE_CONFIG}.")
+    text = f"---\n{config.strip()}\n---\n\n{readme}"
     if model is None:
-        return readme
-    card = SpaceCard(readme)
+        return text
+    card = SpaceCard(text)
     repo, revision = parse_source(model)
     card.data.models = [repo]
     card.data.preload_from_hub = [" ".join([repo, ",".join(model_files or [CONFIG_NAME, WEIGHTS_NAME])]
                                            + ([revision] if revision else []))]
     return str(card)
+
+
+def read_space_readme(root: str | os.PathLike = PROJECT_ROOT, model: str | None = None,
+                      model_files: list[str] | None = None) -> str:
+    """`space_readme` of the project at `root`: its README.md under its deploy/space.yaml."""
+    root = Path(root)
+    return space_readme((root / "README.md").read_text(encoding="utf-8"),
+                        (root / SPACE_CONFIG).read_text(encoding="utf-8"), model, model_files)
 
 
 def _model_repo_files(api, model: str) -> list[str]:
@@ -74,6 +98,26 @@ def _model_repo_files(api, model: str) -> list[str]:
     return [name for name in (CONFIG_NAME, WEIGHTS_NAME, INT8_CHECK_FILE) if name in files]
 
 
+def _space_model_files(api, model: str | None) -> list[str] | None:
+    """For a Hub model the Space is to serve, the files its README preloads (checked on the Hub);
+    None for no model or a bundled one (it ships in assets/)."""
+    if model is None or model in bundled_models():
+        return None
+    if os.path.exists(model):
+        raise ModelLoadError(f"A Space cannot read the local folder {model}; push it to the Hub with "
+                             f"`python -m lstm_model.publish push {model} USER/NAME` and pass that repo id.")
+    return _model_repo_files(api, model)
+
+
+def space_readme_for(model: str | None = None, *, token: str | None = None,
+                     root: str | os.PathLike = PROJECT_ROOT) -> str:
+    """The README.md `deploy_space(..., model=model)` uploads (a Hub model is checked as it checks it)."""
+    from huggingface_hub import HfApi
+
+    model_files = _space_model_files(HfApi(token=token), model)
+    return read_space_readme(root, model if model_files else None, model_files)
+
+
 def deploy_space(repo_id: str, *, model: str | None = None, private: bool = False, token: str | None = None,
                  root: str | os.PathLike = PROJECT_ROOT, hardware: str | None = None) -> str:
     """Create (or update) a Gradio Space running this app: upload exactly `space_files()` in one
@@ -85,16 +129,11 @@ def deploy_space(repo_id: str, *, model: str | None = None, private: bool = Fals
 
     validate_repo_id(repo_id)
     api = HfApi(token=token)
-    model_files = None
-    if model is not None and model not in bundled_models():
-        if os.path.exists(model):
-            raise ModelLoadError(f"A Space cannot read the local folder {model}; push it to the Hub with "
-                                 f"`python -m lstm_model.publish push {model} USER/NAME` and pass that repo id.")
-        model_files = _model_repo_files(api, model)
+    model_files = _space_model_files(api, model)
     root = Path(root)
     files = space_files(root)
     adds = [CommitOperationAdd(path, str(root / path)) for path in files if path != "README.md"]
-    readme = space_readme((root / "README.md").read_text(encoding="utf-8"), model if model_files else None, model_files)
+    readme = read_space_readme(root, model if model_files else None, model_files)
     adds.append(CommitOperationAdd("README.md", readme.encode("utf-8")))
     try:
         url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True,
@@ -148,6 +187,16 @@ def _language(text: str) -> str:
     return text
 
 
+def _project_url(text: str) -> str:
+    """An argparse type: an http(s) address without spaces or brackets (it goes into a Markdown link)."""
+    import argparse
+
+    if not re.fullmatch(r"https?://[^\s()<>\[\]]+", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a web address; give one such as "
+                                         "https://github.com/user/lstm-memory-chat")
+    return text
+
+
 def main(argv=None) -> int:
     """`python -m lstm_model.publish space USER/NAME` (deploy the app), `push FOLDER USER/NAME` (a
     model), `card FOLDER` (refresh a model card's metadata). A bad argument ends in one sentence and
@@ -163,6 +212,9 @@ def main(argv=None) -> int:
     space.add_argument("--private", action="store_true")
     space.add_argument("--dry-run", action="store_true", help="list the files it would upload (with sizes) and stop")
     space.add_argument("--list", action="store_true", help="print only the paths it would upload, one a line, and stop")
+    space.add_argument("--readme", action="store_true",
+                       help=f"print only the README.md it would upload ({SPACE_CONFIG} as front matter, then "
+                            "README.md), and stop")
     push = sub.add_parser("push", help="upload a trained model folder to a model repo")
     push.add_argument("folder", type=_model_folder(CONFIG_NAME, WEIGHTS_NAME))
     push.add_argument("repo_id", type=_repo_id)
@@ -172,11 +224,16 @@ def main(argv=None) -> int:
     card.add_argument("folder", type=_model_folder("README.md", CONFIG_NAME))
     card.add_argument("--dataset", help="the Hub dataset id the model was trained on (default: the one the card names)")
     card.add_argument("--language", type=_language, default="en", help="the model's language code (default en)")
+    card.add_argument("--project-url", type=_project_url, metavar="URL",
+                      help="link the project's name in the card to this address (cards link none otherwise)")
     args = p.parse_args(argv)
     try:
         if args.command == "space":
             if args.list:
                 print("\n".join(space_files()))
+                return 0
+            if args.readme:
+                print(space_readme_for(args.model), end="")
                 return 0
             if args.dry_run:
                 files = space_files()
@@ -190,9 +247,9 @@ def main(argv=None) -> int:
         elif args.command == "push":
             print(f"Pushed to {push_folder(args.folder, args.repo_id, private=args.private)}")
         else:
-            refresh_metadata(args.folder, dataset=args.dataset, language=args.language)
+            refresh_metadata(args.folder, dataset=args.dataset, language=args.language, project_url=args.project_url)
             print(f"Rewrote the metadata of {os.path.join(args.folder, 'README.md')}")
-    except (ModelLoadError, CardError) as err:
+    except (ModelLoadError, CardError, SpaceConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

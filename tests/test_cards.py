@@ -37,3 +37,16 @@ def test_a_given_project_url_links_the_name_when_written_and_when_refreshed(smal
     assert LINK.findall(text) == ["https://example.org/other"] and text.count("LSTM Memory Chat") == 1
     refresh_metadata(tmp_path)  # no URL: the text is kept as it is
     assert LINK.findall(open(tmp_path / "README.md", encoding="utf-8").read()) == ["https://example.org/other"]
+
+
+def test_publish_card_links_a_given_project_url_and_refuses_a_bad_one(trained_dir, tmp_path, capsys):
+    import shutil
+
+    from lstm_model.publish import main
+
+    folder = shutil.copytree(trained_dir[0], tmp_path / "model")
+    assert main(["card", str(folder), "--project-url", "https://example.org/p"]) == 0
+    assert LINK.findall(open(folder / "README.md", encoding="utf-8").read()) == ["https://example.org/p"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["card", str(folder), "--project-url", "javascript:alert(1)"])
+    assert exit_.value.code == 2 and "is not a web address" in capsys.readouterr().err

@@ -186,6 +186,46 @@ def test_a_dataset_loads_by_hub_id_and_failures_are_sentences(hub):
         load_corpus("u/play", revision="v9")
 
 
+GRADIO_PIN = re.search(r"^gradio==(\S+)$", open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8").read(),
+                       re.M)[1]
+
+
+def assert_space_readme(readme: str, models: list[str]) -> dict:
+    """`readme`, a Space's README.md, carries the Space's configuration (deploy/space.yaml) as front
+    matter the Hub accepts, naming `models`, and then the repository's README.md whole: its metadata."""
+    from hub_standin import front_matter_errors
+
+    meta = front_matter(readme)
+    assert front_matter_errors(readme, "space") == []
+    config = yaml.safe_load(open(os.path.join(ROOT, "deploy", "space.yaml"), encoding="utf-8"))
+    for key, value in config.items():
+        assert key == "models" or meta.get(key) == value, key
+    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["python_version"] == "3.11"
+    assert meta["sdk_version"] == GRADIO_PIN and meta["models"] == models
+    body = readme[readme.index("\n---", 4) + len("\n---\n"):].lstrip("\n")
+    assert body == open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    return meta
+
+
+def test_the_readme_has_no_front_matter_and_the_space_config_is_valid(capsys):
+    """The Space's configuration lives in deploy/space.yaml: the repository's README opens with its
+    title, and the README a deploy makes is that configuration over the README, with the pinned gradio."""
+    from lstm_model.publish import SpaceConfigError, main, read_space_readme, space_readme
+
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    assert not readme.startswith("---") and readme.startswith("# ")
+    meta = assert_space_readme(read_space_readme(ROOT), models=[])
+    assert "preload_from_hub" not in meta
+    assert main(["space", "standin-user/chat", "--readme"]) == 0  # what the git deploy writes
+    assert capsys.readouterr().out == read_space_readme(ROOT)
+    with_model = space_readme(readme, open(os.path.join(ROOT, "deploy", "space.yaml"), encoding="utf-8").read(),
+                              "u/m@v2", ["config.json", "model.safetensors"])
+    meta = assert_space_readme(with_model, models=["u/m"])
+    assert meta["preload_from_hub"] == ["u/m config.json,model.safetensors v2"]
+    with pytest.raises(SpaceConfigError, match="deploy/space.yaml"):
+        space_readme("---\nsdk: gradio\n---\n# An app\n", "sdk: gradio\n")
+
+
 def _run(args, env, cwd=ROOT):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
 
@@ -205,7 +245,9 @@ def test_the_space_deploy_uploads_exactly_what_the_app_needs(trained_dir, hub, t
     assert set(uploaded) == set(space_files()) | {".gitattributes"}
     assert not [p for p in uploaded if p.split("/")[0] in ("tests", ".ci", ".venv", "runs") or "__pycache__" in p]
     for path in space_files():
-        assert uploaded[path] == open(os.path.join(ROOT, path), "rb").read()
+        if path != "README.md":
+            assert uploaded[path] == open(os.path.join(ROOT, path), "rb").read()
+    assert_space_readme(uploaded["README.md"].decode(), models=[])
     # Every page the README links to is there.
     for link in re.findall(r"\]\(([^)#:]+)\)", uploaded["README.md"].decode()):
         assert link in uploaded, link
@@ -230,10 +272,8 @@ def test_the_space_deploy_uploads_exactly_what_the_app_needs(trained_dir, hub, t
     uploaded = hub.files(space, "space")
     assert "old_module.py" not in uploaded and set(uploaded) == set(space_files()) | {".gitattributes"}
     assert hub.repo(space, "space").variables == {"MODEL": REPO}
-    meta = front_matter(uploaded["README.md"].decode())
-    assert meta["models"] == [REPO]
+    meta = assert_space_readme(uploaded["README.md"].decode(), models=[REPO])
     assert meta["preload_from_hub"] == [f"{REPO} config.json,model.safetensors,int8.json"]
-    assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py"
 
     # A model the Space could not load is refused before the Space is touched.
     before = hub.repo(space, "space").refs["main"]
@@ -316,6 +356,8 @@ def test_the_git_deploy_pushes_the_space_files_with_the_weights_in_lfs(tmp_path)
         blob = subprocess.run(["git", "-C", str(remote), "cat-file", "-p", f"main:{path}"], capture_output=True, check=True).stdout
         if path.endswith((".safetensors", ".png")):
             assert blob.startswith(b"version https://git-lfs.github.com/spec/v1"), path
+        elif path == "README.md":
+            assert_space_readme(blob.decode(), models=[])
         elif path != ".gitattributes":
             assert blob == open(os.path.join(ROOT, path), "rb").read(), path
     # A clone with git-lfs gets the real weights back.
