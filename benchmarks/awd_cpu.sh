@@ -3,7 +3,9 @@
 # (161,000 training characters, so a few minutes of CPU are enough to overfit it), with and without
 # AWD-LSTM's options, several seeds; then both validation losses of each run (benchmarks/quality.py:
 # stateful over the whole held-out 10%, and nanoGPT's way over 1,024 windows).
-# Usage: bash benchmarks/awd_cpu.sh [steps] [seeds...]      (reads ../shared/data/timemachine.txt)
+# Usage: bash benchmarks/awd_cpu.sh [steps] [seeds...]      (reads TEXT, or TIMEMACHINE_TXT: a local copy of The
+#                                                           Time Machine as the d2l.ai tutorial uses it; default
+#                                                           data/timemachine.txt)
 #        ONLY="plain light" bash benchmarks/awd_cpu.sh 2000 1 2     (which recipes; default: all three)
 #        CHARS=60000 bash benchmarks/awd_cpu.sh 1000 1 2    (the first 60,000 characters only: a corpus the
 #                                                           model overfits within the budget; runs/awd_cpu_60000_1000)
@@ -12,7 +14,8 @@
 set -eu
 STEPS=${1:-600}; shift || true
 SEEDS=${*:-1 2 3}
-TEXT=${TEXT:-../shared/data/timemachine.txt}
+TEXT=${TEXT:-${TIMEMACHINE_TXT:-data/timemachine.txt}}
+[ -f "$TEXT" ] || { echo "error: $TEXT not found; set TEXT to a local copy of The Time Machine." >&2; exit 2; }
 OUT=runs/awd_cpu
 if [ -n "${CHARS:-}" ]; then  # a shorter corpus, cut from the same text (kept under runs/, never committed)
   OUT=runs/awd_cpu_${CHARS}_$STEPS; mkdir -p "$OUT"

@@ -1,74 +1,45 @@
 #!/usr/bin/env bash
-# The curriculum that teaches a small LSTM to bind names to places (issue "Memory you can see in the
-# conversation"; benchmarks/README.md, "Memory tasks"). Each stage makes its data with
-# `python -m lstm_model.memory_tasks`, then trains with `python -m lstm_model.train`, starting from
-# the stage before it (`--init-from`). A stage that finished is skipped; one that was stopped
-# (SIGTERM saves a checkpoint) is resumed. Runs on CPU in the background:
+# A curriculum on generated bAbI-form conversations (`python -m lstm_model.memory_tasks`) that teaches a
+# small LSTM to bind names to places, then tasks 1, 2, 6 and 7, one small step outward at a time. Each
+# stage makes its data, then trains with `python -m lstm_model.train` starting from the stage before it
+# (`--init-from`). A stage that finished is skipped; one that was stopped (SIGTERM saves a checkpoint)
+# is resumed. The line below made the generated-stories model objaskbp2 (`git show 4b60ca4:assets/babi`),
+# which benchmarks/stages/babi-s1.json starts from; today's assets/babi comes from benchmarks/curriculum.py.
 #
-#   nohup bash benchmarks/babi_curriculum.sh drill pair1 pair2 pair3 four1 > runs/curriculum.log 2>&1 &
+#   nohup bash benchmarks/babi_curriculum.sh drill pair1 pair2 pair3 four1 four2 roll story1 carry carry2 \
+#     obj1 obj2 obj3 objlong noteswait objroll objaskbp objaskbp2 > runs/curriculum.log 2>&1 &
 #
-# The defaults are the run recorded in benchmarks/README.md ("Fifth round"): 2 x 128 from scratch,
-# batch 16, one thread on the EPYC's 2 vCPUs (about 34,000 characters/s; two curricula fit side by
-# side): the drill bound in 16 minutes and three stages later (25 minutes more) two people were
-# solved (100% right up to 30 facts back); a 2 x 256 run of the same seed had not bound in 45.
-# The roll call and the stories after it are the "Sixth round": from four2, roll then story1 solved
-# tasks 1 and 6 in 50 more minutes; carry and carry2 (the seventh round) solved task 7 and took
-# task 2 part of the way.
-#
-# Stages, in order (each a small step outward; a jump to stories where "the last place said" pays
-# undid the binding within 1,000 steps):
-#   drill   from scratch: two people, one move each, both asked (2 x 128: binding at ~8,000 steps)
-#   pair1   paired probes, 0-1 facts before, 0-2 moves between          (two people)
-#   pair2   0-2 before, 0-4 between                                     (two people)
-#   pair3   0-3 before, 0-8 between                                     (two people)
-#   four1   four people, 0-3 before, 0-8 between
-#   four2   four people, 0-3 before, 0-20 between
-#   roll    four people, 0-20 between, the drills roll calls (four move, all four asked): the step
-#           that held four names (task 1 from 57-75% to 82-98% right 1-20 back in 25 minutes)
-#   story1  all four tasks (1, 2, 6, 7) as stories: 1-3 facts a message, up to 40 facts, a question
-#           after every message; 40% of the conversations still probes (to 40 back), half of those
-#           roll calls (tasks 1 and 6 solved: 99.8% and 100%)
-#   carry   80% carrying drills for tasks 2 and 7 (--carry-share 0.8: people get and drop things,
-#           every object and carrier asked), the rest as story1; lr 2e-3, 3,000 s (task 2 from 37% to
-#           50%, task 7 from 63% to 76%, tasks 1 and 6 kept)
-#   carry2  the same mix drawn afresh, 2,400 s (task 7 solved: 90.4%; task 2 59%)
-#   obj1    object drills from one person (--carry-people 1: gets, drops and moves, half the facts moves,
-#           2-4 of them), the rest as carry; 900 s
-#   obj2    one or two people, 2-6 facts; 900 s
-#   obj3    one to four people, 2-8 facts; 1,500 s (task 2 64%, task 7 96%, tasks 1 and 6 kept)
-#   obj4    the same drawn afresh, 2,700 s
-# and stages off that line, each from the stage named: four3 (from four2: 0-40 between, two-person
-# drills), story2 (from story1: a question after half the messages, the benchmark's own form),
-# objmix (from carry2: obj3's mix at once for obj1-obj3's time, 3,300 s: task 2 63%) and objlong
-# (from obj3: as obj4 with 2-12 facts a drill), and two runs side by side from objlong on the same
-# fresh data, for the same time: objlong2 (2 x 128 trained on) and wide (grown to 2 x 256 by --widen);
-# then objwait (from objlong2) or widewait (from wide): drills that wait 0-16 moves by anyone before
-# their questions (--carry-wait), so that where each object lies was settled further back; objlong3
-# (from objlong2, the same drills without waiting, the same time) beside objwait; objask (from objwait:
-# its drills also ask where an object is after half their facts, --carry-ask 0.5, so that every
-# update of an object's place is trained as it happens) beside objwait2 (the same without asking).
-# notes and noteswait (both from the bundled assets/babi, which is objlong): the acknowledgements say
-# where the objects each fact got, dropped or carried along now are (--notes: "OK. So the football is in
-# the kitchen."), so the model writes task 2's first step down as it happens and answers from its own
-# last note; noteswait's drills also wait 0-16 moves before their questions (as objwait's). notesidle
-# (from noteswait): the drills wait 0-30 moves by people who carry nothing (--carry-wait-idle), so the
-# notes must be held as far back as task 1's moves are. objroll (from noteswait): as notesidle, and 30% of
-# the conversations object roll calls (--object-share 0.3: every object got by someone and mostly left
-# apart, idle moves, then all three asked), the drill that bound four names in the roll stage; objroll2
-# (from objroll): the same mix drawn afresh at lr 1e-3 for 1,200 s.
-# From the bundled assets/babi when it was objroll, 2,400 s each, two side by side: objroll3 (object roll
-# calls in half the conversations, waits up to 40 idle moves) beside objfar (the same with drills of up to
-# 16 facts, lr 1e-3); then objask2 (objroll's mix, and the drills ask where an object is after half their
-# facts: --carry-ask 0.5, a read-back right after other objects' notes) beside objaskbp (the same data,
-# backpropagation through 1,024 characters instead of 512, so a wrong answer's gradient reaches notes
-# twice as far back); objaskbp2 (from objaskbp): the same mix drawn afresh at lr 1e-3 for 1,200 s.
+# Stages on that line (half of each stage's probes past the drill are drills, DRILL_SHARE):
+#   drill      from scratch: two people, one move each, both asked
+#   pair1-3    two people, paired probes: 0-1 facts before and 0-2 moves between, 0-2 / 0-4, 0-3 / 0-8
+#   four1-2    four people, 0-3 facts before, 0-8 then 0-20 moves between
+#   roll       four people, 0-20 between, the drills roll calls (four move, all four asked)
+#   story1     tasks 1, 2, 6, 7 as stories: up to 40 facts, 1-3 a message, a question after every message,
+#              40% probes (to 40 back), half of those roll calls
+#   carry(2)   80% carrying drills (--carry-share 0.8: people get and drop things, every object and
+#              carrier asked), the rest as story1; carry2 the same drawn afresh
+#   obj1-3     object drills from one person up (--carry-people 1, 2, 4; 2-4, 2-6, 2-8 facts, half moves)
+#   objlong    (from obj3) drills of 2-12 facts
+#   noteswait  (from objlong) acknowledgements that note where each object now is (--notes), drills
+#              waiting 0-16 moves before their questions (--carry-wait 16)
+#   objroll    (from noteswait) waits of 0-30 idle moves (--carry-wait-idle), 30% object roll calls
+#              (--object-share 0.3)
+#   objaskbp   (from objroll) the drills also ask where an object is after half their facts
+#              (--carry-ask 0.5), backpropagation through 1,024 characters
+#   objaskbp2  (from objaskbp) the same drawn afresh at lr 1e-3
+# Stages off that line, each from the stage its FROM entry names: four3, story2, obj4, objmix,
+# objlong2, wide (grown to 2 x 256 by --widen), objlong3, objwait, widewait, objask, objwait2, notes,
+# notesidle, objroll2, objroll3, objfar, objask2. Each stage's time, lr, window and data flags are in
+# STAGE below; its data seed in DATA_SEED.
 # Environment: RUNS (folder of the stages, default runs/curriculum), THREADS (torch threads,
-# default 1), SEED (default 7), BATCH (default 16; smaller batches bound sooner on the drill),
-# DRILL_SHARE (default 0.5), HIDDEN (the width from scratch, default 128), DEVICE (default cpu; cuda
-# where a GPU is lent: the stage times then buy many more steps), and per stage SECONDS_<stage>
-# (its --time-limit), LR_<stage> and SEQ_<stage> (characters per backpropagation window).
+# default 1), SEED (default 7), BATCH (default 16), DRILL_SHARE (default 0.5), HIDDEN (the width
+# from scratch, default 128), DEVICE (default cpu; cuda: the stage times then buy many more steps),
+# VOCAB (the model whose characters every stage uses, default assets/babi; the line above used the
+# 36 characters of `git show 4b60ca4:assets/babi`), and per stage SECONDS_<stage> (its --time-limit),
+# LR_<stage> and SEQ_<stage> (characters per backpropagation window).
 set -euo pipefail
 RUNS=${RUNS:-runs/curriculum}
+VOCAB=${VOCAB:-assets/babi}
 SEED=${SEED:-7}
 BATCH=${BATCH:-16}
 export OMP_NUM_THREADS=${THREADS:-1}
@@ -130,9 +101,9 @@ declare -A STAGE=(
 )
 declare -A FROM=([four3]=four2 [story2]=story1 [objmix]=carry2 [objlong]=obj3 [objlong2]=objlong [wide]=objlong
               [objlong3]=objlong2 [objwait]=objlong2 [widewait]=wide
-              [objask]=objwait [objwait2]=objwait [notes]=assets/babi [noteswait]=assets/babi
+              [objask]=objwait [objwait2]=objwait [notes]=objlong [noteswait]=objlong
               [notesidle]=noteswait [objroll]=noteswait [objroll2]=objroll
-              [objroll3]=assets/babi [objfar]=assets/babi [objask2]=assets/babi [objaskbp]=assets/babi [objaskbp2]=objaskbp)
+              [objroll3]=objroll [objfar]=objroll [objask2]=objroll [objaskbp]=objroll [objaskbp2]=objaskbp)
 # Stages that grow the model they start from to this many units per layer (--widen: the new units
 # start silent, so nothing learned is lost).
 declare -A WIDEN=([wide]=256)
@@ -159,11 +130,11 @@ for stage in "$@"; do
   if [ -f "$out/training_state.safetensors" ]; then
     start=(--resume)
   elif [ -z "${FROM[$stage]:-}" ]; then
-    start=(--vocab-from assets/babi --hidden-size "${HIDDEN:-128}" --embed-dim 32 --num-layers 2)
+    start=(--vocab-from "$VOCAB" --hidden-size "${HIDDEN:-128}" --embed-dim 32 --num-layers 2)
   else
     from=${FROM[$stage]}
-    [[ $from == */* ]] || from="$RUNS/$from"  # a stage's name, or a model folder (assets/babi)
-    start=(--init-from "$from" --vocab-from assets/babi)
+    [[ $from == */* ]] || from="$RUNS/$from"  # a stage's name, or a model folder
+    start=(--init-from "$from" --vocab-from "$VOCAB")
     [ -z "${WIDEN[$stage]:-}" ] || start+=(--widen "${WIDEN[$stage]}")
   fi
   echo "$stage: $(date -u +%H:%M:%S) training $limit s at lr $lr into $out"

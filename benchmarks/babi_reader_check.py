@@ -2,7 +2,7 @@
 question as bAbI does? It must, for every one: its notes and "I don't know." questions are
 written from it.
 
-    python benchmarks/babi_reader_check.py [--babi ../shared/data/babi]
+    python benchmarks/babi_reader_check.py --babi BABI_DIR
 
 Reads every *_train.txt file of the folder (tasks 1, 2, 3, 6, 7, 8; never a test file), fact by
 fact, and compares the reader's answer with the official one at each question; also writes every
@@ -58,8 +58,7 @@ def check(path: str, task: int, wrong: list) -> tuple[int, int, int, int, collec
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--babi", default=os.path.join(ROOT, "..", "shared", "data", "babi"),
-                   help="the folder of bAbI's *_train.txt files (default ../shared/data/babi)")
+    p.add_argument("--babi", required=True, metavar="BABI_DIR", help="the folder of bAbI's *_train.txt files")
     args = p.parse_args(argv)
     files = sorted(glob.glob(os.path.join(glob.escape(args.babi), "*_train.txt")))
     files = [(f, int(m[1])) for f in files if (m := re.search(r"qa(\d+)_", os.path.basename(f))) and int(m[1]) in TASKS]

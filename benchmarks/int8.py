@@ -1,6 +1,6 @@
 """Int8 generation steps and the ONNX Runtime step (lstm_model/step.py): loss and speed.
 
-    python benchmarks/int8.py --model assets/shakespeare --text ../shared/data/tinyshakespeare.txt
+    python benchmarks/int8.py --model assets/shakespeare --text SHAKESPEARE_TXT
 
 Quality: the held-out text (the last --val-fraction of the file, as the training CLI holds out)
 read with fp32 steps and with int8 steps on the serving engine (`check_int8`: 32 pieces

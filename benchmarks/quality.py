@@ -1,6 +1,6 @@
 """Validation loss of a model, both ways, from the one loss loop (lstm_model.evaluate.text_loss).
 
-    python benchmarks/quality.py --model assets/shakespeare --text ../shared/data/tinyshakespeare.txt --val-fraction 0.1
+    python benchmarks/quality.py --model assets/shakespeare --text SHAKESPEARE_TXT --val-fraction 0.1
 
 The held-out text is the last --val-fraction of the file (nanoGPT's split; the training CLI holds
 out the same characters). Stateful: read once at batch 1 from a fresh state, the state carried

@@ -1,6 +1,6 @@
 """`python -m lstm_model.quantize`: measure whether int8 generation steps may serve a model.
 
-    python -m lstm_model.quantize --model assets/shakespeare --dataset ../shared/data/tinyshakespeare.txt --write
+    python -m lstm_model.quantize --model assets/shakespeare --dataset SHAKESPEARE_TXT --write
 
 Reads the held-out text (the dataset's validation split, or its last --val-fraction) with fp32
 and with int8 steps (lstm_model.evaluate.check_int8) and, with --write, stores the result as the

@@ -1,4 +1,4 @@
-"""Shared fixtures. Tests build their own small corpora and never need ../shared or the network."""
+"""Shared fixtures. Tests build their own small corpora and never need data files or the network."""
 
 import os
 import random
