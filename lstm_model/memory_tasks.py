@@ -450,7 +450,7 @@ def build(stories: int = 20000, seed: int = 0, max_facts: int = 40, tasks=TASKS,
     `drill_share` of the probes are binding drills instead (two moves, no fact before them, both
     people asked): a curriculum stage that widens the probes keeps the drill in its mix, which
     kept more of the binding the drill had taught than the wider probes alone
-    (benchmarks/README.md, "Memory tasks"). With 0 (the default) no draw is spent on it.
+    (measured when the generated-stories curriculum was made). With 0 (the default) no draw is spent on it.
     `drill_people` above 2 makes each drill a roll call instead (`roll_call`: that many people
     move once each, all of them asked): the step from binding two people to holding four.
 
