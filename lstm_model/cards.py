@@ -47,10 +47,16 @@ def is_hub_dataset(dataset: str | None) -> bool:
     return bool(dataset) and not is_local(dataset) and repo_id_form(dataset)
 
 
+# The recurrent layers as a card names them, by the model's `cell` (this module cannot import
+# model.py, which imports it).
+CELL_WORDS = {"lstm": ("LSTM", "nn.LSTM"), "gru": ("GRU", "nn.GRU"), "rnn": ("RNN", "nn.RNN, tanh")}
+
+
 def card_data(*, name: str, dataset: str | None = None, metrics: dict | None = None,
-              language: str | None = "en") -> ModelCardData:
+              language: str | None = "en", cell: str = "lstm") -> ModelCardData:
     """The card's metadata. With a validation loss in `metrics`, `model-index` reports it (nats
-    and bits per character on the validation split) so that the Hub shows it as an evaluation."""
+    and bits per character on the validation split) so that the Hub shows it as an evaluation.
+    A GRU's or RNN's card is tagged with its cell ("gru", "rnn") where an LSTM's says "lstm"."""
     nats, bits = _first(metrics or {}, NATS_KEYS), _first(metrics or {}, BITS_KEYS)
     results = []
     if dataset and nats is not None:
@@ -61,10 +67,15 @@ def card_data(*, name: str, dataset: str | None = None, metrics: dict | None = N
         if bits is not None:
             results.append(EvalResult(**common, metric_type="bpc", metric_name=BITS_KEY, metric_value=round(bits, 4)))
     return ModelCardData(
-        language=language or None, license="mit", library_name=LIBRARY_NAME, tags=list(TAGS),
+        language=language or None, license="mit", library_name=LIBRARY_NAME,
+        tags=[cell if tag == "lstm" and cell in CELL_WORDS else tag for tag in TAGS],
         pipeline_tag="text-generation", datasets=[dataset] if is_hub_dataset(dataset) else None,
         model_name=name if results else None, eval_results=results or None,
     )
+
+
+def _cell_words(model) -> tuple[str, str]:
+    return CELL_WORDS.get(getattr(model, "cell", "lstm"), CELL_WORDS["lstm"])
 
 
 def _model_lines(model) -> list[str]:
@@ -72,7 +83,7 @@ def _model_lines(model) -> list[str]:
     return [
         "## Model", "",
         f"- vocabulary: {len(cfg['vocab'])} characters; embedding {cfg['embed_dim']}, "
-        f"{cfg['num_layers']} LSTM layers of {cfg['hidden_size']} units, dropout {cfg['dropout']}",
+        f"{cfg['num_layers']} {_cell_words(model)[0]} layers of {cfg['hidden_size']} units, dropout {cfg['dropout']}",
         f"- parameters: {model.num_parameters():,}",
         f"- chat turn separator {cfg['turn_separator']!r}, stop sequence {cfg['stop_sequence']!r}", "",
     ]
@@ -88,10 +99,11 @@ def project_link(project_url: str | None) -> str:
     return f"[{PROJECT}]({project_url})" if project_url else PROJECT
 
 
-def _intro(title: str, project_url: str | None = None) -> list[str]:
+def _intro(title: str, project_url: str | None = None, model=None) -> list[str]:
+    name, module = _cell_words(model)
     return [
         f"# {title}", "",
-        "A character-level LSTM language model (embedding -> nn.LSTM -> linear head) made with "
+        f"A character-level {name} language model (embedding -> {module} -> linear head) made with "
         f"{project_link(project_url)}. Load it with `lstm_model.load_model(\"<folder or user/name>\")` or "
         "`CharLSTM.from_pretrained(...)`, or chat with it: `python app.py --model <folder or user/name>`.", "",
     ]
@@ -103,8 +115,8 @@ def _compose(data: ModelCardData, body: list[str]) -> ModelCard:
 
 def model_card(model, language: str | None = "en") -> ModelCard:
     """The card of a model known only by its weights (no dataset or metrics)."""
-    return _compose(card_data(name="char-lstm", language=language),
-                    [*_intro("CharLSTM"), *_model_lines(model), "## Intended use and limits", "", LIMITS_TEXT, ""])
+    return _compose(card_data(name="char-lstm", language=language, cell=getattr(model, "cell", "lstm")),
+                    [*_intro("CharLSTM", model=model), *_model_lines(model), "## Intended use and limits", "", LIMITS_TEXT, ""])
 
 
 def write_model_card(folder: str | os.PathLike, *, model, dataset: str, split: str, train_config: dict,
@@ -113,7 +125,7 @@ def write_model_card(folder: str | os.PathLike, *, model, dataset: str, split: s
     """Write README.md (a Hub model card with metadata) into a model folder; `project_url`, where
     given, links the project's name."""
     name = os.path.basename(dataset.rstrip("/")) or dataset
-    body = [*_intro(f"CharLSTM trained on {name}", project_url), *_model_lines(model), "## Data", "",
+    body = [*_intro(f"CharLSTM trained on {name}", project_url, model), *_model_lines(model), "## Data", "",
             f"- dataset: `{dataset}`" + (f" (revision `{train_config.get('revision')}`)" if train_config.get("revision") else ""),
             f"- validation: {split}", "", "## Training", ""]
     if command:
@@ -126,7 +138,7 @@ def write_model_card(folder: str | os.PathLike, *, model, dataset: str, split: s
         body += [extra, ""]
     body += ["## Intended use and limits", "", LIMITS_TEXT, ""]
     data = card_data(name=f"char-lstm-{re.sub(r'[^a-z0-9]+', '-', os.path.splitext(name)[0].lower()).strip('-')}",
-                     dataset=dataset, metrics=metrics, language=language)
+                     dataset=dataset, metrics=metrics, language=language, cell=getattr(model, "cell", "lstm"))
     save_card(_compose(data, body), os.path.join(folder, "README.md"))
 
 
@@ -140,6 +152,17 @@ def save_card(card: ModelCard, path: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _folder_cell(folder) -> str:
+    """The cell a model folder's config.json names ("lstm" where it names none or cannot be read:
+    the card's tags are all that depends on it)."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            cell = json.load(f).get("cell", "lstm")
+        return cell if isinstance(cell, str) and cell in CELL_WORDS else "lstm"
+    except (OSError, ValueError, AttributeError):
+        return "lstm"
 
 
 def read_metrics(card_text: str) -> dict:
@@ -180,8 +203,8 @@ def refresh_metadata(folder: str | os.PathLike, dataset: str | None = None, lang
     text = card.text
     if project_url:
         text = _PROJECT_MENTION.sub(lambda m: f"made with {project_link(project_url)}", text, count=1)
-    card = _compose(card_data(name=f"char-lstm-{name}", dataset=dataset, metrics=read_metrics(text), language=language),
-                    text.lstrip("\n").splitlines())
+    card = _compose(card_data(name=f"char-lstm-{name}", dataset=dataset, metrics=read_metrics(text), language=language,
+                              cell=_folder_cell(folder)), text.lstrip("\n").splitlines())
     try:
         save_card(card, path)
     except OSError as err:

@@ -1,6 +1,6 @@
 """The one loss loop, and the measures built on it.
 
-`text_loss` reads ids with the LSTM state carried through them and scores every character
+`text_loss` reads ids with the recurrent state carried through them and scores every character
 against the prediction made before it. Everything that measures a loss uses it: training's
 estimates (`stream_loss` over contiguous batches, `whole_text_loss` over the whole validation
 text; `conversation_loss` over a chat dataset's conversations, each from a fresh state as a new
@@ -49,9 +49,9 @@ def text_loss(model, ids: torch.Tensor, state=None, *, score_first: bool = True,
     prediction of `state` itself (unless `score_first` is False). Only the first `scored`
     characters of each row count (all by default; the rest is still read); with `mask` (bool, the
     shape of `ids`) only the characters it marks (a chat's replies, say). With `per_char`, the
-    loss of each scored character too (`Loss.chars`, one text: row 0). By default nn.LSTM
-    reads `chunk` characters a call; with `step` (a generation step, lstm_model.step) one
-    character a step, as serving does.
+    loss of each scored character too (`Loss.chars`, one text: row 0). By default the recurrent
+    module (nn.LSTM, nn.GRU or nn.RNN) reads `chunk` characters a call; with `step` (a generation
+    step, lstm_model.step) one character a step, as serving does.
     """
     was_training = model.training
     model.eval()

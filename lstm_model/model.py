@@ -1,8 +1,17 @@
-"""CharLSTM: character embedding -> nn.LSTM -> Linear, saved as config.json + model.safetensors.
+"""CharLSTM: character embedding -> recurrent layers -> Linear, saved as config.json + model.safetensors.
+
+The recurrent layers are the config's `cell`: nn.LSTM ("lstm", the default and what a config.json
+without the key holds), nn.GRU ("gru") or nn.RNN with tanh ("rnn"), so that the same chat, views
+and serving compare a gated long-term memory with a gated and a plain short-term one.
 
 The embedding is the tutorial's one-hot input factored through a learned table (ARCHITECTURE.md, "The model"):
 a one-hot vector times W_x* only selects a row, so this is the same model family without ever
 building a dense one-hot tensor.
+
+The state is always the pair (h, c), each (num_layers, batch, units): for a GRU or a plain RNN,
+which carry H alone, c has zero units, (num_layers, batch, 0). Everything that carries, gathers,
+snapshots or measures a state then handles every cell alike (rows are gathered along dimension 1
+either way); only the step engines and the traces look inside.
 """
 
 from __future__ import annotations
@@ -24,6 +33,42 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Limits checked before any memory is allocated: a config beyond these is refused.
 LIMITS = {"vocab": 100_000, "embed_dim": 8192, "hidden_size": 8192, "num_layers": 16}
 MAX_PARAMETERS = 500_000_000
+
+# The recurrent cells a model may name, and how many blocks of `hidden_size` rows each packs into
+# weight_ih_l{k} / weight_hh_l{k} and the biases (PyTorch's orders: LSTM input, forget, cell,
+# output; GRU reset, update, new; RNN one).
+CELLS = ("lstm", "gru", "rnn")
+GATE_BLOCKS = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def has_cell_state(cell: str) -> bool:
+    """Whether the cell carries a cell state C beside H (only the LSTM does)."""
+    return cell == "lstm"
+
+
+def recurrent_module(cell: str, embed_dim: int, hidden_size: int, num_layers: int, dropout: float) -> nn.Module:
+    """The cell's torch module, batch first, with dropout between layers."""
+    options = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, batch_first=True)
+    if cell == "lstm":
+        return nn.LSTM(embed_dim, hidden_size, **options)
+    if cell == "gru":
+        return nn.GRU(embed_dim, hidden_size, **options)
+    if cell == "rnn":
+        return nn.RNN(embed_dim, hidden_size, nonlinearity="tanh", **options)
+    raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {cell!r}.")
+
+
+def paired(run, cell: str):
+    """`run(x, hx)` of a cell's module as a function of the pair: (x, (h, c)) -> (out, (h, c)).
+    nn.GRU and nn.RNN take and return H alone; their c (zero units) is passed through."""
+    if has_cell_state(cell):
+        return run
+
+    def read(x, state):
+        out, h = run(x, state[0])
+        return out, (h, state[1])
+
+    return read
 
 
 class CheckpointError(ValueError):
@@ -50,13 +95,17 @@ def check_config(config: dict) -> None:
     dropout = config.get("dropout", 0.0)
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
         raise CheckpointError(f"config.json has dropout={dropout!r}; it must be a number in [0, 1).")
+    if config.get("cell", "lstm") not in CELLS:
+        raise CheckpointError(f"config.json has cell={config.get('cell')!r}; it must be one of "
+                              f"{', '.join(map(repr, CELLS))}.")
     for key in ("turn_separator", "stop_sequence"):
         if not isinstance(config.get(key, ""), str):
             raise CheckpointError(f"config.json has a non-string {key}; it must be a string.")
     if config.get("normalize", "") not in NORMALIZATIONS:
         raise CheckpointError(f"config.json has normalize={config.get('normalize')!r}; it must be one of "
                               f"{', '.join(map(repr, NORMALIZATIONS))}.")
-    n = parameter_count(len(vocab), config.get("embed_dim", 64), config.get("hidden_size", 512), config.get("num_layers", 2))
+    n = parameter_count(len(vocab), config.get("embed_dim", 64), config.get("hidden_size", 512), config.get("num_layers", 2),
+                        config.get("cell", "lstm"))
     if n > MAX_PARAMETERS:
         raise CheckpointError(f"config.json describes a model of {n:,} parameters, over the limit of {MAX_PARAMETERS:,}.")
 
@@ -73,16 +122,17 @@ def require_safetensors(folder: str) -> None:
     raise CheckpointError(f"{folder} has no {WEIGHTS_NAME}; point --model at a folder written by save_pretrained().")
 
 
-def parameter_count(vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int) -> int:
-    lstm = 0
+def parameter_count(vocab_size: int, embed_dim: int, hidden_size: int, num_layers: int, cell: str = "lstm") -> int:
+    recurrent = 0
     for layer in range(num_layers):
         inputs = embed_dim if layer == 0 else hidden_size
-        lstm += 4 * hidden_size * (inputs + hidden_size + 2)
-    return vocab_size * embed_dim + lstm + hidden_size * vocab_size + vocab_size
+        recurrent += GATE_BLOCKS[cell] * hidden_size * (inputs + hidden_size + 2)
+    return vocab_size * embed_dim + recurrent + hidden_size * vocab_size + vocab_size
 
 
 def read_with_starts(lstm, x: torch.Tensor, state, starts: torch.Tensor | None):
-    """`lstm(x, state)` for x (batch, time, features); with `starts` (batch, time, bool), each row's
+    """`lstm(x, state)` for x (batch, time, features) and the pair (h, c) (`paired` makes such a
+    function of a GRU or RNN module); with `starts` (batch, time, bool), each row's
     state is set to zeros before the positions it marks (a new conversation begins there, as a new
     chat session starts from `begin_state`): one call per stretch between such positions, the
     gradient flowing through all of them."""
@@ -107,12 +157,17 @@ class CharLSTM(
     pipeline_tag="text-generation",
     license="mit",
 ):
-    """A character-level LSTM language model.
+    """A character-level recurrent language model: an LSTM, or with `cell` a GRU or a plain RNN.
 
     Arguments are plain JSON values so that `save_pretrained` writes them to config.json:
-    `vocab` (list of characters), `embed_dim`, `hidden_size`, `num_layers`, `dropout`, and the
-    chat metadata: `turn_separator` (appended to each user message), `stop_sequence` (ends a
-    reply) and `normalize` (how a user's message is read: vocab.normalize; "" as typed). `forget_bias` is the initial bias of the forget gate (only used at initialisation).
+    `vocab` (list of characters), `embed_dim`, `hidden_size`, `num_layers`, `dropout`, `cell`
+    ("lstm", "gru" or "rnn": the recurrent module, held as the attribute of that name, `lstm`,
+    `gru` or `rnn`, and reached whatever the cell as `recurrent`), and the chat metadata:
+    `turn_separator` (appended to each user message), `stop_sequence` (ends a reply) and
+    `normalize` (how a user's message is read: vocab.normalize; "" as typed). `forget_bias` is the
+    initial bias of the LSTM's forget gate (only used at initialisation; other cells have none).
+    The class keeps its first name for every cell: every saved model, whatever its cell, loads
+    with `CharLSTM.from_pretrained`.
     """
 
     def __init__(
@@ -126,8 +181,12 @@ class CharLSTM(
         stop_sequence: str = "\n\n",
         forget_bias: float = 1.0,
         normalize: str = "",
+        cell: str = "lstm",
     ):
         super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {cell!r}.")
+        self.cell = cell
         self.vocab = CharVocab(vocab)
         self.embed_dim = embed_dim
         self.hidden_size = hidden_size
@@ -137,20 +196,27 @@ class CharLSTM(
         self.stop_sequence = stop_sequence
         self.normalize = normalize
         self.embedding = nn.Embedding(len(self.vocab), embed_dim)
-        self.lstm = nn.LSTM(
-            embed_dim, hidden_size, num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0, batch_first=True
-        )
+        # Registered under the cell's name, so that the weights are saved as lstm.*, gru.* or rnn.*:
+        # a checkpoint says what it holds, and one cell's tensors never load into another's.
+        setattr(self, cell, recurrent_module(cell, embed_dim, hidden_size, num_layers, dropout))
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size, len(self.vocab))
         self._init_weights(forget_bias)
 
     def _init_weights(self, forget_bias: float) -> None:
         nn.init.normal_(self.embedding.weight, std=1.0 / math.sqrt(self.embed_dim))
+        if not has_cell_state(self.cell):  # only the LSTM has a forget gate
+            return
         h = self.hidden_size
         for layer in range(self.num_layers):
             # PyTorch packs the gates as input, forget, cell, output; both biases are added.
             getattr(self.lstm, f"bias_ih_l{layer}").data[h : 2 * h].fill_(forget_bias / 2)
             getattr(self.lstm, f"bias_hh_l{layer}").data[h : 2 * h].fill_(forget_bias / 2)
+
+    @property
+    def recurrent(self) -> nn.Module:
+        """The recurrent module, whatever the cell: nn.LSTM, nn.GRU or nn.RNN."""
+        return getattr(self, self.cell)
 
     @property
     def vocab_size(self) -> int:
@@ -166,6 +232,7 @@ class CharLSTM(
             "dropout": self.dropout_p,
             "turn_separator": self.turn_separator,
             "stop_sequence": self.stop_sequence,
+            "cell": self.cell,
             **({"normalize": self.normalize} if self.normalize else {}),  # older configs have no such key
         }
 
@@ -173,11 +240,13 @@ class CharLSTM(
         return sum(p.numel() for p in self.parameters())
 
     def begin_state(self, batch_size: int = 1, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The zero (h, c) pair, each (num_layers, batch, hidden)."""
+        """The zero (h, c) pair: h (num_layers, batch, hidden); c the same for an LSTM, and
+        (num_layers, batch, 0) for a GRU or RNN, which have no cell state."""
         if device is None:
             device = self.head.weight.device
         shape = (self.num_layers, batch_size, self.hidden_size)
-        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+        c_units = self.hidden_size if has_cell_state(self.cell) else 0
+        return torch.zeros(shape, device=device), torch.zeros(shape[:2] + (c_units,), device=device)
 
     def forward(self, ids: torch.Tensor, state=None, starts: torch.Tensor | None = None):
         """ids (batch, time) -> logits (batch, time, vocab), and the new (h, c). `starts` (batch,
@@ -186,7 +255,7 @@ class CharLSTM(
         if state is None:
             state = self.begin_state(ids.shape[0], ids.device)
         x = self.drop(self.embedding(ids))
-        out, state = read_with_starts(self.lstm, x, state, starts)
+        out, state = read_with_starts(paired(self.recurrent, self.cell), x, state, starts)
         return self.head(self.drop(out)), state
 
     def logits_from_state(self, state) -> torch.Tensor:
@@ -234,7 +303,7 @@ class CharLSTM(
         model_file = os.path.join(model_id, WEIGHTS_NAME)
         check_weight_file(model_file, model_kwargs)  # before anything is allocated
         known = {"vocab", "embed_dim", "hidden_size", "num_layers", "dropout", "turn_separator", "stop_sequence", "forget_bias",
-                 "normalize"}
+                 "normalize", "cell"}
         model = cls(**{k: v for k, v in model_kwargs.items() if k in known})
         load_weights(model, model_file, map_location)
         model.eval()
@@ -255,11 +324,13 @@ def expected_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     """The tensors a checkpoint of this config holds, and their shapes (nothing allocated)."""
     vocab, hidden = len(config["vocab"]), config.get("hidden_size", 512)
     embed, layers = config.get("embed_dim", 64), config.get("num_layers", 2)
+    cell = config.get("cell", "lstm")
+    rows = GATE_BLOCKS[cell] * hidden
     shapes = {"embedding.weight": (vocab, embed), "head.weight": (vocab, hidden), "head.bias": (vocab,)}
     for k in range(layers):
-        shapes[f"lstm.weight_ih_l{k}"] = (4 * hidden, embed if k == 0 else hidden)
-        shapes[f"lstm.weight_hh_l{k}"] = (4 * hidden, hidden)
-        shapes[f"lstm.bias_ih_l{k}"] = shapes[f"lstm.bias_hh_l{k}"] = (4 * hidden,)
+        shapes[f"{cell}.weight_ih_l{k}"] = (rows, embed if k == 0 else hidden)
+        shapes[f"{cell}.weight_hh_l{k}"] = (rows, hidden)
+        shapes[f"{cell}.bias_ih_l{k}"] = shapes[f"{cell}.bias_hh_l{k}"] = (rows,)
     return shapes
 
 

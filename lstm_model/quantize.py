@@ -20,7 +20,7 @@ from .evaluate import check_int8
 from .hub import INT8_CHECK_FILE, ModelLoadError, load_model, resolve_source
 from .serving import MAX_LOSS_RISE
 
-MAX_STREAMS = 4096  # pieces read side by side: each holds an LSTM state, so the memory grows with them
+MAX_STREAMS = 4096  # pieces read side by side: each holds a recurrent state, so the memory grows with them
 
 
 def _streams(text: str) -> int:

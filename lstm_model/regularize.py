@@ -9,8 +9,9 @@
 
 `Regularized(model, ...)` is what the training loop calls instead of the model when any of these
 is on (`--weight-drop`, `--locked-dropout`, `--embed-dropout`). It holds no weights of its own:
-the model's `nn.LSTM` weights are the ones trained, saved and served, so a model trained this way
-loads, serves and is traced (`gates.trace`) exactly as any other. In eval mode it computes what
+the model's recurrent weights (nn.LSTM's, nn.GRU's or nn.RNN's) are the ones trained, saved and
+served, so a model trained this way loads, serves and is traced (`gates.trace`) exactly as any
+other. Weight drop applies to any cell's W_h*. In eval mode it computes what
 the model computes.
 """
 
@@ -21,7 +22,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from .model import read_with_starts
+from .model import paired, read_with_starts
 
 
 def locked_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -50,12 +51,13 @@ class Regularized(nn.Module):
             table = table * keep
         x = F.embedding(ids, table)
         x = locked_dropout(x, self.locked, self.training) if self.locked else m.drop(x)  # else the model's own
+        rnn = m.recurrent
         if self.training and self.weight_drop:
-            dropped = {f"weight_hh_l{k}": F.dropout(getattr(m.lstm, f"weight_hh_l{k}"), self.weight_drop)
+            dropped = {f"weight_hh_l{k}": F.dropout(getattr(rnn, f"weight_hh_l{k}"), self.weight_drop)
                        for k in range(m.num_layers)}
-            out, state = read_with_starts(lambda x, s: functional_call(m.lstm, dropped, (x, s), strict=False),
-                                          x, state, starts)  # one mask for the whole batch
+            run = paired(lambda x, s: functional_call(rnn, dropped, (x, s), strict=False), m.cell)
+            out, state = read_with_starts(run, x, state, starts)  # one mask for the whole batch
         else:
-            out, state = read_with_starts(m.lstm, x, state, starts)
+            out, state = read_with_starts(paired(rnn, m.cell), x, state, starts)
         out = locked_dropout(out, self.locked, self.training) if self.locked else m.drop(out)
         return m.head(out), state

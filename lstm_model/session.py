@@ -1,4 +1,4 @@
-"""ChatSession: the LSTM state carried across chat turns, a snapshot per turn, and the memory
+"""ChatSession: the recurrent state carried across chat turns, a snapshot per turn, and the memory
 measurements the app shows.
 
 A turn (ARCHITECTURE.md, "The chat protocol"): the user's message plus the model's turn separator is
@@ -8,7 +8,8 @@ its stop sequence or the length cap. The state after the reply starts the next t
 
 Per turn the session measures:
 - `h_norm`, `c_norm`: the L2 norm of H and C per layer after the turn. The fresh state is zero,
-  so this is the distance from a fresh state.
+  so this is the distance from a fresh state. A GRU or a plain RNN has no C: its `c_norm` (and
+  `c_change`) is None, and the report's `cell` says which cell the model has.
 - `h_change`, `c_change`: how far this turn moved H and C (L2 norm of after - before, per layer).
 - `loss_carried_bpc` / `loss_fresh_bpc`: bits per character of the user's message predicted from
   the carried state and from a fresh state, and `memory_benefit_bpc` = fresh - carried: the bits
@@ -49,13 +50,15 @@ SURE_MAX_CHARS = 40  # replies up to this long (an answer) get how sure the mode
 
 
 def snapshot(state) -> tuple[torch.Tensor, torch.Tensor]:
-    """A detached copy of (h, c): a few KB (2 * layers * hidden floats)."""
+    """A detached copy of (h, c): a few KB (2 * layers * hidden floats; half that for a GRU or RNN,
+    whose c has no units)."""
     return state[0].detach().clone(), state[1].detach().clone()
 
 
 def is_fresh(state) -> bool:
-    """Whether (h, c) is the all-zero state a conversation starts from."""
-    return not any(float(t.abs().max()) > 0 for t in state)
+    """Whether (h, c) is the all-zero state a conversation starts from (a c without units, a GRU's
+    or RNN's, counts as zero)."""
+    return not any(t.numel() and float(t.abs().max()) > 0 for t in state)
 
 
 def json_int(value: int) -> int | str:
@@ -98,7 +101,7 @@ class Turn:
 
 
 class ChatSession:
-    """A conversation with a CharLSTM that keeps its (h, c) from turn to turn.
+    """A conversation with a CharLSTM (any cell) that keeps its (h, c) from turn to turn.
 
     `serving` (a lstm_model.serving.Serving of this model; default: fp32 steps, alone) says how
     replies are computed; with batching, this session's replies step together with other sessions'.
@@ -390,11 +393,15 @@ class ChatSession:
 
     def _measure_after(self, turn: Turn) -> None:
         before, after = turn.state_before, turn.state_after
+
+        def norms(state):  # per layer; None for a c without units (a GRU or RNN has no C)
+            return [float(x) for x in state[:, 0].norm(dim=-1)] if state.shape[-1] else None
+
         turn.measures.update(
-            h_norm=[float(x) for x in after[0][:, 0].norm(dim=-1)],
-            c_norm=[float(x) for x in after[1][:, 0].norm(dim=-1)],
-            h_change=[float(x) for x in (after[0] - before[0])[:, 0].norm(dim=-1)],
-            c_change=[float(x) for x in (after[1] - before[1])[:, 0].norm(dim=-1)],
+            h_norm=norms(after[0]),
+            c_norm=norms(after[1]),
+            h_change=norms(after[0] - before[0]),
+            c_change=norms(after[1] - before[1]),
             reply_chars=len(turn.reply),
         )
 
@@ -414,6 +421,7 @@ class ChatSession:
         its index from 0 (as scripts have always read it), and `number`, from 1 as the page counts."""
         return {
             "memory": self.memory,
+            "cell": getattr(self.model, "cell", "lstm"),
             "num_layers": self.model.num_layers,
             "hidden_size": self.model.hidden_size,
             "generation_steps": self.serving.precision,
@@ -474,5 +482,4 @@ class ChatSession:
 
     def cache_bytes(self) -> int:
         """The bytes the kept gate traces hold (trace_recent's window)."""
-        return sum(t.numel() * t.element_size() for _, _, tr in self._traces.values()
-                   for t in (tr.forget, tr.input, tr.output, tr.candidate, tr.cell, tr.hidden))
+        return sum(tr.nbytes() for _, _, tr in self._traces.values())

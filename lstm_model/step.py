@@ -1,20 +1,26 @@
-"""The generation step: one LSTM step for a batch of characters, on torch or ONNX Runtime, fp32 or int8.
+"""The generation step: one step of the model's cell for a batch of characters, on torch or ONNX
+Runtime, fp32 or int8.
 
 Every engine has the same interface: `step(ids, state) -> (logits, state)` for ids (batch,) and
-(h, c) each (layers, batch, hidden), and `feed(ids, state)` for one sequence of prompt ids. Each
-runs the equations of ARCHITECTURE.md ("The model") from the model's own weights, fused for
-inference: layer 0's input projection X_t W_x* + b is a lookup table (vocab x 4H: the one-hot
-product precomputed), each upper layer multiplies [H_below, H_prev] by its two weight matrices
-stacked (one product instead of two), and nothing is kept for gradients.
+the pair (h, c), h (layers, batch, hidden) and c the same for an LSTM or (layers, batch, 0) for a
+GRU or RNN (model.py: they have no cell state; their c is passed through), and `feed(ids, state)`
+for one sequence of prompt ids. Each runs the equations of ARCHITECTURE.md ("The model") for the
+model's cell from the model's own weights, fused for inference: layer 0's input projection
+X_t W_x* + b is a lookup table (vocab x gates*H: the one-hot product precomputed), and nothing is
+kept for gradients. An LSTM or RNN upper layer multiplies [H_below, H_prev] by its two weight
+matrices stacked (one product instead of two); a GRU's keeps the two products apart, because its
+reset gate multiplies H_prev W_hn + b_hn alone.
 
-- `TorchStep`: the fused step as ~25 torch operations. fp32, any device; the reference.
+- `TorchStep`: the fused step as a few dozen torch operations. fp32, any device; the reference.
 - `OrtStep`: the same weights as one ONNX graph run by ONNX Runtime: one native call a step,
   Python's GIL released for the whole of it. fp32 equals the torch step to 1e-5. With
   `int8=True` the recurrent matrices and the head multiply in integers: each weight matrix
-  quantised once, symmetric, one scale per output column; the input H (always within [-1, 1])
-  quantised with the fixed scale of that range, so a row is computed the same alone or in any
-  batch. Activations use 0..128 (zero at 64): with weights within +-127 a pair of products fits
-  the 16-bit sums that CPUs without VNNI use, so the result is the same everywhere.
+  quantised once, symmetric, one scale per output column; the input H (always within [-1, 1]
+  for every cell: an LSTM's and an RNN's H pass through tanh, a GRU's H mixes its tanh candidate
+  with the H before it) quantised with the fixed scale of that range, so a row is computed the
+  same alone or in any batch. Activations use 0..128 (zero at 64): with weights within +-127 a
+  pair of products fits the 16-bit sums that CPUs without VNNI use, so the result is the same
+  everywhere.
 
 `make_step(model, engine, int8, threads)` builds one; `pick_engine` says which engine "auto"
 means here. Which step serves a model, and whether int8 may, is decided in lstm_model.serving.
@@ -46,29 +52,53 @@ def weights_version(model) -> tuple:
 
 
 class TorchStep:
-    """The fused step in torch: fp32, on the model's device."""
+    """The fused step in torch: fp32, on the model's device.
+
+    The fused weights: `table0` (vocab, gates*H), layer 0's X_t W_x + b per character; for an
+    LSTM or RNN with both of layer 0's biases in it, `w_hh0_t` its recurrent matrix, and for
+    layer k > 0 `w_t[k]` ([W_ih; W_hh] transposed) and `b[k]` (b_ih + b_hh); for a GRU, with b_ih
+    alone in the table, `w_ih_t[k]` / `b_ih[k]` (k > 0) and `w_hh_t[k]` / `b_hh[k]` (every layer)."""
 
     engine, int8 = "torch", False
 
     def __init__(self, model):
-        lstm = model.lstm
+        rnn = model.recurrent
+        self.cell = getattr(model, "cell", "lstm")
         self.hidden_size, self.num_layers = model.hidden_size, model.num_layers
         self.version = weights_version(model)
         with torch.no_grad():
-            self.table0 = (nn.functional.linear(model.embedding.weight, lstm.weight_ih_l0, lstm.bias_ih_l0)
-                           + lstm.bias_hh_l0).contiguous()
-            self.w_hh0_t = lstm.weight_hh_l0.t().contiguous()
-            self.w_t, self.b = [None], [None]
-            for layer in range(1, model.num_layers):
-                w = torch.cat([getattr(lstm, f"weight_ih_l{layer}"), getattr(lstm, f"weight_hh_l{layer}")], dim=1)
-                self.w_t.append(w.t().contiguous())
-                self.b.append(getattr(lstm, f"bias_ih_l{layer}") + getattr(lstm, f"bias_hh_l{layer}"))
+            if self.cell == "gru":  # b_hh stays apart: the reset gate multiplies H W_hn + b_hn
+                self.table0 = nn.functional.linear(model.embedding.weight, rnn.weight_ih_l0, rnn.bias_ih_l0).contiguous()
+                self.w_ih_t, self.b_ih, self.w_hh_t, self.b_hh = [None], [None], [], []
+                for layer in range(model.num_layers):
+                    if layer:
+                        self.w_ih_t.append(getattr(rnn, f"weight_ih_l{layer}").t().contiguous())
+                        self.b_ih.append(getattr(rnn, f"bias_ih_l{layer}").detach().clone())
+                    self.w_hh_t.append(getattr(rnn, f"weight_hh_l{layer}").t().contiguous())
+                    self.b_hh.append(getattr(rnn, f"bias_hh_l{layer}").detach().clone())
+            else:
+                self.table0 = (nn.functional.linear(model.embedding.weight, rnn.weight_ih_l0, rnn.bias_ih_l0)
+                               + rnn.bias_hh_l0).contiguous()
+                self.w_hh0_t = rnn.weight_hh_l0.t().contiguous()
+                self.w_t, self.b = [None], [None]
+                for layer in range(1, model.num_layers):
+                    w = torch.cat([getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"weight_hh_l{layer}")], dim=1)
+                    self.w_t.append(w.t().contiguous())
+                    self.b.append(getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}"))
             self.head_w_t = model.head.weight.t().contiguous()
             self.head_b = model.head.bias.detach().clone()
 
     @torch.no_grad()
     def step(self, ids: torch.Tensor, state):
         """ids (batch,) -> next-character logits (batch, vocab) and the new (h, c)."""
+        if self.cell == "gru":
+            below, state = self._gru(ids, state)
+        else:
+            below, state = self._stacked(ids, state)
+        return torch.addmm(self.head_b, below, self.head_w_t), state
+
+    def _stacked(self, ids, state):
+        """An LSTM's or a plain RNN's layers: the top H and the new (h, c)."""
         h_prev, c_prev = state
         hs, cs, below = [], [], None
         for layer in range(self.num_layers):
@@ -78,14 +108,33 @@ class TorchStep:
             else:
                 x = torch.cat([below, h_prev[layer]], dim=1)
                 z = torch.addmm(self.b[layer], x, self.w_t[layer])
-            z = z.view(z.shape[0], 4, self.hidden_size)
-            gates = torch.sigmoid(z)  # input, forget, (unused), output
-            c = gates[:, 1] * c_prev[layer] + gates[:, 0] * torch.tanh(z[:, 2])
-            below = gates[:, 3] * torch.tanh(c)
+            if self.cell == "rnn":
+                below = torch.tanh(z)
+            else:
+                z = z.view(z.shape[0], 4, self.hidden_size)
+                gates = torch.sigmoid(z)  # input, forget, (unused), output
+                c = gates[:, 1] * c_prev[layer] + gates[:, 0] * torch.tanh(z[:, 2])
+                below = gates[:, 3] * torch.tanh(c)
+                cs.append(c)
             hs.append(below)
-            cs.append(c)
-        logits = torch.addmm(self.head_b, below, self.head_w_t)
-        return logits, (torch.stack(hs), torch.stack(cs))
+        return below, (torch.stack(hs), torch.stack(cs) if cs else c_prev)
+
+    def _gru(self, ids, state):
+        """A GRU's layers: the top H and the new (h, c), c passed through."""
+        h_prev, c_prev = state
+        hs, below, size = [], None, self.hidden_size
+        for layer in range(self.num_layers):
+            if layer == 0:
+                x_part = self.table0.index_select(0, ids)
+            else:
+                x_part = torch.addmm(self.b_ih[layer], below, self.w_ih_t[layer])
+            h = h_prev[layer]
+            h_part = torch.addmm(self.b_hh[layer], h, self.w_hh_t[layer])
+            rz = torch.sigmoid(x_part[:, : 2 * size] + h_part[:, : 2 * size])  # reset, update
+            n = torch.tanh(x_part[:, 2 * size :] + rz[:, :size] * h_part[:, 2 * size :])
+            below = (h - n) * rz[:, size:] + n
+            hs.append(below)
+        return below, (torch.stack(hs), c_prev)
 
     @torch.no_grad()
     def feed(self, ids: list[int], state):
@@ -133,12 +182,13 @@ def quantize_columns(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def step_graph(fused: TorchStep, vocab_size: int, int8: bool = False):
     """The ONNX model of one step from a TorchStep's fused fp32 weights.
 
-    Inputs: ids int64 (B,), h and c float (layers, B, hidden). Outputs: logits (B, vocab), h_new and
-    c_new (layers, B, hidden).
+    Inputs: ids int64 (B,), h float (layers, B, hidden) and, for an LSTM, c the same. Outputs:
+    logits (B, vocab), h_new and, for an LSTM, c_new (layers, B, hidden). (A GRU's or RNN's c,
+    which has no units, stays outside the graph: OrtStep passes it through.)
     """
     from onnx import TensorProto, checker, helper, numpy_helper
 
-    hidden, layers = fused.hidden_size, fused.num_layers
+    hidden, layers, cell = fused.hidden_size, fused.num_layers, fused.cell
     inits, nodes = [], []
 
     def const(name, array):
@@ -168,46 +218,76 @@ def step_graph(fused: TorchStep, vocab_size: int, int8: bool = False):
         const("x_scale", np.array(X_SCALE, np.float32))
         const("x_zero", np.array(X_ZERO, np.uint8))
     const("table0", fused.table0.detach().cpu().float().numpy())
-    const("split4", np.array([hidden] * 4, np.int64))
     const("axis0", np.array([0], np.int64))
     hs, cs, below = [], [], None
     for k in range(layers):
         const(f"layer{k}", np.array(k, np.int64))
         h_prev = node("Gather", ["h", f"layer{k}"], [f"h_prev{k}"], axis=0)
-        c_prev = node("Gather", ["c", f"layer{k}"], [f"c_prev{k}"], axis=0)
-        if k == 0:
-            rows = node("Gather", ["table0", "ids"], ["rows0"], axis=0)  # X_t W_x + b, one row per id
-            z = node("Add", [linear(h_prev, fused.w_hh0_t, None, "hh0"), rows], ["z0"])
+        if cell == "gru":
+            below = _gru_nodes(node, const, linear, fused, k, h_prev, below)
         else:
-            x = node("Concat", [below, h_prev], [f"x{k}"], axis=1)
-            z = linear(x, fused.w_t[k], fused.b[k], f"z{k}")
-        zi, zf, zg, zo = (f"{g}{k}" for g in ("zi", "zf", "zg", "zo"))
-        node("Split", [z, "split4"], [zi, zf, zg, zo], axis=1)
-        i = node("Sigmoid", [zi], [f"i{k}"])
-        f = node("Sigmoid", [zf], [f"f{k}"])
-        o = node("Sigmoid", [zo], [f"o{k}"])
-        g = node("Tanh", [zg], [f"g{k}"])
-        c = node("Add", [node("Mul", [f, c_prev], [f"fc{k}"]), node("Mul", [i, g], [f"ig{k}"])], [f"c{k}"])
-        below = node("Mul", [o, node("Tanh", [c], [f"tc{k}"])], [f"h{k}"])
+            if k == 0:
+                rows = node("Gather", ["table0", "ids"], ["rows0"], axis=0)  # X_t W_x + b, one row per id
+                z = node("Add", [linear(h_prev, fused.w_hh0_t, None, "hh0"), rows], ["z0"])
+            else:
+                x = node("Concat", [below, h_prev], [f"x{k}"], axis=1)
+                z = linear(x, fused.w_t[k], fused.b[k], f"z{k}")
+            if cell == "rnn":
+                below = node("Tanh", [z], [f"h{k}"])
+            else:
+                c_prev = node("Gather", ["c", f"layer{k}"], [f"c_prev{k}"], axis=0)
+                below, c = _lstm_nodes(node, const, hidden, k, z, c_prev)
+                cs.append(node("Unsqueeze", [c, "axis0"], [f"cu{k}"]))
         hs.append(node("Unsqueeze", [below, "axis0"], [f"hu{k}"]))
-        cs.append(node("Unsqueeze", [c, "axis0"], [f"cu{k}"]))
     linear(below, fused.head_w_t, fused.head_b, "logits")
     node("Concat", hs, ["h_new"], axis=0)
-    node("Concat", cs, ["c_new"], axis=0)
     state = ["layers", "B", hidden]
-    graph = helper.make_graph(
-        nodes, "lstm_step",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["B"]),
-         helper.make_tensor_value_info("h", TensorProto.FLOAT, state),
-         helper.make_tensor_value_info("c", TensorProto.FLOAT, state)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", vocab_size]),
-         helper.make_tensor_value_info("h_new", TensorProto.FLOAT, state),
-         helper.make_tensor_value_info("c_new", TensorProto.FLOAT, state)],
-        inits)
+    inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, ["B"]),
+              helper.make_tensor_value_info("h", TensorProto.FLOAT, state)]
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", vocab_size]),
+               helper.make_tensor_value_info("h_new", TensorProto.FLOAT, state)]
+    if cs:
+        node("Concat", cs, ["c_new"], axis=0)
+        inputs.append(helper.make_tensor_value_info("c", TensorProto.FLOAT, state))
+        outputs.append(helper.make_tensor_value_info("c_new", TensorProto.FLOAT, state))
+    graph = helper.make_graph(nodes, f"{cell}_step", inputs, outputs, inits)
     graph_model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                                     producer_name="lstm_model")
     checker.check_model(graph_model)
     return graph_model
+
+
+def _lstm_nodes(node, const, hidden: int, k: int, z: str, c_prev: str) -> tuple[str, str]:
+    """An LSTM layer's gates from its pre-activations z (B, 4H): the new H and C."""
+    if k == 0:
+        const("split4", np.array([hidden] * 4, np.int64))
+    zi, zf, zg, zo = (f"{g}{k}" for g in ("zi", "zf", "zg", "zo"))
+    node("Split", [z, "split4"], [zi, zf, zg, zo], axis=1)
+    i = node("Sigmoid", [zi], [f"i{k}"])
+    f = node("Sigmoid", [zf], [f"f{k}"])
+    o = node("Sigmoid", [zo], [f"o{k}"])
+    g = node("Tanh", [zg], [f"g{k}"])
+    c = node("Add", [node("Mul", [f, c_prev], [f"fc{k}"]), node("Mul", [i, g], [f"ig{k}"])], [f"c{k}"])
+    return node("Mul", [o, node("Tanh", [c], [f"tc{k}"])], [f"h{k}"]), c
+
+
+def _gru_nodes(node, const, linear, fused: TorchStep, k: int, h_prev: str, below: str | None) -> str:
+    """A GRU layer (nn.GRU's formulation, as TorchStep._gru computes it): the new H."""
+    hidden = fused.hidden_size
+    if k == 0:
+        const("split_rz_n", np.array([2 * hidden, hidden], np.int64))
+        const("split2", np.array([hidden, hidden], np.int64))
+        x_part = node("Gather", ["table0", "ids"], ["xp0"], axis=0)
+    else:
+        x_part = linear(below, fused.w_ih_t[k], fused.b_ih[k], f"xp{k}")
+    h_part = linear(h_prev, fused.w_hh_t[k], fused.b_hh[k], f"hp{k}")
+    node("Split", [x_part, "split_rz_n"], [f"x_rz{k}", f"x_n{k}"], axis=1)
+    node("Split", [h_part, "split_rz_n"], [f"h_rz{k}", f"h_n{k}"], axis=1)
+    rz = node("Sigmoid", [node("Add", [f"x_rz{k}", f"h_rz{k}"], [f"zrz{k}"])], [f"rz{k}"])
+    node("Split", [rz, "split2"], [f"r{k}", f"u{k}"], axis=1)
+    n = node("Tanh", [node("Add", [f"x_n{k}", node("Mul", [f"r{k}", f"h_n{k}"], [f"rh{k}"])], [f"zn{k}"])], [f"n{k}"])
+    keep = node("Mul", [node("Sub", [h_prev, n], [f"hn{k}"]), f"u{k}"], [f"keep{k}"])  # (H - N) ⊙ Z
+    return node("Add", [keep, n], [f"h{k}"])
 
 
 class OrtStep:
@@ -223,6 +303,8 @@ class OrtStep:
         fused = TorchStep(model)  # the fused fp32 weights, the same that the torch step uses
         self.version = fused.version
         self.int8 = int8
+        self.cell = fused.cell
+        self.carries_c = self.cell == "lstm"  # else c (no units) stays outside the graph
         self.hidden_size, self.num_layers = fused.hidden_size, fused.num_layers
         options = ort.SessionOptions()
         # Two threads make even a one-row step faster (benchmarks/README.md, step_threads.py).
@@ -237,11 +319,13 @@ class OrtStep:
     def step(self, ids: torch.Tensor, state):
         """ids (batch,) -> next-character logits (batch, vocab) and the new (h, c)."""
         h, c = state
-        logits, h_new, c_new = self.session.run(None, {
-            "ids": np.ascontiguousarray(ids.numpy(), dtype=np.int64),
-            "h": np.ascontiguousarray(h.detach().numpy(), dtype=np.float32),
-            "c": np.ascontiguousarray(c.detach().numpy(), dtype=np.float32),
-        })
+        inputs = {"ids": np.ascontiguousarray(ids.numpy(), dtype=np.int64),
+                  "h": np.ascontiguousarray(h.detach().numpy(), dtype=np.float32)}
+        if not self.carries_c:
+            logits, h_new = self.session.run(None, inputs)
+            return torch.from_numpy(logits), (torch.from_numpy(h_new), c)
+        inputs["c"] = np.ascontiguousarray(c.detach().numpy(), dtype=np.float32)
+        logits, h_new, c_new = self.session.run(None, inputs)
         return torch.from_numpy(logits), (torch.from_numpy(h_new), torch.from_numpy(c_new))
 
     feed = TorchStep.feed  # the same loop over self.step

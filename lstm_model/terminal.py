@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--greedy", action="store_true", help="always take the most likely character")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop", default=None, help="stop at this text (default: none; in --chat, the model's stop sequence)")
-    p.add_argument("--chat", action="store_true", help="terminal chat that carries the LSTM state from line to line")
+    p.add_argument("--chat", action="store_true", help="terminal chat that carries the recurrent state from line to line")
     p.add_argument("--no-memory", action="store_true", help="in --chat, start every turn from a fresh state")
     p.add_argument("--int8", choices=list(INT8_MODES), default="auto",
                    help="int8 generation steps: auto = when the model's int8.json shows a loss rise <= 0.01 nats/char; "
@@ -69,7 +69,8 @@ def main(argv=None) -> int:
 
 
 def _chat(session: ChatSession) -> int:
-    print("Chat with the LSTM. Commands: /reset /undo /retry /memory /quit", file=sys.stderr)
+    print(f"Chat with the {getattr(session.model, 'cell', 'lstm').upper()}. Commands: /reset /undo /retry /memory /quit",
+          file=sys.stderr)
     while True:
         try:
             line = input("> ")

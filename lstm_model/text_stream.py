@@ -4,11 +4,11 @@
 has `.text`, `.state`, `.stopped_by` and `.skipped` once exhausted. The prompt is read first:
 with the serving's batching decoder, by the decoder (one character a step, batched with the
 other replies; with `max_new_chars=0` the stream only reads); alone, a short one (up to
-PROMPT_STEP_CHARS) by the generation step one character at a time, a longer one by nn.LSTM in one
-call, faster per character. Then one step per sampled character, alone or in the decoder. A
-stop sequence ends the text: it is *not* included in the returned text, but it *is* fed through
-the LSTM, so the returned state has read it (the next turn continues after the blank line, as in
-the corpus).
+PROMPT_STEP_CHARS) by the generation step one character at a time, a longer one by the model's
+recurrent module (nn.LSTM, nn.GRU or nn.RNN) in one call, faster per character. Then one step
+per sampled character, alone or in the decoder. A stop sequence ends the text: it is *not*
+included in the returned text, but it *is* fed through the model, so the returned state has
+read it (the next turn continues after the blank line, as in the corpus).
 
 Characters of the prompt that the vocabulary lacks are skipped and reported (`Stream.skipped`,
 and a warning from `generate`).
@@ -33,8 +33,8 @@ from .sampling import Sampling, StopMatcher, make_generator, sample_rows
 from .serving import Serving
 
 # Prompts up to this many characters are fed by the generation step, one character at a time:
-# alone that costs about what one nn.LSTM call does (its fixed cost per call dominates).
-# Longer prompts go through nn.LSTM in one call, which is faster per character.
+# alone that costs about what one call of the recurrent module does (its fixed cost per call
+# dominates). Longer prompts go through the module in one call, which is faster per character.
 PROMPT_STEP_CHARS = 32
 
 # What a Stream made with `wake` yields besides text (an asyncio reader, which must not block its
@@ -60,7 +60,8 @@ class Stream:
     `.read` is the reading of the prompt once done (before the first piece): an
     evaluate.Loss of its first `score` characters, each scored against the prediction before it,
     with the state after the whole prompt; `.read_by_step` says whether the generation step read
-    it (batched with other replies, or alone for a short prompt) rather than one nn.LSTM call.
+    it (batched with other replies, or alone for a short prompt) rather than one call of the
+    recurrent module (nn.LSTM, nn.GRU or nn.RNN).
     """
 
     def __init__(self, serving: Serving, prompt: str = "", state=None, sampling: Sampling = Sampling(),
@@ -94,7 +95,8 @@ class Stream:
     def _read_prompt(self, state):
         """The logits for the first character and the state after the prompt, read here (alone)
         by the loss loop, which scores its first `score` characters on the way: a short prompt
-        through the generation step, a long one through nn.LSTM (oneDNN: faster per character)."""
+        through the generation step, a long one through the recurrent module (oneDNN: faster per
+        character)."""
         model, prompt = self.model, self.prompt_ids
         self.read_by_step = 0 < len(prompt) <= PROMPT_STEP_CHARS
         ids = torch.tensor(prompt, dtype=torch.long, device=state[0].device)

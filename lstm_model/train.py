@@ -41,7 +41,7 @@ from .distributed import Dist, init_distributed
 from .evaluate import check_int8, conversation_loss, whole_text_loss
 from .text_stream import generate
 from .hub import INT8_CHECK_FILE, ModelLoadError, load_model, push_folder, write_model_card
-from .model import CONFIG_NAME, MAX_PARAMETERS, WEIGHTS_NAME, CharLSTM, parameter_count
+from .model import CONFIG_NAME, GATE_BLOCKS, MAX_PARAMETERS, WEIGHTS_NAME, CharLSTM, parameter_count
 from .regularize import Regularized
 from .step import pick_engine
 from .train_config import BadSettings, TrainConfig, TrainingStopped, pick_device, resolve_config
@@ -116,22 +116,22 @@ def plot_losses(out: str) -> None:
 
 
 def widened(model: CharLSTM, start: CharLSTM) -> dict:
-    """`start`'s state dict grown to `model`'s wider layers (same embedding size and layer count,
-    `model.hidden_size` >= `start.hidden_size`), computing exactly what `start` computes: each old
-    unit keeps its weights, gate by gate (PyTorch packs them as input, forget, cell, output, H rows
-    each); each new unit keeps `model`'s fresh incoming weights and biases, and every weight *out*
-    of a new unit (into the gates of the same layer, of the layer above, and into the head) starts
-    at zero. The new units then change nothing until training gives them outgoing weights, which it
+    """`start`'s state dict grown to `model`'s wider layers (same cell, embedding size and layer
+    count, `model.hidden_size` >= `start.hidden_size`), computing exactly what `start` computes:
+    each old unit keeps its weights, gate by gate (PyTorch packs an LSTM's as input, forget, cell,
+    output, a GRU's as reset, update, new, H rows each; an RNN has one block); each new unit
+    keeps `model`'s fresh incoming weights and biases, and every weight *out* of a new unit (into
+    the gates of the same layer, of the layer above, and into the head) starts at zero. The new units then change nothing until training gives them outgoing weights, which it
     does from the first step (their H is not zero): capacity added without losing what was learned
     (Net2Net's aim, Chen et al. 2016, by the zero-output route)."""
     old_h, h = start.hidden_size, model.hidden_size
     state, own = start.state_dict(), model.state_dict()
     if old_h == h:
         return state
-    grown = {}
+    grown, prefix, blocks = {}, model.cell + ".", GATE_BLOCKS[model.cell]
     for name, value in own.items():
         old = state[name]
-        if not name.startswith("lstm.") and name != "head.weight":
+        if not name.startswith(prefix) and name != "head.weight":
             grown[name] = old
             continue
         value = value.clone()
@@ -139,13 +139,13 @@ def widened(model: CharLSTM, start: CharLSTM) -> dict:
             value = old.new_zeros(old.shape[0], h)  # new units' columns stay zero
             value[:, :old_h] = old
         else:
-            for gate in range(4):
+            for gate in range(blocks):
                 rows, old_rows = slice(gate * h, gate * h + old_h), slice(gate * old_h, (gate + 1) * old_h)
                 if old.dim() == 1:  # a bias
                     value[rows] = old[old_rows]
                 else:
                     value[rows, : old.shape[1]] = old[old_rows]
-            if name.startswith("lstm.weight_hh") or (name.startswith("lstm.weight_ih") and not name.endswith("_l0")):
+            if name.startswith(prefix + "weight_hh") or (name.startswith(prefix + "weight_ih") and not name.endswith("_l0")):
                 value[:, old_h:] = 0  # out of the new units (H of this layer or of the one below)
         grown[name] = value
     return grown
@@ -154,7 +154,7 @@ def widened(model: CharLSTM, start: CharLSTM) -> dict:
 def load_by_character(model: CharLSTM, start: CharLSTM) -> None:
     """`start`'s weights into `model` (same shape, or wider layers: `widened`), matched by character
     where the vocabularies differ: each known character keeps its embedding and output row wherever
-    it now stands, the LSTM is copied whole, and characters `start` never saw keep their fresh
+    it now stands, the recurrent layers are copied whole, and characters `start` never saw keep their fresh
     embedding with an output bias at the least likely known character's (nothing suggests them yet)."""
     state = widened(model, start)
     if model.vocab != start.vocab:
@@ -201,14 +201,14 @@ class Trainer:
             self.data = TrainingData(c, device, ddp, vocab=vocab)
         except DataError as err:
             raise TrainingStopped(str(err)) from None
-        size = parameter_count(len(self.data.vocab), c.embed_dim, c.hidden_size, c.num_layers)
+        size = parameter_count(len(self.data.vocab), c.embed_dim, c.hidden_size, c.num_layers, c.cell)
         if size > MAX_PARAMETERS:  # refused before anything is allocated
             raise TrainingStopped(f"These settings make a model of {size:,} parameters, over the limit of "
                                   f"{MAX_PARAMETERS:,}; lower --hidden-size, --embed-dim or --num-layers.")
         self.model = CharLSTM(
             vocab=self.data.vocab.chars, embed_dim=c.embed_dim, hidden_size=c.hidden_size, num_layers=c.num_layers,
             dropout=c.dropout, turn_separator=c.turn_separator, stop_sequence=c.stop_sequence,
-            forget_bias=c.forget_bias, normalize=c.normalize,
+            forget_bias=c.forget_bias, normalize=c.normalize, cell=c.cell,
         ).to(device)
         if start is not None:
             load_by_character(self.model, start)
@@ -243,7 +243,8 @@ class Trainer:
             start = load_model(c.init_from)
         except ModelLoadError as err:
             raise TrainingStopped(f"--init-from: {err}") from None
-        shape = dict(embed_dim=start.embed_dim, hidden_size=start.hidden_size, num_layers=start.num_layers)
+        shape = dict(embed_dim=start.embed_dim, hidden_size=start.hidden_size, num_layers=start.num_layers,
+                     cell=start.cell)
         defaults = TrainConfig()  # a flag left at its default was not asked for: no note about it
         if c.widen is not None:
             if c.widen < start.hidden_size:
@@ -255,8 +256,8 @@ class Trainer:
                   "computed", file=sys.stderr)
         other = {k: getattr(c, k) for k, v in shape.items() if getattr(c, k) not in (v, getattr(defaults, k))}
         if other:
-            print(f"note: --init-from {c.init_from} is {start.num_layers} x {start.hidden_size} with {start.embed_dim}-dim "
-                  f"embeddings; training that shape, not {other}", file=sys.stderr)
+            print(f"note: --init-from {c.init_from} is {start.num_layers} x {start.hidden_size} {start.cell} with "
+                  f"{start.embed_dim}-dim embeddings; training that shape, not {other}", file=sys.stderr)
         vocab, vocab_from = start.vocab, c.init_from
         if c.vocab_from not in (None, c.init_from):
             try:

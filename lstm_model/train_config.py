@@ -16,7 +16,7 @@ import torch
 from .cards import LANGUAGE_CODE
 from .checkpoint import STATE_NAME, damaged, read_state_metadata
 from .data import DEFAULT_DATASET
-from .model import LIMITS
+from .model import CELLS, LIMITS
 from .sampling import MAX_NEW_CHARS_LIMIT
 from .vocab import NORMALIZATIONS, unescape
 
@@ -32,7 +32,7 @@ def setting(default, help: str, **flag):
 
 
 # The settings with a few possible values: the flags' choices, also checked in a --config file.
-CHOICES = {"loss_on": ("all", "replies"), "conversation_state": ("fresh", "carried"),
+CHOICES = {"cell": CELLS, "loss_on": ("all", "replies"), "conversation_state": ("fresh", "carried"),
            "device": ("auto", "cpu", "cuda", "mps"), "normalize": tuple(NORMALIZATIONS)}
 MAX_CONFIG_CHARS = 1_000_000  # a --config file is read whole; one of settings is a few hundred characters
 MAX_SEED = 2**32 - 1  # torch.manual_seed takes 64 bits, and ranks derive theirs as seed * 7919 + rank
@@ -58,15 +58,17 @@ class TrainConfig:
     vocab_from: str | None = setting(None, "take the vocabulary from this model (folder or repo id) instead of a "
                                            "first pass")
     init_from: str | None = setting(None, "start from this model's weights (folder or repo id), its vocabulary and "
-                                          "its shape (--embed-dim, --hidden-size, --num-layers): the next stage of a "
-                                          "curriculum, or fine-tuning")
-    widen: int | None = setting(None, "with --init-from: grow each LSTM layer to H units; the new units start silent "
-                                      "(no weight out of them), so the wider model computes what the narrower one "
-                                      "did and training adds capacity without starting over", metavar="H")
+                                          "its shape (--cell, --embed-dim, --hidden-size, --num-layers): the next "
+                                          "stage of a curriculum, or fine-tuning")
+    widen: int | None = setting(None, "with --init-from: grow each recurrent layer to H units; the new units start "
+                                      "silent (no weight out of them), so the wider model computes what the narrower "
+                                      "one did and training adds capacity without starting over", metavar="H")
     # model
+    cell: str = setting("lstm", "the recurrent cell: lstm (H and a cell state C), gru (H alone, gated) or rnn "
+                                "(H alone, plain tanh; default {default})", choices=CHOICES["cell"])
     embed_dim: int = setting(64, "character embedding size (default {default})")
-    hidden_size: int = setting(512, "LSTM units per layer (default {default})")
-    num_layers: int = setting(2, "LSTM layers (default {default})")
+    hidden_size: int = setting(512, "units per recurrent layer (default {default})")
+    num_layers: int = setting(2, "recurrent layers (default {default})")
     dropout: float = setting(0.2, "dropout on the embedding, between layers and before the head (default {default})")
     # AWD-LSTM regularisation (lstm_model/regularize.py), off by default; the saved model is plain
     weight_drop: float = setting(0.0, "DropConnect on the hidden-to-hidden weights, one mask per batch (AWD-LSTM; "
@@ -83,7 +85,8 @@ class TrainConfig:
                                                "new chat session starts (default fresh), or the state carried from "
                                                "one conversation into the next (carried)",
                                       choices=CHOICES["conversation_state"])
-    forget_bias: float = setting(1.0, "initial forget-gate bias (default {default})")
+    forget_bias: float = setting(1.0, "initial forget-gate bias of an LSTM (default {default}; other cells have "
+                                      "no forget gate)")
     turn_separator: str = setting("\n\n", "text appended to each chat message; \\n is a newline (default: a blank "
                                           "line, \\n\\n)", type=unescape)
     stop_sequence: str = setting("\n\n", "text that ends a chat reply; \\n is a newline (default: a blank line)",

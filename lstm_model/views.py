@@ -14,9 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .gates import QUANTITIES, Trace, top_changing_units  # noqa: E402
+from .gates import Trace, top_changing_units  # noqa: E402
 
-GATE_QUANTITIES = ("forget", "input", "output")
+GATE_QUANTITIES = ("forget", "input", "output", "update", "reset")  # shown from 0 to 1
 LABELS = {
     "cell": "cell state C (long-term memory)",
     "hidden": "hidden state H (short-term memory)",
@@ -25,6 +25,53 @@ LABELS = {
     "output": "output gate O (how much of C is exposed)",
     "candidate": "candidate memory C'",
 }
+# Each cell's quantities in words (a GRU's or an RNN's H is all the memory it carries).
+CELL_LABELS = {
+    "lstm": LABELS,
+    "gru": {"hidden": "hidden state H (the whole memory)",
+            "update": "update gate Z (how much of H is kept)",
+            "reset": "reset gate R (how much of H the candidate reads)",
+            "candidate": "candidate state N"},
+    "rnn": {"hidden": "hidden state H (the whole memory)"},
+}
+# The gate whose mean per layer is the heatmap's retention meter (how much memory is kept): its
+# quantity, letter and name. A plain RNN has no gate: it rewrites H at every character.
+RETENTION = {"lstm": ("forget", "F", "forget gate"), "gru": ("update", "Z", "update gate")}
+
+EXPLANATION_GRU = """
+**How to read the memory panel.** This model is a GRU: its whole memory is the hidden state H.
+At every character it computes two gates from the character and H: the **reset gate R** (how
+much of H the new candidate reads) and the **update gate Z** (1 = keep H, 0 = replace it with the
+candidate N). Then `N = tanh(X W_xn + b_xn + R ⊙ (H W_hn + b_hn))` and `H = (1 - Z) ⊙ N + Z ⊙ H`.
+
+- **Timeline**: the size of H after each turn (per layer; a fresh memory is 0) and the *memory
+  benefit*: how many bits per character the carried memory saved when the model read your
+  message, compared with a fresh memory. That is what a reset costs. A GRU has no separate
+  long-term memory C.
+- **Heatmap**: the units of H that changed most during the last turn, character by character;
+  switch to Z or R to see the gates. Below it, the mean update gate per layer is a retention
+  meter: near 1 the memory is held, dips mark where it is being rewritten.
+- **Unit inspector**: one unit of H coloured over the conversation; "Find units" ranks units by
+  how well they follow a pattern.
+
+Everything is computed with the GRU's equations (PyTorch's nn.GRU) on the text the model actually
+read, from the model's own weights (not approximated).
+"""
+
+EXPLANATION_RNN = """
+**How to read the memory panel.** This model is a plain RNN: no gates, and its whole memory is the
+hidden state H, rewritten at every character: `H = tanh(X W_xh + b_xh + H W_hh + b_hh)`.
+
+- **Timeline**: the size of H after each turn (per layer; a fresh memory is 0) and the *memory
+  benefit*: how many bits per character the carried memory saved when the model read your
+  message, compared with a fresh memory. That is what a reset costs.
+- **Heatmap**: the units of H that changed most during the last turn, character by character.
+- **Unit inspector**: one unit of H coloured over the conversation; "Find units" ranks units by
+  how well they follow a pattern.
+
+Everything is computed with the RNN's equation on the text the model actually read, from the
+model's own weights (not approximated).
+"""
 
 EXPLANATION = """
 **How to read the memory panel.** At every character the LSTM computes three gates from the
@@ -49,6 +96,11 @@ model's own weights (not approximated).
 """
 
 
+def explanation(cell: str = "lstm") -> str:
+    """How to read the memory panel of a model of this cell."""
+    return {"gru": EXPLANATION_GRU, "rnn": EXPLANATION_RNN}.get(cell, EXPLANATION)
+
+
 def _empty(message: str, size=(6.4, 3.2)):
     fig, ax = plt.subplots(figsize=size)
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=11, color="#666", wrap=True)
@@ -60,23 +112,32 @@ def _empty(message: str, size=(6.4, 3.2)):
 def timeline_figure(report: dict, replies_only: bool = False):
     """State norms per layer and the memory benefit, one point per turn: on the user's message, or
     with `replies_only` (a model trained to predict its replies only, whose losses on messages mean
-    nothing) on the reply (`reply_benefit_bpc`; a turn without it shows no bar)."""
-    turns = [t for t in report.get("turns", []) if "c_norm" in t]
+    nothing) on the reply (`reply_benefit_bpc`; a turn without it shows no bar). A GRU or a plain
+    RNN (its turns' `c_norm` None) has H alone: one chart of |H| instead of |C| and |H|."""
+    turns = [t for t in report.get("turns", []) if t.get("h_norm") is not None]
     if not turns:
         return _empty("Send a message: the memory timeline starts with the first turn.")
     x = [t["turn"] + 1 for t in turns]
-    layers = len(turns[0]["c_norm"])
-    fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(6.4, 5.4), sharex=True,
-                                              gridspec_kw={"height_ratios": [3, 2, 2]})
+    layers = len(turns[0]["h_norm"])
     colors = plt.cm.tab10.colors
-    # |C| and |H| on their own axes: C grows without bound, each unit of H stays in [-1, 1].
+    if turns[0].get("c_norm") is not None:
+        fig, (top, middle, bottom) = plt.subplots(3, 1, figsize=(6.4, 5.4), sharex=True,
+                                                  gridspec_kw={"height_ratios": [3, 2, 2]})
+        # |C| and |H| on their own axes: C grows without bound, each unit of H stays in [-1, 1].
+        for layer in range(layers):
+            top.plot(x, [t["c_norm"][layer] for t in turns], "o-", color=colors[layer % 10], label=f"layer {layer + 1}")
+        top.set_ylabel("|C|: long-term\n(from fresh)")
+        middle.set_ylabel("|H|: short-term\n(from fresh)")
+        charts = (top, middle)
+    else:  # H is the whole memory: no long-term/short-term pair to draw
+        fig, (middle, bottom) = plt.subplots(2, 1, figsize=(6.4, 4.2), sharex=True,
+                                             gridspec_kw={"height_ratios": [3, 2]})
+        top, charts = middle, (middle,)
+        middle.set_ylabel("|H|: the whole\nmemory (from fresh)")
     for layer in range(layers):
-        top.plot(x, [t["c_norm"][layer] for t in turns], "o-", color=colors[layer % 10], label=f"layer {layer + 1}")
         middle.plot(x, [t["h_norm"][layer] for t in turns], "s--", color=colors[layer % 10], label=f"layer {layer + 1}")
-    top.set_ylabel("|C|: long-term\n(from fresh)")
-    middle.set_ylabel("|H|: short-term\n(from fresh)")
     top.legend(fontsize=7, ncol=layers, loc="upper left")
-    for ax in (top, middle):
+    for ax in charts:
         ax.grid(alpha=0.3)
         ax.set_ylim(bottom=0)
     top.set_title("Memory after each turn" + ("" if report.get("memory", True) else " (memory off)"), fontsize=10)
@@ -104,18 +165,22 @@ HEATMAP_CHARS = 400  # a longer turn shows its last characters (the page scrolls
 HEATMAP_LEVELS = 10  # colour steps of the heatmap: each side of 0 for C and H, from 0 to 1 for the gates
 
 
-def heatmap_html(tr: Trace | None, quantity: str = "cell", layer: int = -1, units: int = 20, message_chars: int = 0) -> str:
+def heatmap_html(tr: Trace | None, quantity: str | None = None, layer: int = -1, units: int = 20,
+                 message_chars: int = 0) -> str:
     """A (units x characters) heatmap of the last turn as an HTML table, every cell's value on hover,
-    plus the mean forget gate of each layer as a retention meter and every character labelled under
-    its column; the first `message_chars` characters (the message and separator) shaded as the
-    visitor's. Long turns show their last HEATMAP_CHARS characters; the table scrolls sideways."""
+    plus the mean of each layer's retention gate (an LSTM's forget gate F, a GRU's update gate Z; a
+    plain RNN has none) as a retention meter and every character labelled under its column; the
+    first `message_chars` characters (the message and separator) shaded as the visitor's. Long
+    turns show their last HEATMAP_CHARS characters; the table scrolls sideways. A quantity the
+    trace's cell lacks (None, or an LSTM gate asked of a GRU) shows the cell's memory (`tr.memory`)."""
     if tr is None or len(tr.text) == 0:
         return '<div class="hm-empty">The heatmap shows the last turn, character by character.</div>'
     cut = max(0, len(tr.text) - HEATMAP_CHARS)
     tr = tr.tail(HEATMAP_CHARS)
     message_chars = max(0, message_chars - cut)
-    if quantity not in QUANTITIES:
-        quantity = "cell"
+    if quantity not in tr.quantities:
+        quantity = tr.memory
+    words = CELL_LABELS[tr.kind]
     chosen = top_changing_units(tr, layer=layer, k=units)
     values = tr.get(quantity)[layer][:, chosen].T.float().cpu()  # (units, chars)
     gate = quantity in GATE_QUANTITIES
@@ -131,19 +196,21 @@ def heatmap_html(tr: Trace | None, quantity: str = "cell", layer: int = -1, unit
     for unit, row, raw in zip(chosen, shades, values.tolist()):
         cells = "".join(f'<td class={c} title="unit {unit}, {lab}: {v:{number}}">' for c, lab, v in zip(row, labels, raw))
         rows.append(f"<tr><th>{unit}</th>{cells}</tr>")
-    forget = tr.forget.float().cpu().mean(dim=2).clamp(0, 1)  # (layers, chars): how much memory is kept
-    for i, meter in enumerate(forget.tolist()):
-        cells = "".join(f'<td class=g{round(f * HEATMAP_LEVELS)} title="layer {i + 1}, {lab}: mean F {f:.3f}">'
-                        for lab, f in zip(labels, meter))
-        rows.append(f'<tr class="hm-meter"><th>mean F, layer {i + 1}</th>{cells}</tr>')
+    retention, letter, gate_name = RETENTION.get(tr.kind, (None, "", ""))
+    if retention is not None:
+        kept = tr.get(retention).float().cpu().mean(dim=2).clamp(0, 1)  # (layers, chars): how much memory is kept
+        for i, meter in enumerate(kept.tolist()):
+            cells = "".join(f'<td class=g{round(f * HEATMAP_LEVELS)} title="layer {i + 1}, {lab}: mean {letter} {f:.3f}">'
+                            for lab, f in zip(labels, meter))
+            rows.append(f'<tr class="hm-meter"><th>mean {letter}, layer {i + 1}</th>{cells}</tr>')
     n = len(tr.text)
     chars = "".join(f'<td class="{"you" if j < message_chars else "model"}" title="character {j + 1 + cut}: {lab}">'
                     f"{html.escape(_char_label(ch))}</td>" for j, (ch, lab) in enumerate(zip(tr.text, labels)))
     rows.append(f'<tr class="hm-chars"><th>{"you | model" if 0 < message_chars < n else ""}</th>{chars}</tr>')
-    layer_name = tr.cell.shape[0] if layer == -1 else layer + 1
-    title = (f"{LABELS[quantity]}{'' if gate else ' (each row / its max |value|)'}, layer {layer_name}: the "
-             f"{len(chosen)} units whose memory changed most, then the mean forget gate of each layer (the retention "
-             f"meter); hover a cell for its value")
+    layer_name = tr.hidden.shape[0] if layer == -1 else layer + 1
+    meter = "" if retention is None else f", then the mean {gate_name} of each layer (the retention meter)"
+    title = (f"{words[quantity]}{'' if gate else ' (each row / its max |value|)'}, layer {layer_name}: the "
+             f"{len(chosen)} units whose memory changed most{meter}; hover a cell for its value")
     scale = ("0", "1") if gate else ("−1", "+1")
     legend = (f'<div class="ct-legend"><span>{scale[0]}</span><span class="ct-bar{" gate" if gate else ""}"></span>'
               f'<span>{scale[1]}</span><span class="hm-key you">your message and the separator</span>'
@@ -184,11 +251,14 @@ def coloured_text_html(segments: list[tuple[str, list[tuple[str, float]]]], scal
     return f'<div class="ct">{head}<div class="ct-text">{"".join(parts)}</div>{legend}</div>'
 
 
-def unit_html(tr: Trace | None, roles: list[str], unit: int, layer: int = -1, quantity: str = "cell") -> str:
+def unit_html(tr: Trace | None, roles: list[str], unit: int, layer: int = -1, quantity: str | None = None) -> str:
     """One unit's activation over the recent conversation, coloured character by character (each
-    turn's message and reply marked), scaled by its largest magnitude there."""
+    turn's message and reply marked), scaled by its largest magnitude there. `quantity`: one of the
+    trace's (by default, or for one its cell lacks, its memory: an LSTM's C, a GRU's or RNN's H)."""
     if tr is None or len(tr.text) == 0:
         return ""
+    if quantity not in tr.quantities:
+        quantity = tr.memory
     values = tr.get(quantity)[layer][:, unit].float().cpu()
     scale = float(values.abs().max()) or 1.0
     segments: list[tuple[str, list[tuple[str, float]]]] = []
@@ -298,5 +368,5 @@ def _views_css() -> str:
 VIEWS_CSS = _views_css()
 
 
-__all__ = ["EXPLANATION", "VIEWS_CSS", "timeline_figure", "heatmap_html", "unit_html", "coloured_text_html",
+__all__ = ["EXPLANATION", "VIEWS_CSS", "explanation", "timeline_figure", "heatmap_html", "unit_html", "coloured_text_html",
            "benefit_html", "benefit_sentence"]

@@ -22,24 +22,31 @@ def batched(trained_model):
     return Serving(trained_model, batching=True)
 
 
-def test_batched_sessions_get_the_text_they_would_get_alone(trained_model, batched):
+def alone_and_together(model, prompts, batched, alone_serving=None):
+    """Each prompt's (text, state, stopped_by) written alone, then all of them at once through
+    `batched` (threads that start together, so that the decoder steps them as one batch)."""
     alone = []
-    for i, prompt in enumerate(PROMPTS):
-        s = stream(trained_model, prompt, **settings(i))
+    for i, prompt in enumerate(prompts):
+        s = stream(model, prompt, serving=alone_serving, **settings(i))
         alone.append(("".join(s), s.state, s.stopped_by))
-    together = [None] * len(PROMPTS)
-    start = threading.Barrier(len(PROMPTS))
+    together = [None] * len(prompts)
+    start = threading.Barrier(len(prompts))
 
     def run(i):
-        s = stream(trained_model, PROMPTS[i], serving=batched, **settings(i))
+        s = stream(model, prompts[i], serving=batched, **settings(i))
         start.wait()
         together[i] = ("".join(s), s.state, s.stopped_by)
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(PROMPTS))]
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(prompts))]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
+    return alone, together
+
+
+def test_batched_sessions_get_the_text_they_would_get_alone(trained_model, batched):
+    alone, together = alone_and_together(trained_model, PROMPTS, batched)
     for (a, state_a, why_a), (b, state_b, why_b) in zip(alone, together):
         assert a == b and why_a == why_b
         torch.testing.assert_close(state_a[1], state_b[1], atol=1e-4, rtol=1e-4)
