@@ -298,22 +298,75 @@ def test_each_reply_comes_with_what_a_fresh_memory_writes(server):
 
 def test_the_transcript_shows_the_memory_badge_and_where_the_fresh_reply_parts(trained_model):
     from lstm_model.session import ChatSession
-    from ui.actions import history_of
+    from ui.actions import INLINE_FRESH_CHARS, history_of
 
     session = ChatSession(trained_model, seed=5, max_new_chars=30, temperature=1.0)
     "".join(session.send("ANNA:\n<b>The sea.</b>"))
-    assert "memory-badge on" in history_of(session)[1]["content"] and "fresh memory" not in history_of(session)[1]["content"]
+    first = history_of(session)[1]["content"]
+    assert "memory-badge fresh" in first and "nothing carried yet" in first  # turn 1 started from a fresh memory
     session.fresh_reply(0)  # what the app computes once a reply has streamed
     "".join(session.send("BORIS:\nThe ship."))
     turn = session.turns[1]
-    turn.fresh_reply = turn.reply[:4] + "<i>zz</i>"  # a fresh memory that parts after four characters
+    reply = turn.reply
+    turn.fresh_reply = reply[:4] + "<i>zz</i>" + "z" * INLINE_FRESH_CHARS  # a long one that parts after four characters
     first, second = history_of(session)[1]["content"], history_of(session)[3]["content"]
-    assert "memory on" in first and "a fresh memory writes the same reply" in first  # turn 1 started fresh
-    assert "after 4 same characters" in second and '<span class="fork"' in second
+    assert "memory-badge fresh" in first and "same reply" not in first  # still the first turn's own badge
+    assert "memory on" in second and "after 4 same characters" in second and '<span class="fork"' in second
     assert "&lt;i&gt;zz&lt;/i&gt;" in second and "<i>" not in second  # shown as text, never as HTML
+    turn.fresh_reply, turn.reply = "I don't <know>.", "kitchen"  # a short one: beside the reply, nothing to open
+    second = history_of(session)[3]["content"]
+    assert "<details" not in second and "fresh memory: <span" in second and "I don't &lt;know&gt;." in second
+    assert 'with memory: <span class="carried-inline">kitchen</span>' in second
+    turn.reply = reply
+    session.reset()  # after Reset, the next turn starts from a fresh memory again
+    "".join(session.send("CLARA:\nThe bay."))
+    assert "memory-badge fresh" in history_of(session)[1]["content"]
     session.memory = False
     "".join(session.send("CLARA:\nThe shore."))
-    assert "memory off" in history_of(session)[5]["content"]
+    assert "memory off" in history_of(session)[3]["content"]
+
+
+def test_the_memory_test_s_verdict_judges_both_answers():
+    import re
+
+    from ui.actions import verdict_html
+    from ui.guides import GUIDES
+
+    html = verdict_html(GUIDES["babi"], "kitchen", "I don't know.", 0.97)
+    rows = re.findall(r'<div class="verdict-row[^"]*">.*?</div>', html)
+    assert len(rows) == 2 and "Where is Mary?" in html
+    assert "with its memory" in rows[0] and ">kitchen<" in rows[0] and "✓ right" in rows[0] and "(sure: 97%)" in rows[0]
+    assert "from a fresh memory" in rows[1] and ">I don't know.<" in rows[1] and "✗ wrong" in rows[1]
+    shown = verdict_html(GUIDES["babi"], "<b>office</b>", "kitchen", None)
+    assert "<b>office</b>" not in shown and "&lt;b&gt;office&lt;/b&gt;" in shown  # a reply is text, never HTML
+    assert re.findall(r'<div class="verdict-row ([a-z]+)">', shown) == ["wrong", "right"]
+
+
+def test_the_model_picker_s_sentences(server):
+    """The model action: the served model again changes nothing; a text that is neither a path nor a
+    repo id is told what a repo id looks like; with custom models off, anything but a bundled name is
+    refused in one sentence that names no setting."""
+    import gradio as gr
+    from gradio_client.exceptions import AppError
+
+    from ui.actions import ChatApp, Options
+
+    c = client(server)
+    c.predict("ROMEO:\nStay.", api_name="/chat")
+    assert c.predict("shakespeare", api_name="/model").startswith("Already serving **shakespeare**: nothing changed")
+    assert len(c.predict(api_name="/memory")["turns"]) == 1  # the conversation went on
+    for text in ("not a repo!!", "shakespear"):
+        with pytest.raises(AppError, match="a Hub repo id looks like user/name") as info:
+            c.predict(text, api_name="/model")
+        assert "local path" not in str(info.value)
+    app = ChatApp(Options(custom_models=False))
+    for text in ("nobody/missing", "./model", "not a repo!!"):
+        with pytest.raises(gr.Error) as err:
+            app.model(text)
+        sentence = err.value.message
+        assert "shakespeare" in sentence and "babi" in sentence and "CUSTOM_MODELS" not in sentence
+        assert sentence.count(". ") == 0 and sentence.endswith(".")  # one sentence
+    assert app.model("babi").startswith("Serving **babi**")
 
 
 def test_the_page_s_guide_follows_the_model(trained_model):

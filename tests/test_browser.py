@@ -164,11 +164,14 @@ def test_each_reply_shows_its_memory_badge_and_the_fresh_memory_reply(page):
     # The fresh-memory reply is computed after the reply has streamed, in the same event.
     page.wait_for_function("() => document.querySelectorAll('#chatbot .memory-note').length === 2", timeout=60_000)
     notes = page.locator("#chatbot .memory-note")
-    assert "memory on" in notes.first.inner_text() and "same reply" in notes.first.inner_text()  # turn 1 started fresh
+    assert "fresh memory" in notes.first.inner_text() and "nothing carried yet" in notes.first.inner_text()  # turn 1
     last = notes.last
-    if last.locator("details.fresh-reply").count():  # the memory changed the reply: open the comparison
+    assert "memory on" in last.inner_text()
+    if last.locator("details.fresh-reply").count():  # the memory changed a long reply: open the comparison
         last.locator("summary").click()
         assert last.locator(".fresh-text").is_visible() and last.locator(".fork").count() == 1
+    elif last.locator(".fresh-inline").count():  # a short one: beside the reply already
+        assert last.locator(".fresh-inline").is_visible()
     else:
         assert "same reply" in last.inner_text()
     page.locator("#reset").click()
@@ -211,7 +214,7 @@ def test_an_out_of_range_unit_is_clamped_and_the_panel_stays_up(page):
     page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
 
 
-def test_found_units_can_be_clicked(page):
+def test_found_units_can_be_clicked_and_reset_clears_them(page):
     send(page, "ROMEO:\nWhich unit counts the line?\nAnd which the word?")
     page.get_by_role("button", name="Find units").click()
     page.locator("#found-units").wait_for(state="visible", timeout=30_000)
@@ -225,6 +228,9 @@ def test_found_units_can_be_clicked(page):
                            timeout=30_000)
     page.locator("#reset").click()
     page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
+    # The units were found on the conversation Reset cleared: the list goes with it.
+    page.locator("#found-units").wait_for(state="hidden", timeout=30_000)
+    assert "Units whose cell state follows" not in page.content()
 
 
 def test_enter_sends_shift_enter_breaks_the_line_and_an_empty_box_sends_nothing(page):
@@ -302,17 +308,109 @@ def test_the_babi_model_s_guide_and_memory_test(page):
     page.get_by_label("Hub repo id", exact=False).fill("babi")
     page.get_by_role("button", name="Load model").click()
     page.get_by_text("remembers what you tell it", exact=False).wait_for(timeout=60_000)  # the intro follows
+    assert page.locator("#model-picked input").input_value() == "babi"  # the picker shows what is served
+    assert page.get_by_label("Hub repo id", exact=False).input_value() == ""
     assert "Mary went to the kitchen." in page.locator("#message textarea").get_attribute("placeholder")
     assert page.locator("#examples").get_by_text("Where is the milk?").count() == 1
+    page.get_by_text("What this model does", exact=True).click()  # the guide: the sentence forms it knows
+    page.locator("#guide-details").get_by_text("How many objects is Mary carrying?").wait_for(timeout=30_000)
     page.wait_for_function(IDLE, timeout=60_000)
     page.locator("#memory-test").click()
-    page.get_by_text("Memory test: with the facts in its memory it answered").wait_for(timeout=90_000)
+    page.locator("#verdict .verdict").wait_for(timeout=90_000)
     assert user_messages(page).count() == 4 and user_messages(page).last.inner_text().strip() == "Where is Mary?"
-    verdict = page.locator("#notice").inner_text()
-    assert "from a fresh memory (what Reset would leave) it answers" in verdict
-    assert "“kitchen” (right, sure: " in verdict and "it answers “I don't know.”" in verdict
+    verdict = page.locator("#verdict").inner_text()
+    assert "with its memory" in verdict and "from a fresh memory" in verdict
+    assert page.locator("#verdict .verdict-row.right .verdict-answer").inner_text() == "kitchen"
+    assert page.locator("#verdict .verdict-row.wrong .verdict-answer").inner_text() == "I don't know."
     page.wait_for_function(IDLE, timeout=60_000)
     page.get_by_label("Hub repo id", exact=False).fill("shakespeare")  # back to the default for later tests
     page.get_by_role("button", name="Load model").click()
     page.get_by_text("writes Shakespeare-like plays", exact=False).wait_for(timeout=60_000)
-    assert not page.locator("#memory-test").is_visible()
+    assert page.locator("#model-picked input").input_value() == "shakespeare"
+    assert "switches to the bAbI memory model" in page.locator("#verdict").inner_text()  # the verdict went too
+
+
+def test_the_picker_shows_the_served_model_and_load_without_a_choice_changes_nothing(page):
+    if not page.get_by_role("button", name="Load model").is_visible():
+        page.get_by_text("Model", exact=True).click()
+    picked, typed = page.locator("#model-picked input"), page.get_by_label("Hub repo id", exact=False)
+    assert picked.input_value() == "shakespeare"  # what is served, not the first name in the list
+    send(page, "ROMEO:\nStay a while.")
+    page.get_by_role("button", name="Load model").click()
+    page.get_by_text("Already serving shakespeare: nothing changed").wait_for(timeout=30_000)
+    assert user_messages(page).count() == 1  # the conversation goes on
+    # The last of the two the visitor used is the one that loads: typing clears the list, picking
+    # from the list clears the box.
+    typed.press_sequentially("nobody/typo")
+    page.wait_for_function("() => document.querySelector('#model-picked input').value === ''", timeout=30_000)
+    picked.click()
+    page.locator("#model-picked li[role=option][aria-label=shakespeare]").click()
+    page.wait_for_function("() => document.querySelector('#model-typed textarea').value === ''", timeout=30_000)
+    page.get_by_role("button", name="Load model").click()
+    page.get_by_text("Already serving shakespeare: nothing changed").wait_for(timeout=30_000)
+    assert user_messages(page).count() == 1
+    # A text that is neither a path nor a repo id: what a repo id looks like.
+    picked.fill("not a repo!!")
+    page.get_by_role("button", name="Load model").click()
+    page.get_by_text("a Hub repo id looks like user/name", exact=False).wait_for(timeout=30_000)
+    assert "local path" not in page.locator("#model-status").inner_text() and user_messages(page).count() == 1
+    page.wait_for_function(IDLE, timeout=60_000)
+    page.locator("#reset").click()
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0", timeout=30_000)
+
+
+@pytest.mark.parametrize("width,height", [(1440, 900), (390, 844)])
+def test_the_memory_test_shows_its_verdict_on_the_first_screen(page, width, height):
+    """A first visit, one click on the default page: the carried memory's answer and a fresh memory's,
+    each judged, without scrolling; and on a phone, readable text and buttons a finger can hit."""
+    visit = page.context.browser.new_page(viewport={"width": width, "height": height})
+    try:
+        visit.goto(page.url, wait_until="load")
+        visit.locator("#message textarea").wait_for()
+        visit.get_by_text("writes Shakespeare-like plays", exact=False).wait_for()
+        visit.locator("#memory-test").click()
+        visit.locator("#verdict .verdict").wait_for(timeout=120_000)
+        assert visit.evaluate("() => window.scrollY") == 0
+        box = visit.locator("#verdict .verdict").bounding_box()
+        assert box["y"] >= 0 and box["y"] + box["height"] <= height, box
+        assert visit.locator("#verdict .verdict-row.right .verdict-answer").inner_text() == "kitchen"
+        assert visit.locator("#verdict .verdict-row.wrong .verdict-answer").inner_text() == "I don't know."
+        visit.get_by_text("Model", exact=True).click()
+        assert visit.locator("#model-picked input").input_value() == "babi"  # the test said it would switch
+        # The short fresh-memory answer is beside the reply, nothing to open.
+        note = visit.locator("#chatbot .memory-note").last
+        note.locator(".fresh-inline").wait_for(timeout=30_000)
+        assert "with memory: kitchen · fresh memory: I don't know." in note.inner_text()
+        assert note.locator("details").count() == 0
+        first = visit.locator("#chatbot .memory-note").first
+        assert "fresh memory" in first.locator(".memory-badge").inner_text()  # turn 1 had nothing to carry
+        if width < 700:
+            visit.get_by_text("Memory panel after turn 4").wait_for(timeout=60_000)
+            for button in ("#undo", "#retry", "#reset"):
+                assert visit.locator(button).bounding_box()["height"] >= 40, button
+            small = visit.evaluate("""() => {
+                const found = [];
+                for (const root of document.querySelectorAll('#heatmap, #highlights, #benefit-text, #verdict')) {
+                  const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+                  while (walker.nextNode()) {
+                    const node = walker.currentNode;
+                    const size = parseFloat(getComputedStyle(node.parentElement).fontSize);
+                    if (node.textContent.trim() && size < 11) found.push([root.id, node.textContent.slice(0, 20), size]);
+                  }
+                }
+                return found;
+            }""")
+            assert small == []
+            # The timeline is an image scaled to the column: its smallest text, in CSS pixels there.
+            from ui.actions import FIGURE_WIDTH_IN, MIN_FONT_PT
+
+            shown = visit.evaluate("() => document.querySelector('#timeline img').getBoundingClientRect().width")
+            assert MIN_FONT_PT / 72 * shown / FIGURE_WIDTH_IN >= 11, shown
+            cell = visit.locator("#heatmap td[title^='unit ']").first
+            cell.scroll_into_view_if_needed()
+            cell.click()  # a tap shows the value a mouse would see on hover
+            caption = visit.locator("#tap-value")
+            caption.wait_for(state="visible")
+            assert caption.inner_text() == cell.get_attribute("title")
+    finally:
+        visit.close()

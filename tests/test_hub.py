@@ -298,7 +298,7 @@ def test_the_app_serves_the_model_named_by_MODEL_and_locks_the_picker_on_a_space
     for refused in ("someone/else", trained_dir[0]):
         with pytest.raises(gr.Error) as err:
             chat.model(refused)
-        assert "switched off" in err.value.message and "CUSTOM_MODELS=0" in err.value.message
+        assert "switched off" in err.value.message and "CUSTOM_MODELS" not in err.value.message
     assert app_module.parse_args([], {"SPACE_ID": "x/y", "CUSTOM_MODELS": "1"}).custom_models is True
     assert app_module.parse_args([], {}).custom_models is True
     assert app_module.parse_args(["--model", "timemachine"], {"MODEL": REPO}).model == "timemachine"

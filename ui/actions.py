@@ -31,7 +31,7 @@ from lstm_model.hub import (
 )
 from lstm_model.sampling import SamplingError, as_number
 from lstm_model.serving import Serving, default_step_threads
-from lstm_model.session import ChatSession
+from lstm_model.session import ChatSession, is_fresh
 from lstm_model.sources import repo_id_form
 from lstm_model.step import EngineError
 from lstm_model.vocab import unescape
@@ -92,17 +92,31 @@ def as_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def fresh_reply_html(turn) -> str:
-    """Under a reply: a badge saying whether the turn started from the carried memory, and, when
-    it did, the reply a fresh memory writes instead (collapsed, greyed), where it departs marked."""
+INLINE_FRESH_CHARS = 40  # a fresh-memory reply up to this long is shown beside the reply, not behind a click
+
+
+def fresh_reply_html(turn, started_fresh: bool = False) -> str:
+    """Under a reply: a badge saying how the turn started (from the carried memory, from a fresh one
+    because nothing was carried yet, or with the memory off) and, when the memory was carried, the
+    reply a fresh memory writes instead: beside the reply when short, else collapsed, greyed, where
+    it departs marked."""
     if not turn.memory:
         return '<div class="memory-note"><span class="memory-badge off">memory off</span> this turn started fresh</div>'
+    if started_fresh:
+        return ('<div class="memory-note"><span class="memory-badge fresh">fresh memory</span> '
+                "nothing carried yet (the first turn, or the first after Reset)</div>")
     badge = '<span class="memory-badge on">memory on</span>'
     fresh = turn.fresh_reply
     if fresh is None:
         return f'<div class="memory-note">{badge}</div>'
     if fresh == turn.reply:
         return f'<div class="memory-note">{badge} a fresh memory writes the same reply</div>'
+    if len(fresh) <= INLINE_FRESH_CHARS:  # an answer: both side by side, nothing to open
+        carried = (f'with memory: <span class="carried-inline">{as_text(turn.reply)}</span> · '
+                   if len(turn.reply) <= INLINE_FRESH_CHARS else "")
+        return (f'<div class="memory-note">{badge} {carried}fresh memory: '
+                f'<span class="fresh-inline" title="what a fresh memory writes for the same message">'
+                f"{as_text(fresh) or '(nothing)'}</span></div>")
     same = 0
     while same < min(len(fresh), len(turn.reply)) and fresh[same] == turn.reply[same]:
         same += 1
@@ -111,6 +125,37 @@ def fresh_reply_html(turn) -> str:
             + f'<span class="differs">{as_text(fresh[same:]) or "(nothing more)"}</span>')
     return (f'<div class="memory-note">{badge}<details class="fresh-reply"><summary>a fresh memory writes '
             f'another reply ({where})</summary><div class="fresh-text">{body}</div></details></div>')
+
+
+def started_fresh(turn) -> bool:
+    """Whether a turn sent with the memory on had nothing to carry: it began from the all-zero
+    state (the first turn, the first after Reset). Unknown, so False, once its snapshot is dropped."""
+    return turn.memory and turn.state_before is not None and is_fresh(turn.state_before)
+
+
+VERDICT_CHARS = 80  # an answer is a few words: a longer reply is cut in the verdict (the chat has it whole)
+
+
+def verdict_html(guide, reply: str, fresh: str, sure: float | None) -> str:
+    """The memory test's verdict: the question, what the carried memory and a fresh memory answered,
+    each judged against the guide's answer, side by side so that the difference is the memory's."""
+    def row(who: str, answer: str, extra: str = "") -> str:
+        right = guide.test_answer and answer.strip() == guide.test_answer
+        mark = ("" if not guide.test_answer else '<span class="verdict-mark">✓ right</span>' if right
+                else f'<span class="verdict-mark">✗ wrong</span> (the answer is “{as_text(guide.test_answer)}”)')
+        kind = "" if not guide.test_answer else " right" if right else " wrong"
+        shown = answer if len(answer) <= VERDICT_CHARS else answer[:VERDICT_CHARS] + "…"
+        return (f'<div class="verdict-row{kind}"><span class="verdict-who">{who}</span> '
+                f'<b class="verdict-answer">{as_text(shown) or "(nothing)"}</b> {mark}{extra}</div>')
+
+    told, question = " ".join(guide.test[:-1]), guide.test[-1]
+    sure_text = f" (sure: {100 * sure:.0f}%)" if sure is not None else ""
+    return (f'<div class="verdict"><div class="verdict-told">Told it: {as_text(told)} Asked: '
+            f"<b>{as_text(question)}</b></div>"
+            + row("with its memory", reply, sure_text)
+            + row("from a fresh memory", fresh)
+            + '<div class="verdict-why">Same model, same question: only the memory differs (a fresh memory is '
+              "what Reset leaves).</div></div>")
 
 
 def sureness_html(turn) -> str:
@@ -134,7 +179,7 @@ def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]
         if turn.closed_with and not live:  # cut by the length cap, then closed by the stop
             content += "  [cut at the length cap]"
         if turn.done and not live:
-            content += sureness_html(turn) + fresh_reply_html(turn)
+            content += sureness_html(turn) + fresh_reply_html(turn, started_fresh(turn))
         messages.append({"role": "assistant", "content": content})
     return messages
 
@@ -269,6 +314,7 @@ class ChatState:
     def switch(self, serving: Serving, source: str | None = None) -> None:
         self.serving, self.source = serving, source
         self.session = ChatSession(serving.model, memory=self.session.memory, serving=serving)
+        self.unit_chosen = False  # another model's units: the inspector picks one worth seeing again
 
     @property
     def guide(self):
@@ -277,9 +323,9 @@ class ChatState:
 
 
 def measured_size(session: ChatSession) -> int:
-    """About how many bytes a conversation holds: its texts (4 bytes a character at most) and its
-    state snapshots."""
-    size = 0
+    """About how many bytes a conversation holds: its texts (4 bytes a character at most), its
+    state snapshots and the gate traces it keeps for the panel."""
+    size = session.cache_bytes()
     for turn in session.turns:
         size += 4 * (len(turn.user) + len(turn.fed) + len(turn.reply) + len(turn.fresh_reply or ""))
         for state in (turn.state_before, turn.state_after_user, turn.state_after):
@@ -614,6 +660,7 @@ class ChatApp:
         st = self.state(request)
         with st.lock:
             st.session.reset()
+            st.unit_chosen = False  # units found on the old conversation no longer apply
             st.changes += 1
             st.measure()
         return "Fresh conversation: transcript and memory cleared."
@@ -623,30 +670,55 @@ class ChatApp:
         return self.state(request).session.memory_report()
 
     def model(self, source: str, request: gr.Request = None) -> str:
-        """Switch this session to another model: a bundled model's name (shakespeare, timemachine),
-        a Hub repo id user/name[@revision] or a local model folder. Resets the conversation."""
+        """Switch this session to another model: a bundled model's name (shakespeare, timemachine,
+        babi), a Hub repo id user/name[@revision] or a local model folder. Resets the conversation;
+        naming the model the session already serves changes nothing."""
+        return self.switch_model(source, request)[0]
+
+    def switch_model(self, source: str, request: gr.Request = None) -> tuple[str, bool]:
+        """The model action's sentence, and whether the session switched (False: it already served
+        that model, and its conversation goes on). gr.Error with one sentence when refused."""
         wanted = checked_text("The model", "" if source is None else source).strip()
         if not wanted:
-            raise refusal("Give a bundled model's name or a Hub repo id (user/name[@revision]).", "model")
+            raise refusal("Pick a model in the list, or type a Hub repo id such as user/name.", "model")
+        st = self.state(request)
+        if wanted == st.source:
+            return already_serving(wanted), False
         if not self.allowed(wanted):
             raise refusal(custom_models_off(self.choices()), "model")
+        if wanted not in self.choices() and not repo_id_form(wanted) and not path_form(wanted):
+            raise refusal("That is neither a model of this app nor a Hub repo id: a Hub repo id looks like user/name "
+                          "(or user/name@revision), and a local folder like ./path.", "model")
         try:
             # A visitor's repo id is a Hub repo id, never a folder of that name (is_local_path).
             serving = self.served.get(wanted, hub_only=wanted not in self.choices() and not is_local_path(wanted))
         except ModelLoadError as err:
             raise refusal(f"{load_error(wanted, err)} The current model keeps working.", "model") from None
-        st = self.state(request)
         with st.lock:
+            if serving is st.serving:  # another spelling of the model it serves
+                return already_serving(wanted), False
             st.switch(serving, wanted)
             st.changes += 1
             st.measure()
-        return serving_line(wanted, serving) + "; the conversation was reset."
+        return serving_line(wanted, serving) + "; the conversation was reset.", True
+
+
+def already_serving(name: str) -> str:
+    return f"Already serving **{name}**: nothing changed, and the conversation goes on."
+
+
+def path_form(source: str) -> bool:
+    """Whether a visitor's text is spelled as a path: it starts as one does (".", "/", "~", a
+    backslash, a drive letter) or holds a slash. Anything else that is neither a model's name nor
+    a Hub repo id is answered with what a repo id looks like, not looked for on the disk."""
+    return (source.startswith((".", "/", "~", "\\")) or "/" in source or "\\" in source
+            or (len(source) > 1 and source[1] == ":" and source[0].isalpha()))
 
 
 def custom_models_off(choices: list[str]) -> str:
-    return (f"This app serves only {', '.join(choices)}: loading other Hub repos or local folders is switched off "
-            "here (CUSTOM_MODELS=0, the default on a public Space, so that visitors cannot make the server download "
-            "or read anything). Run the app on your own machine to load your own model.")
+    names = ", ".join(choices[:-1]) + f" and {choices[-1]}" if len(choices) > 1 else ", ".join(choices)
+    return (f"This app serves only {names}: loading other Hub repos or local folders is switched off here, so pick "
+            "one of those, or run the app on your own machine to load your own model.")
 
 
 def serving_line(name: str, serving: Serving) -> str:
@@ -660,7 +732,7 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
     """The panel's figures after the latest turn (or empty ones before the first)."""
     changes, session, model = st.changes, st.session, st.serving.model
     if not session.turns:
-        return (views.timeline_figure({"turns": []}), views.heatmap_html(None), "", {"turns": []}, gr.skip(),
+        return (readable(views.timeline_figure({"turns": []})), views.heatmap_html(None), "", {"turns": []}, gr.skip(),
                 gr.skip(), "No turns yet: the memory is fresh (all zeros).", "", "")
     turn = session.turns[-1]
     benefits = session.char_benefits(-1) if turn.memory else None  # before the report: it adds reply_benefit_bpc
@@ -684,12 +756,33 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
                        f"here (r = {ranked[0][1]:+.2f}); pick another number, or Find units.")
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
         return (gr.skip(),) * 9
-    return (views.timeline_figure(report, replies_only),
+    return (readable(views.timeline_figure(report, replies_only)),
             views.heatmap_html(last, quantity, layer_index, message_chars=len(turn.fed)),
             unit_view(st, recent, unit, layer_index), rounded(report),
             unit_update(unit, model.hidden_size),
             gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status,
             views.benefit_sentence(benefits, turn.memory, replies_only), views.benefit_html(benefits, replies_only))
+
+
+# The timeline as the page shows it: the image is scaled down to the column's width, narrowest on
+# a phone, so its text is sized against the figure's width: a narrower figure with text of at
+# least MIN_FONT_PT points keeps every label at 11 CSS pixels or more in a phone's column
+# (tests/test_browser.py looks at the page on a 390-pixel-wide screen).
+FIGURE_WIDTH_IN = 4.4
+MIN_FONT_PT = 11
+
+
+def readable(fig):
+    """A timeline figure resized for the page's column, no text in it smaller than MIN_FONT_PT."""
+    from matplotlib.text import Text
+
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(FIGURE_WIDTH_IN, height * max(1.0, FIGURE_WIDTH_IN / width))
+    for text in fig.findobj(Text):
+        if text.get_text() and text.get_fontsize() < MIN_FONT_PT:
+            text.set_fontsize(MIN_FONT_PT)
+    fig.tight_layout()
+    return fig
 
 
 def layer_of(layer, model) -> int:

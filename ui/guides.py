@@ -1,17 +1,22 @@
-"""What the page says about the model being served: a line on how to talk to it, the message
-box's placeholder and example messages. The bundled models have their own; any other model gets
-one made from its chat protocol (turn separator and stop sequence)."""
+"""What the page says about the model being served: a short intro, a longer guide on what it
+does as seen in the page, the message box's placeholder, example messages and, for a memory
+model, a memory test. The bundled models have their own; any other model gets one made from
+its chat protocol (turn separator and stop sequence)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The model the memory test button switches to when the served model has no memory test of its own.
+TEST_MODEL = "babi"
+
 
 @dataclass(frozen=True)
 class Guide:
-    intro: str  # Markdown, one or two sentences
+    intro: str  # Markdown, at most three short sentences: it sits above the chat, on a phone's first screen too
     placeholder: str
     examples: tuple[str, ...]
+    details: str = ""  # Markdown: what the model does and the messages it understands (in a closed accordion)
     test: tuple[str, ...] = ()  # a memory test: messages sent in turn, the last a question (a button runs it)
     test_answer: str = ""  # the memory test's right answer, so that its verdict can say whether it was right
     replies_only: bool = False  # trained to predict its replies only: its losses on messages mean nothing
@@ -19,33 +24,53 @@ class Guide:
 
 GUIDES = {
     "shakespeare": Guide(
-        intro="This model writes Shakespeare-like plays: start a speech with a name and a colon, e.g. `ROMEO:` and "
-              "a line, and it answers as another character.",
+        intro="This model writes Shakespeare-like plays. Start a speech with a name and a colon, e.g. `ROMEO:`, "
+              "and a line: it answers with the next speech, under a speaker's name it picks itself.",
         placeholder="ROMEO: What light through yonder window breaks?",
         examples=("ROMEO:\nWhat light through yonder window breaks?", "JULIET:\nO Romeo, Romeo! wherefore art thou Romeo?",
                   "HAMLET:\nTo be, or not to be, that is the question."),
+        details="Each reply is one speech: a speaker's name in capitals, a colon, then a few lines of verse or "
+                "prose, ended by a blank line. The speaker is the model's choice: often another character, "
+                "sometimes the one you wrote as (a reply to `ROMEO:` may start `ROMEO:` again), sometimes someone "
+                "from another play. It learned the spelling, metre and shape of a play, not a plot, so the sense "
+                "wanders. With the memory on, the conversation so far leans on each speech; under each reply, "
+                "whether a fresh memory would have written something else.",
     ),
     "timemachine": Guide(
-        intro="This model continues H. G. Wells's *The Time Machine*: write a sentence of the story and it goes on.",
+        intro="This model writes in the voice of H. G. Wells's *The Time Machine*. Send a sentence and it answers "
+              "with a new paragraph of the Time Traveller's tale, opening with a quote mark.",
         placeholder="The Time Traveller smiled at us.",
-        examples=("The Time Traveller smiled at us.", "I saw the Morlocks coming up out of the dark",
-                  "Weena held my hand and"),
+        examples=("The Time Traveller smiled at us.", "I saw the Morlocks coming up out of the dark.",
+                  "Weena held my hand."),
+        details="It does not finish your sentence: each reply starts a new paragraph, as the book's paragraphs of "
+                "the Time Traveller's story do, with a quote mark, and runs until a blank line or the length cap "
+                "(Sampling, Max characters). It learned the book's words and rhythm (the Morlocks, the Eloi, "
+                "Weena, the machine) more than its sense, so sentences run on and some words are made up. With "
+                "the memory on, the conversation so far leans on each paragraph; under each reply, whether a "
+                "fresh memory would have written something else.",
     ),
     "babi": Guide(
-        intro="This model **remembers what you tell it**, in the forms of the bAbI tasks. Tell it one fact a "
-              "message (`Mary went to the kitchen.`, `John took the milk there.`, `Sandra handed the apple to "
-              "Daniel.`), then ask `Where is Mary?`, `Where is the milk?`, `Where was the milk before the office?`, "
-              "`Is John in the garden?`, `How many objects is Sandra carrying?` or `What is Daniel carrying?`. "
-              "Capitals, final stops and extra spaces make no difference. When a fact moves an object it writes a "
-              "note (`OK. So the milk is in the office, before the garden. So John has the milk.`) and answers from "
-              "its notes. About someone or something never mentioned it says `I don't know.`, and so does a fresh "
-              "memory after **Reset**; beside each answer, how sure it was. It knows Mary, John, Daniel and "
-              "Sandra; the bathroom, hallway, garden, office, bedroom and kitchen; the football, the apple and the "
-              "milk. Its model card says how often it is right.",
+        intro="This model **remembers what you tell it**. Tell it who went where and who took what, one fact a "
+              "message, then ask `Where is Mary?`. About someone it was never told of, or after **Reset**, it "
+              "says `I don't know.`",
         placeholder="Mary went to the kitchen.",
         examples=("John went to the kitchen.", "John took the milk there.", "John travelled to the office.",
                   "Where is the milk?", "Where was the milk before the office?", "What is John carrying?",
                   "Where is Daniel?"),
+        details="""One fact or one question a message, in these forms:
+
+- **Someone moves**: `Mary went to the kitchen.` (also *moved*, *journeyed*, *travelled*, *went back* to).
+- **Someone takes an object** where they are: `John got the milk there.` (also *took*, *picked up*, *grabbed*).
+- **Someone leaves it**: `John dropped the milk.` (also *discarded*, *put down*, *left*).
+- **Someone gives it**: `John handed the milk to Sandra.` (also *passed*, *gave* ... to).
+- **Questions**: `Where is Mary?` `Where is the football?` `Where was the football before the kitchen?`
+  `Is Mary in the kitchen?` `How many objects is Mary carrying?` `What is Mary carrying?`
+
+Lower case and a missing final full stop are fine. It knows Mary, John, Daniel and Sandra; the bathroom,
+hallway, garden, office, bedroom and kitchen; the football, the apple and the milk. When an object moves it
+writes itself a note (`OK. So the milk is in the office.`) and answers from its notes; beside each answer,
+how sure it was. Someone or something never mentioned gets `I don't know.`, and so does everything after
+**Reset**, which empties the memory. The model card says how often it is right.""",
         test=("Mary went to the kitchen.", "John moved to the garden.", "Sandra journeyed to the office.",
               "Where is Mary?"),  # two facts back: recency would say "office"
         test_answer="kitchen",

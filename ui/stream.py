@@ -2,7 +2,7 @@
 
 Every call through Gradio's queue pays for the queue's bookkeeping and its event stream on the
 server's event loop: a crowd of calls arriving at once waits for its first pieces even from an
-endpoint that does nothing (benchmarks/README.md, "Serve a crowd").
+endpoint that does nothing (benchmarks/README.md, "A crowd arriving at once").
 This route runs the same action as `/chat` (`ChatApp.send`: the same checks, the admission
 limit, the session's lock, the batching decoder, the fresh reply after it) without the queue,
 and streams the reply as Server-Sent Events:
