@@ -139,7 +139,7 @@ def test_a_panel_refresh_overtaken_by_a_newer_change_is_not_shown(trained_model)
 
     st = ChatState(Serving(trained_model))
     "".join(st.session.send("ANNA:\nThe moon."))
-    assert "after turn 1" in panel_figures(st, "cell", 0, "2")[6]
+    assert "after turn 1" in panel_figures(st, "cell", 0, "2")["status"]
     original = st.session.trace_recent
 
     def meanwhile(*args, **kwargs):
@@ -147,7 +147,7 @@ def test_a_panel_refresh_overtaken_by_a_newer_change_is_not_shown(trained_model)
         return original(*args, **kwargs)
 
     st.session.trace_recent = meanwhile
-    assert panel_figures(st, "cell", 0, "2") == (gr.skip(),) * 9
+    assert list(panel_figures(st, "cell", 0, "2").values()) == [gr.skip()] * 11
     plt.close("all")
 
 
@@ -391,10 +391,10 @@ def test_the_panel_colours_the_last_turn_by_what_the_memory_saved(trained_model)
 
     st = ChatState(Serving(trained_model))
     "".join(st.session.send("ANNA:\nThe <moon>."))
-    sentence, coloured = panel_figures(st, "cell", 0, "2")[7:]
+    sentence, coloured = map(panel_figures(st, "cell", 0, "2").get, ("benefit_sentence", "benefit"))
     assert "fresh memory" in sentence and "nothing to compare" in sentence  # the first turn started fresh
     "".join(st.session.send("ANNA:\nThe sea."))
-    sentence, coloured = panel_figures(st, "cell", 0, "2")[7:]
+    sentence, coloured = map(panel_figures(st, "cell", 0, "2").get, ("benefit_sentence", "benefit"))
     benefits = st.session.char_benefits(-1)
     read = benefits["read"]
     assert "".join(ch for ch, _ in read) == "ANNA:\nThe sea.\n\n"  # the message and the separator, as fed
@@ -412,7 +412,7 @@ def test_the_panel_colours_the_last_turn_by_what_the_memory_saved(trained_model)
     assert "rgba(33,102,172,0.25)" in tag and "rgba(178,24,43,0.25)" in tag  # +1 and -1 bit on a 4-bit scale
     st.session.memory = False
     "".join(st.session.send("CLARA:\nThe shore."))
-    sentence, coloured = panel_figures(st, "cell", 0, "2")[7:]
+    sentence, coloured = map(panel_figures(st, "cell", 0, "2").get, ("benefit_sentence", "benefit"))
     assert "memory off" in sentence and coloured == ""
     plt.close("all")
 
@@ -439,9 +439,9 @@ def test_the_unit_inspector_starts_on_a_unit_worth_seeing_and_keeps_the_visitor_
     "".join(st.session.send("ANNA:\nThe moon.\nThe sea."))
     figures = panel_figures(st, "cell", 0, "2")
     best = units_following(st.session.trace_recent(1500), DEFAULT_PATTERN, layer=1, k=1)[0][0]
-    assert figures[4]["value"] == best and f"shows unit {best}" in figures[6]
+    assert figures["unit"]["value"] == best and f"shows unit {best}" in figures["status"]
     st.unit_chosen = True  # the visitor typed a unit: later refreshes keep it
-    assert panel_figures(st, "cell", 3, "2")[4]["value"] == 3
+    assert panel_figures(st, "cell", 3, "2")["unit"]["value"] == 3
     unit, text, html, pick = found_units(st, "inside a speaker name", "2")
     assert pick["visible"] and pick["value"] == str(unit) and [v for _, v in pick["choices"]][0] == str(unit)
     assert f"Showing unit {unit}" in text and "ct-seg" in html
@@ -504,23 +504,24 @@ def test_the_timeline_charts_the_reply_s_benefit_for_a_model_trained_on_its_repl
     for message in ("ANNA:\nThe moon.", "ANNA:\nThe sea."):
         "".join(st.session.send(message))
         plain = panel_figures(st, "cell", 0, "2")
-    turns = plain[3]["turns"]
+    turns = plain["report"]["turns"]
     assert turns[0]["reply_benefit_bpc"] == 0.0  # a fresh first turn: the carried memory is the fresh one
     written = st.session.char_benefits(-1)["written"]
     assert turns[1]["reply_benefit_bpc"] == round(sum(b for _, b in written) / len(written), 4)
-    bars = [p.get_height() for p in plain[0].axes[2].patches]
+    bars = [p.get_height() for p in plain["timeline"].axes[2].patches]
     assert bars[1] == st.session.turns[1].measures["memory_benefit_bpc"]  # the message's, for a plain model
     st.source = "babi"  # the page's guide for the bAbI model, trained on its replies only
     assert st.guide.replies_only
     for message in ("ANNA:\nThe sun.", "BEN:\nThe home."):  # two turns, one panel refresh (as the memory test does)
         "".join(st.session.send(message))
-    figure, *_, report = panel_figures(st, "cell", 0, "2")[:4]
+    parts = panel_figures(st, "cell", 0, "2")
+    figure, report = parts["timeline"], parts["report"]
     judged = figure.axes[2]
     heights = [p.get_height() for p in judged.patches]
     measured = [t.measures["reply_benefit_bpc"] for t in st.session.turns]
     assert None not in measured and heights[1:] == measured[1:] and abs(heights[0]) < 1e-5
     assert [t["reply_benefit_bpc"] for t in report["turns"]] == [round(m, 4) for m in measured]
-    assert "reply" in judged.get_ylabel() and "reply" not in plain[0].axes[2].get_ylabel()
+    assert "reply" in judged.get_ylabel() and "reply" not in plain["timeline"].axes[2].get_ylabel()
     plt.close("all")
 
 
@@ -631,3 +632,28 @@ def test_the_plain_stream_is_refused_beyond_the_admission_limit_and_a_client_tha
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.mark.parametrize("cell, choices, memory", [("lstm", ["cell", "forget", "input", "output", "hidden"], "cell state"),
+                                                   ("gru", ["hidden", "update", "reset", "candidate"], "hidden state H"),
+                                                   ("rnn", ["hidden"], "hidden state H")])
+def test_the_panel_offers_each_cell_its_own_quantities_and_guide(play_text, cell, choices, memory):
+    import matplotlib.pyplot as plt
+    import torch
+
+    from lstm_model import CharLSTM, views
+    from lstm_model.serving import Serving
+    from ui.actions import PANEL_PARTS, ChatState, found_units, panel_figures
+
+    torch.manual_seed(0)
+    model = CharLSTM(vocab=sorted(set(play_text)), embed_dim=8, hidden_size=16, num_layers=2, dropout=0.0,
+                     cell=cell).eval()
+    st = ChatState(Serving(model))
+    "".join(st.session.send("ANNA:\nThe moon."))
+    parts = panel_figures(st, "forget", 0, "2")  # a quantity this cell may not have
+    assert set(parts) == set(PANEL_PARTS)
+    assert parts["quantity"]["choices"] == [(c, c) for c in choices] or parts["quantity"]["choices"] == choices
+    assert parts["quantity"]["value"] == ("forget" if cell == "lstm" else choices[0])
+    assert parts["explanation"] == views.explanation(cell) and "ct-" in parts["heatmap"]
+    assert memory in parts["status"] and memory in found_units(st, "inside a speaker name", "2")[1]
+    plt.close("all")

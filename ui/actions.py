@@ -728,12 +728,38 @@ def serving_line(name: str, serving: Serving) -> str:
 # -- the memory panel ---------------------------------------------------------------------------
 
 
-def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
-    """The panel's figures after the latest turn (or empty ones before the first)."""
+# The memory panel's parts, by name: panel_figures returns one value (or gr.skip()) for each, and
+# ui.layout lists the components of the same names as the refresh's outputs.
+PANEL_PARTS = ("timeline", "heatmap", "highlights", "report", "unit", "layer", "status", "benefit_sentence", "benefit",
+               "quantity", "explanation")
+# The heatmap's choices per cell, in the order the page offers them (the cell's memory first).
+HEATMAP_CHOICES = {"lstm": ("cell", "forget", "input", "output", "hidden"),
+                   "gru": ("hidden", "update", "reset", "candidate"), "rnn": ("hidden",)}
+
+
+def memory_words(cell: str) -> str:
+    """What a unit's memory is called for this cell: an LSTM's cell state C, else the hidden state H."""
+    return "cell state" if cell == "lstm" else "hidden state H"
+
+
+def cell_parts(model, quantity: str) -> dict:
+    """The panel parts that follow the served model's cell: the heatmap's choices and the guide."""
+    choices = HEATMAP_CHOICES.get(model.cell, HEATMAP_CHOICES["lstm"])
+    return {"quantity": gr.update(choices=list(choices), value=quantity if quantity in choices else choices[0]),
+            "explanation": views.explanation(model.cell)}
+
+
+def panel_figures(st: ChatState, quantity: str, unit, layer) -> dict:
+    """The panel's figures after the latest turn (or empty ones before the first), by part name
+    (PANEL_PARTS)."""
     changes, session, model = st.changes, st.session, st.serving.model
+    if quantity not in HEATMAP_CHOICES.get(model.cell, HEATMAP_CHOICES["lstm"]):
+        quantity = HEATMAP_CHOICES.get(model.cell, HEATMAP_CHOICES["lstm"])[0]
     if not session.turns:
-        return (readable(views.timeline_figure({"turns": []})), views.heatmap_html(None), "", {"turns": []}, gr.skip(),
-                gr.skip(), "No turns yet: the memory is fresh (all zeros).", "", "")
+        return {"timeline": readable(views.timeline_figure({"turns": []})), "heatmap": views.heatmap_html(None),
+                "highlights": "", "report": {"turns": []}, "unit": gr.skip(), "layer": gr.skip(),
+                "status": "No turns yet: the memory is fresh (all zeros).", "benefit_sentence": "", "benefit": "",
+                **cell_parts(model, quantity)}
     turn = session.turns[-1]
     benefits = session.char_benefits(-1) if turn.memory else None  # before the report: it adds reply_benefit_bpc
     replies_only = st.guide.replies_only
@@ -752,16 +778,18 @@ def panel_figures(st: ChatState, quantity: str, unit, layer) -> tuple:
         ranked = units_following(recent, DEFAULT_PATTERN, layer=layer_index, k=1)
         if ranked:
             unit = ranked[0][0]
-            status += (f" The unit inspector shows unit {unit}, whose cell state best follows “{DEFAULT_PATTERN}” "
+            status += (f" The unit inspector shows unit {unit}, whose {memory_words(model.cell)} best follows "
+                       f"“{DEFAULT_PATTERN}” "
                        f"here (r = {ranked[0][1]:+.2f}); pick another number, or Find units.")
     if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
-        return (gr.skip(),) * 9
-    return (readable(views.timeline_figure(report, replies_only)),
-            views.heatmap_html(last, quantity, layer_index, message_chars=len(turn.fed)),
-            unit_view(st, recent, unit, layer_index), rounded(report),
-            unit_update(unit, model.hidden_size),
-            gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), status,
-            views.benefit_sentence(benefits, turn.memory, replies_only), views.benefit_html(benefits, replies_only))
+        return dict.fromkeys(PANEL_PARTS, gr.skip())
+    return {"timeline": readable(views.timeline_figure(report, replies_only)),
+            "heatmap": views.heatmap_html(last, quantity, layer_index, message_chars=len(turn.fed)),
+            "highlights": unit_view(st, recent, unit, layer_index), "report": rounded(report),
+            "unit": unit_update(unit, model.hidden_size),
+            "layer": gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), "status": status,
+            "benefit_sentence": views.benefit_sentence(benefits, turn.memory, replies_only),
+            "benefit": views.benefit_html(benefits, replies_only), **cell_parts(model, quantity)}
 
 
 # The timeline as the page shows it: the image is scaled down to the column's width, narrowest on
@@ -845,7 +873,7 @@ def found_units(st: ChatState, pattern_name: str, layer) -> tuple:
     rows = ", ".join(f"unit {u} (r = {r:+.2f})" for u, r in ranked)
     best = ranked[0][0]
     st.unit_chosen = True
-    return (best, f"Units whose cell state follows “{pattern_name}”: {rows}. Showing unit {best}; click another below.",
+    return (best, f"Units whose {memory_words(st.serving.model.cell)} follows “{pattern_name}”: {rows}. Showing unit {best}; click another below.",
             unit_view(st, recent, best, layer_index),
             gr.update(choices=[(f"unit {u} (r = {r:+.2f})", str(u)) for u, r in ranked], value=str(best), visible=True))
 

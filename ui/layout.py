@@ -17,6 +17,8 @@ from lstm_model.serving import Serving
 
 from .actions import (
     DEFAULTS,
+    HEATMAP_CHOICES,
+    PANEL_PARTS,
     RANGES,
     SESSION_TTL_S,
     ChatApp,
@@ -223,7 +225,7 @@ def memory_section() -> SimpleNamespace:
     ui.status = gr.Markdown("", elem_id="panel-status")
     ui.benefit_sentence = gr.Markdown("", elem_id="benefit-sentence")
     ui.benefit = gr.HTML("", js_on_load=None, elem_id="benefit-text")
-    ui.quantity = gr.Radio(["cell", "forget", "input", "output", "hidden"], value="cell", label="Heatmap of the last turn")
+    ui.quantity = gr.Radio(list(HEATMAP_CHOICES["lstm"]), value="cell", label="Heatmap of the last turn")
     ui.heatmap = gr.HTML(views.heatmap_html(None), js_on_load=None, elem_id="heatmap")
     with gr.Row():
         ui.unit = gr.Number(value=0, precision=0, label="Unit")  # clamped by the handlers, not by Gradio
@@ -234,7 +236,7 @@ def memory_section() -> SimpleNamespace:
     ui.found_pick = gr.Radio([], label="Found units: click one to show it", visible=False, elem_id="found-units")
     ui.highlights = gr.HTML("", js_on_load=INSPECTOR_JS, elem_id="highlights")  # the unit's cell state over the conversation
     with gr.Accordion("How to read this", open=False):
-        gr.Markdown(views.EXPLANATION)
+        ui.explanation = gr.Markdown(views.EXPLANATION)
     with gr.Accordion("Memory report (JSON, also at the /memory endpoint)", open=False):
         ui.report = gr.JSON()
     return ui
@@ -383,7 +385,8 @@ def wire_panel(app: ChatApp, memory) -> dict:
     """The memory panel's own controls; returns the panel refresh that other events chain."""
 
     def refresh(quantity, unit, layer, request: gr.Request):
-        return panel_figures(app.state(request), quantity, unit, layer)
+        parts = panel_figures(app.state(request), quantity, unit, layer)
+        return [parts[name] for name in PANEL_PARTS]
 
     def find(pattern, layer, request: gr.Request):
         return found_units(app.state(request), pattern, layer)
@@ -401,8 +404,7 @@ def wire_panel(app: ChatApp, memory) -> dict:
         return *inspected_unit(st, number, layer), gr.skip(), gr.skip()
 
     panel = dict(fn=refresh, inputs=[memory.quantity, memory.unit, memory.layer],
-                 outputs=[memory.timeline, memory.heatmap, memory.highlights, memory.report, memory.unit, memory.layer,
-                          memory.status, memory.benefit_sentence, memory.benefit], api_visibility="private", **PANEL_QUEUE)
+                 outputs=[getattr(memory, name) for name in PANEL_PARTS], api_visibility="private", **PANEL_QUEUE)
     memory.quantity.change(**panel)
     memory.layer.change(**panel)
     # Units found on one layer are not the same units on another: the list goes when the visitor changes layer.
