@@ -8,8 +8,8 @@ A stage file (JSON) holds:
   questions, generated stories, probes), built into RUNS/data-<stage> by `babi_qa.build`;
 - "train": settings of `python -m lstm_model.train` (TrainConfig's names), written into
   RUNS/<stage>.train.json and passed with `--config`;
-- "from": the model the stage starts from (`--init-from`): a model folder, or "stage:<name>" for
-  RUNS/<name>, the stage before;
+- "from": the model the stage starts from (`--init-from`): a model folder, "stage:<name>" for
+  RUNS/<name>, the stage before, or null for a model made from scratch (its shape in "train");
 - "train_sha256": the digest (`babi_qa.train_sha256`) of the training set the stage was trained on.
 
 A stage whose RUNS/<stage> holds a training state resumes it (`--resume`), so a stopped run goes
@@ -75,6 +75,8 @@ def main(argv=None) -> int:
         settings = {**stage["train"], "dataset": os.path.join(args.runs, f"data-{name}"), "out": out}
         if os.path.isfile(os.path.join(out, "training_state.safetensors")):
             start = ["--resume"]
+        elif stage["from"] is None:  # from scratch: the shape and the cell are the stage's own
+            start = []
         else:
             origin = stage["from"]
             start = ["--init-from", os.path.join(args.runs, origin[6:]) if origin.startswith("stage:") else origin]
