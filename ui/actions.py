@@ -1,14 +1,13 @@
 """The app's handlers: one per action (chat, retry, undo, reset, memory, load), used by the page
-and, through their type hints, by the named API endpoints; the sessions and served models they
-work on; the memory panel's figures for a session. Options come from app.py's command line.
+and, through their type hints, by the named API endpoints; the sessions they work on and their
+bounds. Options come from app.py's command line. The chat's HTML is in ui.render, the event-loop
+bridging in ui.bridge, the request checks in ui.checks, the served models in ui.models and the
+memory panel in ui.panel; the names tests and benchmarks import from here are re-exported.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import html
-import logging
 import secrets
 import threading
 import time
@@ -18,25 +17,43 @@ from dataclasses import dataclass, field
 import anyio
 import gradio as gr
 
-from lstm_model import views
-from lstm_model.gates import DEFAULT_PATTERN, units_following
-from lstm_model.text_stream import SLOW, WAIT
-from lstm_model.hub import (
-    DEFAULT_MODEL,
-    ModelLoadError,
-    bundled_models,
-    load_int8_check,
-    load_model,
-    source_key,
-)
-from lstm_model.sampling import SamplingError, as_number
+from lstm_model.hub import DEFAULT_MODEL, ModelLoadError, bundled_models
+from lstm_model.sampling import SamplingError
 from lstm_model.serving import Serving, default_step_threads
-from lstm_model.session import ChatSession, is_fresh
+from lstm_model.session import ChatSession
 from lstm_model.sources import repo_id_form
-from lstm_model.step import EngineError
-from lstm_model.vocab import unescape
 
+from .bridge import MAX_UPDATES_PER_S, STREAM_INTERVAL_S, acquire, paced, unblocked, waker, whole_if_direct
+from .checks import (
+    DEFAULTS,
+    Busy,
+    already_serving,
+    checked_text,
+    custom_models_off,
+    is_local_path,
+    load_error,
+    path_form,
+    refusal,
+    sampling_from,
+    serving_line,
+)
 from .guides import guide_for
+from .models import ServedModels
+
+# Re-exported, not used here: names that tests and benchmarks (and ui's modules before the split)
+# import from ui.actions.
+from .checks import RANGES  # noqa: F401
+from .models import MAX_MODELS  # noqa: F401
+from .panel import (  # noqa: F401
+    FIGURE_WIDTH_IN,
+    HEATMAP_CHOICES,
+    MIN_FONT_PT,
+    PANEL_PARTS,
+    found_units,
+    inspected_unit,
+    panel_figures,
+)
+from .render import INLINE_FRESH_CHARS, escape, history_of, verdict_html  # noqa: F401
 
 SESSION_TTL_S = 2 * 3600  # an idle session's memory is freed after this long
 # Sessions kept at once, and their bytes together (transcripts and state snapshots): past either,
@@ -47,16 +64,6 @@ MAX_SESSIONS_BYTES = 256 * 2**20
 # the stream route's by tokens the server makes; no caller-sent value crosses from one to the other.
 PAGE, STREAM = "page", "stream"
 STREAM_TOKEN_BYTES = 18  # 144 random bits, 24 characters
-log = logging.getLogger("lstm_memory_chat")
-RECENT_CHARS = 1500  # characters of the conversation shown in the unit inspector
-STREAM_INTERVAL_S = 0.04  # a streamed reply is updated at most 25 times a second...
-MAX_UPDATES_PER_S = 200  # ...and all of them together about this often: each costs Gradio time on its event loop
-DEFAULTS = dict(temperature=0.8, top_k=40, top_p=1.0, max_chars=500, seed=-1, memory=True)
-MAX_MODELS = 4  # models served at once; the least recently used leaves first
-MAX_PARAMETERS = 200_000_000  # all served models together (~800 MB of fp32 weights)
-LOADS_AT_ONCE = 2  # models being loaded at the same moment
-# The ranges of the sampling controls, for the page's sliders and for values sent to the API.
-RANGES = dict(temperature=(0.05, 2.0), top_p=(0.05, 1.0), max_chars=(1, 5000))
 
 
 @dataclass
@@ -80,108 +87,7 @@ class Options:
     port: int | None = None
 
 
-# -- text helpers -----------------------------------------------------------------------------
-
-
-def escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
-
-
-def as_text(text: str) -> str:
-    """Text for the Chatbot, which renders HTML: escaped, so that tags and scripts show as typed."""
-    return html.escape(text, quote=False)
-
-
-INLINE_FRESH_CHARS = 40  # a fresh-memory reply up to this long is shown beside the reply, not behind a click
-
-
-def fresh_reply_html(turn, started_fresh: bool = False) -> str:
-    """Under a reply: a badge saying how the turn started (from the carried memory, from a fresh one
-    because nothing was carried yet, or with the memory off) and, when the memory was carried, the
-    reply a fresh memory writes instead: beside the reply when short, else collapsed, greyed, where
-    it departs marked."""
-    if not turn.memory:
-        return '<div class="memory-note"><span class="memory-badge off">memory off</span> this turn started fresh</div>'
-    if started_fresh:
-        return ('<div class="memory-note"><span class="memory-badge fresh">fresh memory</span> '
-                "nothing carried yet (the first turn, or the first after Reset)</div>")
-    badge = '<span class="memory-badge on">memory on</span>'
-    fresh = turn.fresh_reply
-    if fresh is None:
-        return f'<div class="memory-note">{badge}</div>'
-    if fresh == turn.reply:
-        return f'<div class="memory-note">{badge} a fresh memory writes the same reply</div>'
-    if len(fresh) <= INLINE_FRESH_CHARS:  # an answer: both side by side, nothing to open
-        carried = (f'with memory: <span class="carried-inline">{as_text(turn.reply)}</span> · '
-                   if len(turn.reply) <= INLINE_FRESH_CHARS else "")
-        return (f'<div class="memory-note">{badge} {carried}fresh memory: '
-                f'<span class="fresh-inline" title="what a fresh memory writes for the same message">'
-                f"{as_text(fresh) or '(nothing)'}</span></div>")
-    same = 0
-    while same < min(len(fresh), len(turn.reply)) and fresh[same] == turn.reply[same]:
-        same += 1
-    where = "from its first character" if same == 0 else f"after {same} same character{'s' if same != 1 else ''}"
-    body = (as_text(fresh[:same]) + '<span class="fork" title="the replies part here">▸</span>'
-            + f'<span class="differs">{as_text(fresh[same:]) or "(nothing more)"}</span>')
-    return (f'<div class="memory-note">{badge}<details class="fresh-reply"><summary>a fresh memory writes '
-            f'another reply ({where})</summary><div class="fresh-text">{body}</div></details></div>')
-
-
-def started_fresh(turn) -> bool:
-    """Whether a turn sent with the memory on had nothing to carry: it began from the all-zero
-    state (the first turn, the first after Reset). Unknown, so False, once its snapshot is dropped."""
-    return turn.memory and turn.state_before is not None and is_fresh(turn.state_before)
-
-
-VERDICT_CHARS = 80  # an answer is a few words: a longer reply is cut in the verdict (the chat has it whole)
-
-
-def verdict_html(guide, reply: str, fresh: str, sure: float | None) -> str:
-    """The memory test's verdict: the question, what the carried memory and a fresh memory answered,
-    each judged against the guide's answer, side by side so that the difference is the memory's."""
-    def row(who: str, answer: str, extra: str = "") -> str:
-        right = guide.test_answer and answer.strip() == guide.test_answer
-        mark = ("" if not guide.test_answer else '<span class="verdict-mark">✓ right</span>' if right
-                else f'<span class="verdict-mark">✗ wrong</span> (the answer is “{as_text(guide.test_answer)}”)')
-        kind = "" if not guide.test_answer else " right" if right else " wrong"
-        shown = answer if len(answer) <= VERDICT_CHARS else answer[:VERDICT_CHARS] + "…"
-        return (f'<div class="verdict-row{kind}"><span class="verdict-who">{who}</span> '
-                f'<b class="verdict-answer">{as_text(shown) or "(nothing)"}</b> {mark}{extra}</div>')
-
-    told, question = " ".join(guide.test[:-1]), guide.test[-1]
-    sure_text = f" (sure: {100 * sure:.0f}%)" if sure is not None else ""
-    return (f'<div class="verdict"><div class="verdict-told">Told it: {as_text(told)} Asked: '
-            f"<b>{as_text(question)}</b></div>"
-            + row("with its memory", reply, sure_text)
-            + row("from a fresh memory", fresh)
-            + '<div class="verdict-why">Same model, same question: only the memory differs (a fresh memory is '
-              "what Reset leaves).</div></div>")
-
-
-def sureness_html(turn) -> str:
-    """Beside a short reply (an answer): how sure the model was of it, so that a guess looks like one."""
-    p = turn.measures.get("reply_probability")
-    if p is None:
-        return ""
-    return (f' <span class="reply-sure" title="the probability the model gave to writing exactly this reply">'
-            f'(sure: {100 * p:.0f}%)</span>')
-
-
-def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]:
-    """The chat transcript as Chatbot messages (the session is the source of truth); under each
-    finished reply, what the memory changed (fresh_reply_html)."""
-    messages = []
-    for i, turn in enumerate(session.turns):
-        messages.append({"role": "user", "content": as_text(turn.user) if turn.user.strip() else "(empty message)"})
-        live = streaming is not None and i == len(session.turns) - 1
-        reply = streaming if live else turn.reply
-        content = as_text(reply) if reply else "…"
-        if turn.closed_with and not live:  # cut by the length cap, then closed by the stop
-            content += "  [cut at the length cap]"
-        if turn.done and not live:
-            content += sureness_html(turn) + fresh_reply_html(turn, started_fresh(turn))
-        messages.append({"role": "assistant", "content": content})
-    return messages
+# -- sessions ---------------------------------------------------------------------------------
 
 
 def with_fresh_reply(session: ChatSession) -> None:
@@ -192,106 +98,6 @@ def with_fresh_reply(session: ChatSession) -> None:
             session.fresh_reply(-1)
         except Exception:  # noqa: BLE001 - the comparison is optional; the conversation goes on
             pass
-
-
-LOCK_POLL_S = 0.01  # how often a handler looks again at a session lock another action holds
-_END = object()
-
-
-def waker():
-    """(wake, event): `wake()`, safe to call from any thread (the decoder's), sets `event` on this
-    event loop; calls that come before the loop has run the last one are merged into it."""
-    loop, event, pending = asyncio.get_running_loop(), asyncio.Event(), [False]
-
-    def ready():
-        pending[0] = False
-        event.set()
-
-    def wake():
-        if not pending[0]:
-            pending[0] = True
-            try:
-                loop.call_soon_threadsafe(ready)
-            except RuntimeError:  # the loop has closed: nobody reads this reply any more
-                pass
-    return wake, event
-
-
-async def unblocked(pieces, event: asyncio.Event):
-    """A reply stream made with `wake` (ChatSession.wake), read without blocking the event loop:
-    on WAIT it awaits the decoder's next item, after SLOW it reads on in a worker thread. So a
-    streaming reply holds no thread while the decoder writes it."""
-    in_thread = False
-    while True:
-        item = await anyio.to_thread.run_sync(next, pieces, _END) if in_thread else next(pieces, _END)
-        if item is _END:
-            return
-        if item is WAIT:
-            await event.wait()
-            event.clear()
-        elif item is SLOW:
-            in_thread = True
-        else:
-            yield item
-
-
-async def paced(pieces, interval=lambda: STREAM_INTERVAL_S):
-    """The reply so far, at most once per `interval()` seconds (and at once for the first piece,
-    and at the end): each update costs Gradio more than sampling a character does."""
-    text, last = "", None
-    async for piece in pieces:
-        text += piece
-        now = time.monotonic()
-        if last is None or now - last >= interval():
-            yield text
-            last = now
-    yield text
-
-
-async def acquire(lock: threading.Lock) -> None:
-    """Take a session's lock without blocking the event loop (another action may hold it a while:
-    the memory panel's figures, a fresh reply)."""
-    while not lock.acquire(blocking=False):
-        await asyncio.sleep(LOCK_POLL_S)
-
-
-def sampling_from(temperature, top_k, top_p, max_chars, seed, stop) -> dict:
-    """ChatSession's sampling settings from the controls' values (or the API's), or gr.Error with
-    one sentence for a value out of range or of the wrong type."""
-
-    def number(label, value, kind, default):
-        if value is None or value == "":
-            return default
-        if isinstance(value, str):  # raw JSON may carry numbers as text ("0.8", "NaN")
-            try:
-                value = float(value)
-            except ValueError:
-                pass  # as_number says what is wrong with it
-        try:
-            return as_number(label, value, kind)
-        except SamplingError as err:
-            raise refusal(str(err), "settings") from None
-
-    def within(label, value, name):
-        low, high = RANGES[name]
-        if not low <= value <= high:
-            raise refusal(f"{label} must be from {low:g} to {high:g}; got {value:g}.", "settings")
-        return value
-
-    temperature = within("Temperature", number("Temperature", temperature, float, DEFAULTS["temperature"]), "temperature")
-    top_p = within("Top-p", number("Top-p", top_p, float, DEFAULTS["top_p"]), "top_p")
-    max_chars = within("Max characters", number("Max characters", max_chars, int, DEFAULTS["max_chars"]), "max_chars")
-    top_k, seed = number("Top-k", top_k, int, DEFAULTS["top_k"]), number("Seed", seed, int, DEFAULTS["seed"])
-    if top_k < 0:
-        raise refusal(f"Top-k must be 0 (off) or more; got {top_k}.", "settings")
-    settings = dict(temperature=temperature, top_k=top_k or None, top_p=top_p if top_p < 1 else None,
-                    max_new_chars=max_chars, seed=seed if seed >= 0 else None)
-    if stop is not None:
-        settings["stop"] = unescape(checked_text("The stop sequence", stop)) or None
-    return settings
-
-
-# -- models and sessions ------------------------------------------------------------------------
 
 
 class ChatState:
@@ -331,129 +137,6 @@ def measured_size(session: ChatSession) -> int:
         for state in (turn.state_before, turn.state_after_user, turn.state_after):
             size += sum(t.numel() * t.element_size() for t in state or ())
     return size
-
-
-class ServedModels:
-    """The models the app serves, one per source however it is spelled (`hub.source_key`): at
-    most MAX_MODELS and MAX_PARAMETERS together, the least recently used leaving first (its
-    decoder thread ends; sessions still using it keep it alive until they switch or expire); at
-    most LOADS_AT_ONCE loads at a time."""
-
-    def __init__(self, options: Options):
-        self.options = options
-        self._servings: OrderedDict[str, Serving] = OrderedDict()
-        self._lock = threading.Lock()
-        self._loads = threading.BoundedSemaphore(LOADS_AT_ONCE)
-
-    def __len__(self) -> int:
-        return len(self._servings)
-
-    def get(self, source: str | None, hub_only: bool = False) -> Serving:
-        """The serving of `source` (with `hub_only`, a Hub repo id whatever the disk holds: see
-        hub.load_model), loaded on first use. ModelLoadError with one sentence."""
-        key = source_key(source, hub_only)
-        with self._lock:
-            if key in self._servings:
-                self._servings.move_to_end(key)
-                return self._servings[key]
-        with self._loads:
-            with self._lock:  # loaded meanwhile by another request?
-                if key in self._servings:
-                    return self._servings[key]
-            serving = self._load(source, hub_only)
-            with self._lock:
-                self._servings[key] = serving
-                self._evict()
-        return serving
-
-    def _load(self, source: str | None, hub_only: bool) -> Serving:
-        o = self.options
-        try:
-            return Serving(load_model(source, hub_only=hub_only), engine=o.engine, int8=o.int8,
-                           int8_check=load_int8_check(source, hub_only),
-                           batching=o.batching, threads=o.step_threads, max_batch=o.concurrency)
-        except EngineError as err:
-            raise ModelLoadError(str(err)) from None
-
-    def _evict(self) -> None:
-        def total():
-            return sum(s.model.num_parameters() for s in self._servings.values())
-
-        while len(self._servings) > 1 and (len(self._servings) > MAX_MODELS or total() > MAX_PARAMETERS):
-            _, old = self._servings.popitem(last=False)
-            old.close()
-
-
-def is_local_path(source: str) -> bool:
-    """Whether a visitor's model source is a path on this server's disk, told by its spelling alone:
-    not a bundled name, and not of a Hub repo id's form (user/name[@revision]): it starts with ".",
-    "/", "~" or a backslash, or has a number of slashes other than one. A source of the repo id's
-    form is always looked up on the Hub, whatever the disk holds, so that no answer tells a visitor
-    whether a file of that name exists."""
-    return source not in bundled_models() and not repo_id_form(source)
-
-
-def load_error(source: str, err: Exception) -> str:
-    """A model loading error for a visitor: nothing about what exists on the server's disk."""
-    if is_local_path(source):
-        return ("Could not load a model from that local path; the app loads a folder written by save_pretrained() "
-                "that it can read, a bundled model's name or a Hub repo id (user/name[@revision]).")
-    from huggingface_hub import constants
-
-    return str(err).replace(constants.HF_HUB_CACHE, "the Hub cache")
-
-
-class Busy(gr.Error):
-    """The server is writing as many replies as it takes (or holds as many sessions as it can):
-    the message was not sent."""
-
-    def __init__(self, message: str):
-        super().__init__(message, print_exception=False)
-        log.info("refused: busy")
-
-
-def refusal(sentence: str, what: str) -> gr.Error:
-    """A visitor's request refused with one sentence: no traceback in the log, and a log line that
-    names only what was refused (`what`), never the visitor's text."""
-    log.info("refused: %s", what)
-    return gr.Error(sentence, print_exception=False)
-
-
-def checked_text(label: str, value) -> str:
-    """Text a visitor sent, checked where it enters: a string that UTF-8 can carry (a lone surrogate,
-    which JSON can spell, could be fed and stored but never sent back)."""
-    if not isinstance(value, str):
-        raise refusal(f"{label} must be text.", "not text")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise refusal(f"{label} holds a lone surrogate (half of a character); remove it and send again.",
-                      "lone surrogate") from None
-    return value
-
-
-def direct_call(request: gr.Request | None) -> bool:
-    """Whether the request is a direct POST to /gradio_api/run/<name> (or /api/<name>): Gradio answers
-    those with a handler's first output and drops the rest, where its queue streams them all."""
-    try:
-        parts = request.request.url.path.rstrip("/").split("/")
-    except AttributeError:
-        return False
-    return len(parts) >= 2 and parts[-2] in ("run", "api")
-
-
-async def whole_if_direct(texts, request: gr.Request | None):
-    """A reply's updates; for a direct call, only the whole reply (see direct_call)."""
-    async with contextlib.aclosing(texts):
-        if not direct_call(request):
-            async for text in texts:
-                yield text
-            return
-        text = None
-        async for text in texts:
-            pass
-        if text is not None:
-            yield text
 
 
 class ChatApp:
@@ -701,179 +384,3 @@ class ChatApp:
             st.changes += 1
             st.measure()
         return serving_line(wanted, serving) + "; the conversation was reset.", True
-
-
-def already_serving(name: str) -> str:
-    return f"Already serving **{name}**: nothing changed, and the conversation goes on."
-
-
-def path_form(source: str) -> bool:
-    """Whether a visitor's text is spelled as a path: it starts as one does (".", "/", "~", a
-    backslash, a drive letter) or holds a slash. Anything else that is neither a model's name nor
-    a Hub repo id is answered with what a repo id looks like, not looked for on the disk."""
-    return (source.startswith((".", "/", "~", "\\")) or "/" in source or "\\" in source
-            or (len(source) > 1 and source[1] == ":" and source[0].isalpha()))
-
-
-def custom_models_off(choices: list[str]) -> str:
-    names = ", ".join(choices[:-1]) + f" and {choices[-1]}" if len(choices) > 1 else ", ".join(choices)
-    return (f"This app serves only {names}: loading other Hub repos or local folders is switched off here, so pick "
-            "one of those, or run the app on your own machine to load your own model.")
-
-
-def serving_line(name: str, serving: Serving) -> str:
-    return f"Serving **{name}** ({serving.model.num_parameters():,} parameters; {serving.describe()})"
-
-
-# -- the memory panel ---------------------------------------------------------------------------
-
-
-# The memory panel's parts, by name: panel_figures returns one value (or gr.skip()) for each, and
-# ui.layout lists the components of the same names as the refresh's outputs.
-PANEL_PARTS = ("timeline", "heatmap", "highlights", "report", "unit", "layer", "status", "benefit_sentence", "benefit",
-               "quantity", "explanation")
-# The heatmap's choices per cell, in the order the page offers them (the cell's memory first).
-HEATMAP_CHOICES = {"lstm": ("cell", "forget", "input", "output", "hidden"),
-                   "gru": ("hidden", "update", "reset", "candidate"), "rnn": ("hidden",)}
-
-
-def memory_words(cell: str) -> str:
-    """What a unit's memory is called for this cell: an LSTM's cell state C, else the hidden state H."""
-    return "cell state" if cell == "lstm" else "hidden state H"
-
-
-def cell_parts(model, quantity: str) -> dict:
-    """The panel parts that follow the served model's cell: the heatmap's choices and the guide."""
-    choices = HEATMAP_CHOICES.get(model.cell, HEATMAP_CHOICES["lstm"])
-    return {"quantity": gr.update(choices=list(choices), value=quantity if quantity in choices else choices[0]),
-            "explanation": views.explanation(model.cell)}
-
-
-def panel_figures(st: ChatState, quantity: str, unit, layer) -> dict:
-    """The panel's figures after the latest turn (or empty ones before the first), by part name
-    (PANEL_PARTS)."""
-    changes, session, model = st.changes, st.session, st.serving.model
-    if quantity not in HEATMAP_CHOICES.get(model.cell, HEATMAP_CHOICES["lstm"]):
-        quantity = HEATMAP_CHOICES.get(model.cell, HEATMAP_CHOICES["lstm"])[0]
-    if not session.turns:
-        return {"timeline": readable(views.timeline_figure({"turns": []})), "heatmap": views.heatmap_html(None),
-                "highlights": "", "report": {"turns": []}, "unit": gr.skip(), "layer": gr.skip(),
-                "status": "No turns yet: the memory is fresh (all zeros).", "benefit_sentence": "", "benefit": "",
-                **cell_parts(model, quantity)}
-    turn = session.turns[-1]
-    benefits = session.char_benefits(-1) if turn.memory else None  # before the report: it adds reply_benefit_bpc
-    replies_only = st.guide.replies_only
-    if replies_only:  # the timeline charts every turn's reply benefit: measure turns sent without a refresh
-        for index, earlier in enumerate(session.turns[:-1]):
-            if earlier.memory and earlier.measures.get("reply_benefit_bpc") is None:
-                session.char_benefits(index)
-    report = session.memory_report()
-    layer_index = layer_of(layer, model)
-    recent = session.trace_recent(max_chars=RECENT_CHARS)  # one trace serves every view
-    last = recent.tail(len(session.turn_text(session.turns[-1])))
-    unit = clamp_unit(unit, model.hidden_size)
-    status = (f"Memory panel after turn {len(report['turns'])}"
-              + ("" if session.memory else " (memory off: every turn starts fresh)") + ".")
-    if not st.unit_chosen:  # show a unit worth seeing: the one that best follows DEFAULT_PATTERN here
-        ranked = units_following(recent, DEFAULT_PATTERN, layer=layer_index, k=1)
-        if ranked:
-            unit = ranked[0][0]
-            status += (f" The unit inspector shows unit {unit}, whose {memory_words(model.cell)} best follows "
-                       f"“{DEFAULT_PATTERN}” "
-                       f"here (r = {ranked[0][1]:+.2f}); pick another number, or Find units.")
-    if st.changes != changes:  # the conversation changed meanwhile: its own refresh follows
-        return dict.fromkeys(PANEL_PARTS, gr.skip())
-    return {"timeline": readable(views.timeline_figure(report, replies_only)),
-            "heatmap": views.heatmap_html(last, quantity, layer_index, message_chars=len(turn.fed)),
-            "highlights": unit_view(st, recent, unit, layer_index), "report": rounded(report),
-            "unit": unit_update(unit, model.hidden_size),
-            "layer": gr.update(choices=[str(i + 1) for i in range(model.num_layers)]), "status": status,
-            "benefit_sentence": views.benefit_sentence(benefits, turn.memory, replies_only),
-            "benefit": views.benefit_html(benefits, replies_only), **cell_parts(model, quantity)}
-
-
-# The timeline as the page shows it: the image is scaled down to the column's width, narrowest on
-# a phone, so its text is sized against the figure's width: a narrower figure with text of at
-# least MIN_FONT_PT points keeps every label at 11 CSS pixels or more in a phone's column
-# (tests/test_browser.py looks at the page on a 390-pixel-wide screen).
-FIGURE_WIDTH_IN = 4.4
-MIN_FONT_PT = 11
-
-
-def readable(fig):
-    """A timeline figure resized for the page's column, no text in it smaller than MIN_FONT_PT."""
-    from matplotlib.text import Text
-
-    width, height = fig.get_size_inches()
-    fig.set_size_inches(FIGURE_WIDTH_IN, height * max(1.0, FIGURE_WIDTH_IN / width))
-    for text in fig.findobj(Text):
-        if text.get_text() and text.get_fontsize() < MIN_FONT_PT:
-            text.set_fontsize(MIN_FONT_PT)
-    fig.tight_layout()
-    return fig
-
-
-def layer_of(layer, model) -> int:
-    """The Layer control's value (1-based) as an index into the model's layers."""
-    return min(int(layer) - 1, model.num_layers - 1)
-
-
-def unit_view(st: ChatState, recent, unit: int, layer_index: int) -> str:
-    """The unit inspector: `unit`'s activation over the recent conversation (`recent`, its trace)."""
-    return views.unit_html(recent, st.session.recent_roles(RECENT_CHARS), unit, layer_index)
-
-
-def inspected_unit(st: ChatState, unit, layer) -> tuple:
-    """The unit the visitor typed or clicked (clamped), shown from now on: the inspector and the Unit box."""
-    st.unit_chosen = True  # the visitor's unit stays through later refreshes
-    model = st.serving.model
-    unit = clamp_unit(unit, model.hidden_size)
-    if not st.session.turns:
-        return "", unit_update(unit, model.hidden_size)
-    recent = st.session.trace_recent(max_chars=RECENT_CHARS)
-    return unit_view(st, recent, unit, layer_of(layer, model)), unit_update(unit, model.hidden_size)
-
-
-def rounded(value, digits: int = 4):
-    """The report as the panel shows it: floats to `digits` decimals (the API's /memory keeps them whole)."""
-    if isinstance(value, float):
-        return round(value, digits)
-    if isinstance(value, dict):
-        return {k: rounded(v, digits) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v, digits) for v in value]
-    return value
-
-
-def clamp_unit(unit, hidden_size: int) -> int:
-    """A unit number from the page (any number, or nothing) within 0..hidden_size-1."""
-    try:
-        return max(0, min(int(float(unit or 0)), hidden_size - 1))
-    except (TypeError, ValueError, OverflowError):
-        return 0
-
-
-def unit_update(unit: int, hidden_size: int):
-    """The Unit box showing the unit in use and the range it takes (no Gradio minimum or maximum:
-    a number outside them would be refused before any handler runs, leaving the panel in error)."""
-    return gr.update(value=unit, label=f"Unit (0-{hidden_size - 1})")
-
-
-def found_units(st: ChatState, pattern_name: str, layer) -> tuple:
-    """The units that best follow a pattern over the conversation, the best one's activation, and
-    the found units as choices to click."""
-    if not st.session.turns:
-        return gr.skip(), "Chat first: units are found on the conversation's text.", gr.skip(), gr.skip()
-    layer_index = layer_of(layer, st.serving.model)
-    recent = st.session.trace_recent(max_chars=RECENT_CHARS)
-    ranked = units_following(recent, pattern_name, layer=layer_index, k=5)
-    if not ranked:
-        return (gr.skip(), f"The pattern “{pattern_name}” does not vary over this conversation yet.", gr.skip(),
-                gr.skip())
-    rows = ", ".join(f"unit {u} (r = {r:+.2f})" for u, r in ranked)
-    best = ranked[0][0]
-    st.unit_chosen = True
-    return (best, f"Units whose {memory_words(st.serving.model.cell)} follows “{pattern_name}”: {rows}. Showing unit {best}; click another below.",
-            unit_view(st, recent, best, layer_index),
-            gr.update(choices=[(f"unit {u} (r = {r:+.2f})", str(u)) for u, r in ranked], value=str(best), visible=True))
-

@@ -15,23 +15,11 @@ from lstm_model import views
 from lstm_model.gates import DEFAULT_PATTERN, PATTERNS
 from lstm_model.serving import Serving
 
-from .actions import (
-    DEFAULTS,
-    HEATMAP_CHOICES,
-    PANEL_PARTS,
-    RANGES,
-    SESSION_TTL_S,
-    ChatApp,
-    Options,
-    escape,
-    found_units,
-    history_of,
-    inspected_unit,
-    panel_figures,
-    serving_line,
-    verdict_html,
-)
+from .actions import SESSION_TTL_S, ChatApp, Options
+from .checks import DEFAULTS, RANGES, serving_line
 from .guides import TEST_MODEL, Guide, guide_for
+from .panel import HEATMAP_CHOICES, PANEL_PARTS, found_units, inspected_unit, panel_figures
+from .render import escape, history_of, verdict_html
 from .sessions import use_lazy_session_state
 from .stream import stream_route
 
@@ -102,7 +90,7 @@ HEADER = ("# LSTM Memory Chat\nChat with a character-level LSTM that **keeps its
           "and watch what that memory holds. ")
 
 # The memory test and its verdict; the badge and the fresh-memory reply under each reply
-# (ui.actions.fresh_reply_html); touch-sized turn buttons; the sampling sliders' number boxes;
+# (ui.render.fresh_reply_html); touch-sized turn buttons; the sampling sliders' number boxes;
 # the phone's chat height and title; then the memory views' own style (coloured text, heatmap),
 # followed by what the page changes in it: words kept whole, text of 11 pixels or more, the
 # value of a tapped cell (TAP_JS).

@@ -35,7 +35,8 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from .actions import DEFAULTS, STREAM, Busy, ChatApp
+from .actions import STREAM, ChatApp
+from .checks import DEFAULTS, Busy
 
 PATH = "/chat/stream"
 SETTINGS = ("temperature", "top_k", "top_p", "max_chars", "seed", "stop", "memory")
