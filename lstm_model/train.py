@@ -472,7 +472,7 @@ def _train(c: TrainConfig, command: str, ddp: Dist, device: torch.device) -> Run
     _prepare_out(c, ddp)
     trainer = Trainer(c, ddp, device)
     if ddp.main:
-        print(f"Training a {trainer.model.num_parameters():,}-parameter CharLSTM on {c.dataset} "
+        print(f"Training a {trainer.model.num_parameters():,}-parameter CharLSTM ({c.cell}) on {c.dataset} "
               f"({trainer.data.train_chars:,} training characters, {len(trainer.data.vocab)} in the vocabulary, "
               f"validation: {trainer.data.val_from}) on {device}"
               + (f" x {ddp.world} processes" if ddp.world > 1 else "") + f" for {trainer.total_steps} steps.",

@@ -28,11 +28,11 @@ LABELS = {
 # Each cell's quantities in words (a GRU's or an RNN's H is all the memory it carries).
 CELL_LABELS = {
     "lstm": LABELS,
-    "gru": {"hidden": "hidden state H (the whole memory)",
+    "gru": {"hidden": "hidden state H, the whole memory",
             "update": "update gate Z (how much of H is kept)",
             "reset": "reset gate R (how much of H the candidate reads)",
             "candidate": "candidate state N"},
-    "rnn": {"hidden": "hidden state H (the whole memory)"},
+    "rnn": {"hidden": "hidden state H, the whole memory"},
 }
 # The gate whose mean per layer is the heatmap's retention meter (how much memory is kept): its
 # quantity, letter and name. A plain RNN has no gate: it rewrites H at every character.

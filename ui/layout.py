@@ -63,7 +63,7 @@ def chat_section(guide: Guide) -> SimpleNamespace:
             ui.send = gr.Button("Send", variant="primary", elem_id="send")
             # In sight, not in an accordion: whether the next turn starts from the carried memory.
             ui.memory = gr.Checkbox(value=DEFAULTS["memory"], label="Memory on", elem_id="memory-toggle",
-                                    info="carry H and C to the next turn")
+                                    info="carry the memory to the next turn")
     with gr.Row(elem_id="turn-buttons"):
         ui.undo = gr.Button("Undo", size="sm", min_width=70, elem_id="undo")  # one row on a phone too
         ui.retry = gr.Button("Retry", size="sm", min_width=70, elem_id="retry")
@@ -86,8 +86,14 @@ def samples(guide: Guide) -> list[list[str]]:
     return [[e] for e in guide.examples]
 
 
-HEADER = ("# LSTM Memory Chat\nChat with a character-level LSTM that **keeps its memory (H and C) from turn to turn**, "
-          "and watch what that memory holds. ")
+MEMORY_WORDS = {"lstm": ("LSTM", "H and C"), "gru": ("GRU", "H"), "rnn": ("plain RNN", "H")}
+
+
+def header(model) -> str:
+    """The page's first line, in the words of the served model's cell."""
+    name, states = MEMORY_WORDS.get(model.cell, MEMORY_WORDS["lstm"])
+    return (f"# LSTM Memory Chat\nChat with a character-level {name} that **keeps its memory ({states}) from turn "
+            "to turn**, and watch what that memory holds. ")
 
 # The memory test and its verdict; the badge and the fresh-memory reply under each reply
 # (ui.render.fresh_reply_html); touch-sized turn buttons; the sampling sliders' number boxes;
@@ -97,6 +103,8 @@ HEADER = ("# LSTM Memory Chat\nChat with a character-level LSTM that **keeps its
 CSS = """
 #memory-test-row { align-items: center; }
 #memory-test { min-height: 48px; font-size: 1.05em; }
+/* The timeline keeps its place while Gradio swaps its picture: the panel below never jumps. */
+#timeline { min-height: 420px; }
 .verdict-note { opacity: .85; }
 .verdict { border: 1px solid #d0d7de; border-radius: .5em; padding: .45em .7em; line-height: 1.45; }
 .verdict-told { font-size: .9em; opacity: .85; }
@@ -248,7 +256,7 @@ def model_view(app: ChatApp, page, st, status: str) -> dict:
     it, its guide, its stop sequence, an empty conversation and no found units."""
     guide = st.guide
     return {page.model.status: status, page.model.picked: gr.update(value=st.source), page.model.typed: "",
-            page.stop: gr.update(value=escape(st.serving.model.stop_sequence)), page.intro: HEADER + guide.intro,
+            page.stop: gr.update(value=escape(st.serving.model.stop_sequence)), page.intro: header(st.serving.model) + guide.intro,
             page.chat.message: gr.update(placeholder=placeholder(guide)),
             page.chat.examples: gr.Dataset(samples=samples(guide), visible=bool(guide.examples)),
             page.chat.details: guide.details, page.chat.details_box: gr.update(visible=bool(guide.details)),
@@ -444,7 +452,7 @@ def build_app(source: str | None = None, options: Options | None = None) -> gr.B
     guide = guide_for(app.default_name, app.default.model)
     with gr.Blocks(title="LSTM Memory Chat", delete_cache=(3600, SESSION_TTL_S)) as demo:
         gr.HTML(f"<style>{CSS}</style>", padding=False, js_on_load=TAP_JS, elem_id="styles")
-        intro = gr.Markdown(HEADER + guide.intro, elem_id="intro")
+        intro = gr.Markdown(header(app.default.model) + guide.intro, elem_id="intro")
         test = test_section(app, guide)  # first, so that its verdict is on the first screen
         with gr.Row():
             with gr.Column(scale=5):
