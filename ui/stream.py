@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import gradio as gr
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 from starlette.routing import Route
 
-from .actions import STREAM, ChatApp
+from .actions import ChatApp
 from .checks import DEFAULTS, Busy
 
 PATH = "/chat/stream"
@@ -55,6 +57,33 @@ def refused(sentence: str, status: int = 422, headers: dict | None = None) -> JS
     return JSONResponse({"error": sentence}, status_code=status, headers=headers)
 
 
+class StreamBody(BaseModel):
+    """The body this route reads, declared once: pydantic checks the kinds, and FIELD_SENTENCES
+    says in one sentence what each field must be. The sampling settings' ranges are checked
+    where `/chat`'s are (`sampling_from`), so both routes refuse the same values alike."""
+
+    model_config = ConfigDict(extra="forbid")
+    message: StrictStr
+    session: StrictStr | None = Field(None, min_length=1, max_length=MAX_SESSION_NAME)
+    memory: StrictBool = DEFAULTS["memory"]
+    stop: StrictStr | None = None
+    temperature: Any = None
+    top_k: Any = None
+    top_p: Any = None
+    max_chars: Any = None
+    seed: Any = None
+
+
+OBJECT_SENTENCE = "The body must be a JSON object such as {\"message\": \"Hello\"}."
+FIELD_SENTENCES = {
+    "message": "Send the message as text in the field \"message\".",
+    "session": "The session is the token a reply of this route gave (in its done event); leave it out to start a "
+               "new session.",
+    "memory": "memory is true or false.",
+    "stop": "The stop sequence is text, with \\n for a newline (\"\" for none).",
+}
+
+
 def parse(body: bytes) -> tuple[str | None, str, dict]:
     """(session token or None, message, settings) from a request body; ValueError with a sentence."""
     if len(body) > MAX_BODY_BYTES:
@@ -64,29 +93,27 @@ def parse(body: bytes) -> tuple[str | None, str, dict]:
     except RecursionError:
         raise ValueError("The body is nested too deeply; send a flat JSON object such as {\"message\": \"Hello\"}.") from None
     except ValueError:
-        raise ValueError("The body must be a JSON object such as {\"message\": \"Hello\"}.") from None
+        raise ValueError(OBJECT_SENTENCE) from None
     if not isinstance(data, dict):
-        raise ValueError("The body must be a JSON object such as {\"message\": \"Hello\"}.")
-    unknown = sorted(set(data) - {"message", "session", *SETTINGS})
-    if unknown:  # a few of them, shortened: an error never grows with the body
+        raise ValueError(OBJECT_SENTENCE)
+    try:
+        parsed = StreamBody.model_validate(data)
+    except ValidationError as err:
+        raise ValueError(refusal_of(err.errors())) from None
+    settings = {name: getattr(parsed, name) for name in SETTINGS if name in parsed.model_fields_set and name != "memory"}
+    return parsed.session, parsed.message, {**settings, "memory": parsed.memory}
+
+
+def refusal_of(errors: list) -> str:
+    """One sentence for pydantic's errors: the unknown fields (a few of them, shortened: an error
+    never grows with the body), else the first field's own sentence."""
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden")
+    if unknown:
         shown = ", ".join(repr(name[:40]) for name in unknown[:3]) + (f" and {len(unknown) - 3} more" if len(unknown) > 3 else "")
-        raise ValueError(f"Unknown field{'s' if len(unknown) > 1 else ''} {shown}: "
-                         f"the fields are message, session, {', '.join(SETTINGS)}.")
-    message = data.get("message")
-    if not isinstance(message, str):
-        raise ValueError("Send the message as text in the field \"message\".")
-    session = data.get("session")
-    if session is not None and (not isinstance(session, str) or not session or len(session) > MAX_SESSION_NAME):
-        raise ValueError("The session is the token a reply of this route gave (in its done event); leave it out "
-                         "to start a new session.")
-    memory = data.get("memory", DEFAULTS["memory"])
-    if not isinstance(memory, bool):
-        raise ValueError("memory is true or false.")
-    stop = data.get("stop")
-    if "stop" in data and not isinstance(stop, str):
-        raise ValueError("The stop sequence is text, with \\n for a newline (\"\" for none).")
-    settings = {k: data[k] for k in SETTINGS if k in data and k != "memory"}
-    return session, message, {**settings, "memory": memory}
+        return (f"Unknown field{'s' if len(unknown) > 1 else ''} {shown}: "
+                f"the fields are message, session, {', '.join(SETTINGS)}.")
+    field = str(errors[0]["loc"][0]) if errors[0]["loc"] else ""
+    return FIELD_SENTENCES.get(field, OBJECT_SENTENCE)
 
 
 def stream_route(app: ChatApp) -> Route:
