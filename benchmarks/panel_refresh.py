@@ -24,7 +24,7 @@ and sent back) and *draw* (from there to the status on the page). The panel even
 up. *after text* is the panel's status time minus the last visible change of the last reply's
 bubble.
 
-*blanked*: whether, between a turn's Enter and the next turn's, the timeline (#timeline: no image,
+*blanked*: whether, between a turn's Enter and the next turn's, the timeline (#timeline: no drawing,
 an image not yet decoded, or a block under 20 px high) or the heatmap (#heatmap: neither its table
 nor its empty-state text) was missing once the panel had been drawn; "yes k/reps" with the parts
 and the longest such gap, timed frame by frame.
@@ -99,8 +99,8 @@ RECORDER = r"""
   }, true);
   const blankParts = () => {
     const parts = [];
-    const timeline = document.querySelector('#timeline'), img = timeline && timeline.querySelector('img');
-    if (!img || !img.getAttribute('src') || !(img.complete && img.naturalWidth > 0)
+    const timeline = document.querySelector('#timeline'), drawing = timeline && timeline.querySelector('svg, img');
+    if (!drawing || (drawing.tagName === 'IMG' && !(drawing.complete && drawing.naturalWidth > 0))
         || timeline.getBoundingClientRect().height < 20) parts.push('timeline');
     const heatmap = document.querySelector('#heatmap');
     if (!heatmap || !heatmap.querySelector('table, .hm-empty')

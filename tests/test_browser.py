@@ -81,8 +81,8 @@ def user_messages(page):
 
 
 def timeline_src(page) -> str:
-    images = page.locator("#timeline img")
-    return images.first.get_attribute("src") if images.count() else ""
+    """The timeline's drawing (inline SVG), to tell one timeline from the next."""
+    return page.evaluate("() => (document.querySelector('#timeline svg') || {}).outerHTML || ''")
 
 
 # True once every event the page has started has completed (its messages all arrived).
@@ -401,10 +401,10 @@ def test_the_memory_test_shows_its_verdict_on_the_first_screen(page, width, heig
                 return found;
             }""")
             assert small == []
-            # The timeline is an image scaled to the column: its smallest text, in CSS pixels there.
+            # The timeline is a drawing scaled to the column: its smallest text, in CSS pixels there.
             from ui.actions import FIGURE_WIDTH_IN, MIN_FONT_PT
 
-            shown = visit.evaluate("() => document.querySelector('#timeline img').getBoundingClientRect().width")
+            shown = visit.evaluate("() => document.querySelector('#timeline svg').getBoundingClientRect().width")
             assert MIN_FONT_PT / 72 * shown / FIGURE_WIDTH_IN >= 11, shown
             cell = visit.locator("#heatmap td[title^='unit ']").first
             cell.scroll_into_view_if_needed()

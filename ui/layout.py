@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import anyio
 import gradio as gr
+from matplotlib.figure import Figure
 
 from lstm_model import views
 from lstm_model.gates import DEFAULT_PATTERN, PATTERNS
@@ -18,7 +19,7 @@ from lstm_model.serving import Serving
 from .actions import SESSION_TTL_S, ChatApp, Options
 from .checks import DEFAULTS, RANGES, serving_line
 from .guides import TEST_MODEL, Guide, guide_for
-from .panel import HEATMAP_CHOICES, PANEL_PARTS, found_units, inspected_unit, panel_figures
+from .panel import HEATMAP_CHOICES, PANEL_PARTS, found_units, inspected_unit, panel_figures, timeline_svg
 from .render import escape, history_of, verdict_html
 from .sessions import use_lazy_session_state
 from .stream import stream_route
@@ -103,8 +104,8 @@ def header(model) -> str:
 CSS = """
 #memory-test-row { align-items: center; }
 #memory-test { min-height: 48px; font-size: 1.05em; }
-/* The timeline keeps its place while Gradio swaps its picture: the panel below never jumps. */
-#timeline { min-height: 420px; }
+/* The timeline is inline SVG, scaled to the column. */
+#timeline svg { width: 100%; height: auto; display: block; }
 .verdict-note { opacity: .85; }
 .verdict { border: 1px solid #d0d7de; border-radius: .5em; padding: .45em .7em; line-height: 1.45; }
 .verdict-told { font-size: .9em; opacity: .85; }
@@ -217,7 +218,8 @@ def memory_section() -> SimpleNamespace:
     ui = SimpleNamespace()
     gr.Markdown("## What the memory holds")
     # Their titles are in the figures: no Gradio label over the legend.
-    ui.timeline = gr.Plot(label="Memory timeline", show_label=False, elem_id="timeline")
+    ui.timeline = gr.HTML(timeline_svg(views.timeline_figure({"turns": []})), padding=False, js_on_load=None,
+                          elem_id="timeline")
     ui.status = gr.Markdown("", elem_id="panel-status")
     ui.benefit_sentence = gr.Markdown("", elem_id="benefit-sentence")
     ui.benefit = gr.HTML("", js_on_load=None, elem_id="benefit-text")
@@ -382,6 +384,8 @@ def wire_panel(app: ChatApp, memory) -> dict:
 
     def refresh(quantity, unit, layer, request: gr.Request):
         parts = panel_figures(app.state(request), quantity, unit, layer)
+        if isinstance(parts["timeline"], Figure):
+            parts["timeline"] = timeline_svg(parts["timeline"])
         return [parts[name] for name in PANEL_PARTS]
 
     def find(pattern, layer, request: gr.Request):

@@ -96,7 +96,7 @@ def panel_figures(st: PanelSession, quantity: str, unit, layer) -> dict:
 # a phone, so its text is sized against the figure's width: a narrower figure with text of at
 # least MIN_FONT_PT points keeps every label at 11 CSS pixels or more in a phone's column
 # (tests/test_browser.py looks at the page on a 390-pixel-wide screen).
-FIGURE_WIDTH_IN = 4.4
+FIGURE_WIDTH_IN = 4.0
 MIN_FONT_PT = 11
 
 
@@ -111,6 +111,21 @@ def readable(fig):
             text.set_fontsize(MIN_FONT_PT)
     fig.tight_layout()
     return fig
+
+
+def timeline_svg(fig) -> str:
+    """A timeline figure as inline SVG for the page (the figure is closed). Inline, the new
+    drawing replaces the old in one step: no picture to decode, so the panel never shows a gap
+    between two timelines, as an image component rebuilding its picture did."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    out = io.StringIO()
+    readable(fig).savefig(out, format="svg")
+    plt.close(fig)
+    svg = out.getvalue()
+    return '<div class="timeline-svg" role="img" aria-label="Memory timeline">' + svg[svg.index("<svg"):] + "</div>"
 
 
 def layer_of(layer, model) -> int:
