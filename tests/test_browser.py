@@ -132,6 +132,37 @@ def set_sampling(page, **values):
     page.get_by_text("Sampling", exact=True).click()
 
 
+# Watches the panel: every time the DOM under #timeline or #heatmap changes, whether the timeline's
+# drawing and the heatmap are there once the change is done (a MutationObserver runs after the
+# whole update, so a part replaced in one step is never seen missing; one rebuilt across frames is).
+WATCH_PANEL = """() => {
+  window.__missing = [];
+  window.__checks = 0;
+  const check = () => {
+    window.__checks += 1;
+    if (!document.querySelector('#timeline svg')) window.__missing.push('timeline');
+    if (!document.querySelector('#heatmap table')) window.__missing.push('heatmap');
+  };
+  const observer = new MutationObserver(check);
+  for (const id of ['#timeline', '#heatmap']) {
+    observer.observe(document.querySelector(id), {childList: true, subtree: true, attributes: true});
+  }
+}"""
+
+
+def test_the_panel_keeps_its_figures_while_it_refreshes(page):
+    page.get_by_text("No turns yet").wait_for(timeout=30_000)
+    set_sampling(page, Seed="4")
+    send(page, "ROMEO:\nWhat light through yonder window breaks?")
+    first = timeline_src(page)
+    page.evaluate(WATCH_PANEL)
+    for text in ("JULIET:\nIt is the east, and Juliet is the sun.", "ROMEO:\nShe speaks."):
+        send(page, text)
+    assert timeline_src(page) != first  # the panel was redrawn twice
+    assert page.evaluate("window.__checks") >= 2  # the watch saw the redraws...
+    assert page.evaluate("window.__missing") == []  # ...and never a gap meanwhile
+
+
 def test_chat_memory_panel_changes_undo_and_reset(page):
     assert "LSTM Memory Chat" in page.content()
     page.get_by_text("No turns yet").wait_for(timeout=30_000)
