@@ -401,6 +401,39 @@ class Reader:
         return rng.choice(forms[rng.choice(sorted(forms))])
 
 
+QUESTION_STARTS = ("where ", "is ", "how ", "what ")
+
+
+def canonical(text: str) -> str:
+    """A message as people type it ("where is  mary", "Mary went to the kitchen") in bAbI's own
+    spelling ("Where is Mary?", "Mary went to the kitchen."): lower case, single spaces, the names
+    capitalised, a first capital and the final "?" or "."."""
+    words = " ".join(text.lower().split()).rstrip(".?! ").split(" ")
+    words = [w.capitalize() if w.capitalize() in PEOPLE else w for w in words]
+    sentence = " ".join(words)
+    end = "?" if sentence.startswith(QUESTION_STARTS) else "."
+    return sentence[:1].upper() + sentence[1:] + end
+
+
+def right_answers(messages: list[str]) -> list[str | None]:
+    """For each message of a conversation, the answer the facts told so far give, if it is a
+    question in bAbI's forms ("I don't know." where they do not say); None for a fact, and for
+    every question once a message was in none of bAbI's forms (the world is then not known)."""
+    reader, known, out = Reader(), True, []
+    for text in messages:
+        sentence = canonical(text)
+        try:
+            out.append(reader.answer(sentence) if known else None)
+            continue
+        except ValueError:  # not a question: a fact, or neither
+            out.append(None)
+        try:
+            reader.read(sentence)
+        except ValueError:
+            known = False
+    return out
+
+
 def check_note(note: str) -> str:
     """`note`, if it is short and in the characters notes may use; else ValueError. A note is part
     of every acknowledgement the model learns to write: a stray character widens the vocabulary,

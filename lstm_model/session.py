@@ -416,6 +416,11 @@ class ChatSession:
 
     # -- reports ------------------------------------------------------------------------------
 
+    @property
+    def dropped_turns(self) -> int:
+        """How many of the oldest turns left the transcript (MAX_TURNS)."""
+        return self._dropped_turns
+
     def memory_report(self) -> dict:
         """Plain data (JSON-serialisable): the settings and one entry per turn. Each turn has `turn`,
         its index from 0 (as scripts have always read it), and `number`, from 1 as the page counts."""

@@ -657,3 +657,20 @@ def test_the_panel_offers_each_cell_its_own_quantities_and_guide(play_text, cell
     assert parts["explanation"] == views.explanation(cell) and "ct-" in parts["heatmap"]
     assert memory in parts["status"] and memory in found_units(st, "inside a speaker name", "2")[1]
     plt.close("all")
+
+
+def test_bAbI_answers_are_marked_right_or_wrong_against_the_facts_told():
+    from lstm_model.hub import load_model
+    from lstm_model.session import ChatSession
+    from ui.render import history_of
+
+    session = ChatSession(load_model("babi"), greedy=True, seed=0)
+    for text in ("mary went to the kitchen", "John moved to the office.", "where is mary"):
+        "".join(session.send(text))
+    answer = history_of(session, judge=True)[-1]["content"]
+    assert session.turns[-1].reply == "kitchen" and "✓ right" in answer
+    assert "✓" not in history_of(session)[-1]["content"]  # a model of other forms is not judged
+    session.memory = False  # the same question from a fresh memory: the facts still say kitchen
+    "".join(session.send("Where is Mary?"))
+    assert session.turns[-1].reply == "I don't know."
+    assert "✗ the facts told say “kitchen”" in history_of(session, judge=True)[-1]["content"]

@@ -611,3 +611,14 @@ def test_the_curriculum_check_rebuilds_a_recorded_training_set(tmp_path, capsys)
                                  "train_sha256": digest}))
     assert curriculum.main(["--babi", folder, "--check", str(stage)]) == 1
     assert f"(recorded: {digest})" in capsys.readouterr().out
+
+
+def test_messages_as_people_type_them_are_judged_against_the_facts_told():
+    from lstm_model.babi_qa import canonical, right_answers
+
+    assert canonical("where is  mary") == "Where is Mary?" and canonical("john took the milk there") == \
+        "John took the milk there."
+    said = ["mary went to the kitchen", "Where is Mary?", "where is john", "John picked up the milk.",
+            "john went to the office", "where is the milk", "how many objects is john carrying", "hello there",
+            "where is mary"]
+    assert right_answers(said) == [None, "kitchen", DONT_KNOW, None, None, "office", "one", None, None]

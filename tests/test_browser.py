@@ -161,6 +161,10 @@ def test_the_panel_keeps_its_figures_while_it_refreshes(page):
     assert timeline_src(page) != first  # the panel was redrawn twice
     assert page.evaluate("window.__checks") >= 2  # the watch saw the redraws...
     assert page.evaluate("window.__missing") == []  # ...and never a gap meanwhile
+    page.locator("#reset").click()  # the next test starts from an empty conversation on this page
+    page.wait_for_function("() => document.querySelectorAll('#chatbot .message-row.user-row').length === 0",
+                           timeout=30_000)
+    page.get_by_text("No turns yet").wait_for(timeout=30_000)
 
 
 def test_chat_memory_panel_changes_undo_and_reset(page):

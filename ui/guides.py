@@ -20,6 +20,7 @@ class Guide:
     test: tuple[str, ...] = ()  # a memory test: messages sent in turn, the last a question (a button runs it)
     test_answer: str = ""  # the memory test's right answer, so that its verdict can say whether it was right
     replies_only: bool = False  # trained to predict its replies only: its losses on messages mean nothing
+    judges: bool = False  # a model of bAbI's sentence forms: its answers are marked right or wrong in the chat
 
 
 GUIDES = {
@@ -75,6 +76,7 @@ how sure it was. Someone or something never mentioned gets `I don't know.`, and 
               "Where is Mary?"),  # two facts back: recency would say "office"
         test_answer="kitchen",
         replies_only=True,
+        judges=True,
     ),
 }
 

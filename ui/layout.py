@@ -104,6 +104,9 @@ def header(model) -> str:
 CSS = """
 #memory-test-row { align-items: center; }
 #memory-test { min-height: 48px; font-size: 1.05em; }
+.reply-judged { font-size: 0.85em; white-space: nowrap; }
+.reply-judged.right { color: #1b7f3b; }
+.reply-judged.wrong { color: #b3261e; }
 /* The timeline is inline SVG, scaled to the column. */
 #timeline svg { width: 100%; height: auto; display: block; }
 .verdict-note { opacity: .85; }
@@ -288,11 +291,11 @@ def wire_chat(app: ChatApp, page, panel) -> None:
                 async for text in texts:
                     notice = "\n".join(f"⚠️ {n}" for n in st.notes) if first else gr.skip()
                     first = False
-                    yield history_of(st.session, text), "", notice
+                    yield history_of(st.session, text, judge=st.guide.judges), "", notice
         except gr.Error as err:  # busy, a bad setting, a failed reply: the message goes back in the box
-            yield history_of(st.session), message, f"⚠️ {err.message}"
+            yield history_of(st.session, judge=st.guide.judges), message, f"⚠️ {err.message}"
             return
-        yield history_of(st.session), "", gr.skip()
+        yield history_of(st.session, judge=st.guide.judges), "", gr.skip()
 
     async def page_retry(temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
         st = app.state(request)
@@ -300,11 +303,12 @@ def wire_chat(app: ChatApp, page, panel) -> None:
         try:
             async with contextlib.aclosing(app.retry(*values, request=request)) as texts:
                 async for text in texts:
-                    yield history_of(st.session, text), gr.skip()
+                    yield history_of(st.session, text, judge=st.guide.judges), gr.skip()
         except gr.Error as err:
-            yield history_of(st.session), f"⚠️ {err.message}"
+            yield history_of(st.session, judge=st.guide.judges), f"⚠️ {err.message}"
             return
-        yield history_of(st.session), "Resampled the last reply from the memory after your message."
+        yield (history_of(st.session, judge=st.guide.judges),
+               "Resampled the last reply from the memory after your message.")
 
     async def page_test(temperature, top_k, top_p, max_chars, seed, stop, memory, request: gr.Request):
         """The memory test (the served model's, else TEST_MODEL's, switched to first): its messages
@@ -330,12 +334,12 @@ def wire_chat(app: ChatApp, page, panel) -> None:
         try:
             for i, message in enumerate(guide.test):
                 step = f"Telling it fact {i + 1} of {facts}: {message}" if i < facts else f"Asking: {message}"
-                yield {chat.chatbot: history_of(st.session), verdict: note(step)}
+                yield {chat.chatbot: history_of(st.session, judge=st.guide.judges), verdict: note(step)}
                 async with contextlib.aclosing(app.chat(message, *values, request=request)) as texts:
                     async for text in texts:
-                        yield {chat.chatbot: history_of(st.session, text)}
+                        yield {chat.chatbot: history_of(st.session, text, judge=st.guide.judges)}
         except gr.Error as err:
-            yield {chat.chatbot: history_of(st.session), verdict: note(f"⚠️ {err.message}")}
+            yield {chat.chatbot: history_of(st.session, judge=st.guide.judges), verdict: note(f"⚠️ {err.message}")}
             return
         turn = st.session.turns[-1]
         if not turn.memory:
@@ -346,16 +350,17 @@ def wire_chat(app: ChatApp, page, panel) -> None:
                     return st.session.fresh_reply(-1)
             fresh = await anyio.to_thread.run_sync(fresh_reply)
             shown = verdict_html(guide, turn.reply, fresh or "", turn.measures.get("reply_probability"))
-        yield {chat.chatbot: history_of(st.session), verdict: shown}
+        yield {chat.chatbot: history_of(st.session, judge=st.guide.judges), verdict: shown}
 
     def page_undo(request: gr.Request):
         status = app.undo(request=request)
-        return history_of(app.state(request).session), status
+        st = app.state(request)
+        return history_of(st.session, judge=st.guide.judges), status
 
     def page_reset(request: gr.Request):
         status = app.reset(request=request)
         st = app.state(request)
-        return {chat.chatbot: history_of(st.session), chat.notice: status, page.test.verdict: test_caption(st.guide),
+        return {chat.chatbot: history_of(st.session, judge=st.guide.judges), chat.notice: status, page.test.verdict: test_caption(st.guide),
                 **cleared_units(page)}
 
     for trigger in (chat.send.click, chat.message.submit):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 
+from lstm_model.babi_qa import right_answers
 from lstm_model.session import ChatSession, is_fresh
 
 
@@ -92,10 +93,24 @@ def sureness_html(turn) -> str:
             f'(sure: {100 * p:.0f}%)</span>')
 
 
-def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]:
+def judged_html(reply: str, right: str | None) -> str:
+    """Beside an answer whose right answer the facts told give: whether the reply is it."""
+    if right is None:
+        return ""
+    if reply.strip() == right:
+        return ' <span class="reply-judged right" title="what the facts told so far say">✓ right</span>'
+    return (f' <span class="reply-judged wrong" title="what the facts told so far say">✗ the facts told say '
+            f"“{as_text(right)}”</span>")
+
+
+def history_of(session: ChatSession, streaming: str | None = None, judge: bool = False) -> list[dict]:
     """The chat transcript as Chatbot messages (the session is the source of truth); under each
-    finished reply, what the memory changed (fresh_reply_html)."""
+    finished reply, what the memory changed (fresh_reply_html). With `judge` (a model of bAbI's
+    sentence forms), each answer to a question in those forms is marked right or wrong against what
+    the facts told so far say (babi_qa.right_answers), while the whole conversation is at hand."""
     messages = []
+    rights = ([None] * len(session.turns) if not judge or session.dropped_turns
+              else right_answers([turn.user for turn in session.turns]))
     for i, turn in enumerate(session.turns):
         messages.append({"role": "user", "content": as_text(turn.user) if turn.user.strip() else "(empty message)"})
         live = streaming is not None and i == len(session.turns) - 1
@@ -104,6 +119,6 @@ def history_of(session: ChatSession, streaming: str | None = None) -> list[dict]
         if turn.closed_with and not live:  # cut by the length cap, then closed by the stop
             content += "  [cut at the length cap]"
         if turn.done and not live:
-            content += sureness_html(turn) + fresh_reply_html(turn, started_fresh(turn))
+            content += sureness_html(turn) + judged_html(turn.reply, rights[i]) + fresh_reply_html(turn, started_fresh(turn))
         messages.append({"role": "assistant", "content": content})
     return messages
