@@ -53,29 +53,18 @@ def long_message(chars: int) -> str:
 
 async def chat(session, message: str) -> tuple[float, float]:
     """One turn as the app's handler runs it; returns (seconds to the first piece, to the end)."""
-    from lstm_model.generate import SLOW, WAIT
-
-    from ui.actions import waker  # the app's own, from the --root checkout
+    from ui.actions import unblocked, waker  # the app's own, from the --root checkout
 
     loop = asyncio.get_running_loop()
-    start, first, end = time.perf_counter(), None, object()
+    start, first = time.perf_counter(), None
     wake, event = waker()
     session.wake = wake
     try:
         reply = session.send(message)
     finally:
         session.wake = None
-    in_thread = False
-    while True:
-        item = await loop.run_in_executor(None, next, reply, end) if in_thread else next(reply, end)
-        if item is end:
-            break
-        if item is WAIT:
-            await event.wait()
-            event.clear()
-        elif item is SLOW:
-            in_thread = True
-        elif first is None:
+    async for _ in unblocked(reply, event):
+        if first is None:
             first = time.perf_counter() - start
     await loop.run_in_executor(None, session.fresh_reply, -1)
     return first, time.perf_counter() - start

@@ -19,7 +19,15 @@ from lstm_model.serving import Serving
 from .actions import SESSION_TTL_S, ChatApp, Options
 from .checks import DEFAULTS, RANGES, serving_line
 from .guides import TEST_MODEL, Guide, guide_for
-from .panel import HEATMAP_CHOICES, PANEL_PARTS, found_units, inspected_unit, panel_figures, timeline_svg
+from .panel import (
+    HEATMAP_CHOICES,
+    PANEL_PARTS,
+    found_units,
+    inspected_unit,
+    panel_figures,
+    readable,
+    timeline_svg,
+)
 from .render import escape, history_of, verdict_html
 from .sessions import use_lazy_session_state
 from .stream import stream_route
@@ -221,7 +229,7 @@ def memory_section() -> SimpleNamespace:
     ui = SimpleNamespace()
     gr.Markdown("## What the memory holds")
     # Their titles are in the figures: no Gradio label over the legend.
-    ui.timeline = gr.HTML(timeline_svg(views.timeline_figure({"turns": []})), padding=False, js_on_load=None,
+    ui.timeline = gr.HTML(timeline_svg(readable(views.timeline_figure({"turns": []}))), padding=False, js_on_load=None,
                           elem_id="timeline")
     ui.status = gr.Markdown("", elem_id="panel-status")
     ui.benefit_sentence = gr.Markdown("", elem_id="benefit-sentence")

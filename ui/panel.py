@@ -42,10 +42,17 @@ def memory_words(cell: str) -> str:
     return "cell state" if cell == "lstm" else "hidden state H"
 
 
-def cell_parts(model, quantity: str) -> dict:
-    """The panel parts that follow the served model's cell: the heatmap's choices and the guide."""
+def heatmap_quantity(model, quantity: str) -> str:
+    """The heatmap's quantity for this model: the one asked for where its cell has it, else its first."""
     choices = HEATMAP_CHOICES.get(model.cell, HEATMAP_CHOICES["lstm"])
-    return {"quantity": gr.update(choices=list(choices), value=quantity if quantity in choices else choices[0]),
+    return quantity if quantity in choices else choices[0]
+
+
+def cell_parts(model, quantity: str) -> dict:
+    """The panel parts that follow the served model's cell: the heatmap's choices (`quantity`
+    already one of them) and the guide."""
+    choices = HEATMAP_CHOICES.get(model.cell, HEATMAP_CHOICES["lstm"])
+    return {"quantity": gr.update(choices=list(choices), value=quantity),
             "explanation": views.explanation(model.cell)}
 
 
@@ -53,8 +60,7 @@ def panel_figures(st: PanelSession, quantity: str, unit, layer) -> dict:
     """The panel's figures after the latest turn (or empty ones before the first), by part name
     (PANEL_PARTS)."""
     changes, session, model = st.changes, st.session, st.serving.model
-    if quantity not in HEATMAP_CHOICES.get(model.cell, HEATMAP_CHOICES["lstm"]):
-        quantity = HEATMAP_CHOICES.get(model.cell, HEATMAP_CHOICES["lstm"])[0]
+    quantity = heatmap_quantity(model, quantity)
     if not session.turns:
         return {"timeline": readable(views.timeline_figure({"turns": []})), "heatmap": views.heatmap_html(None),
                 "highlights": "", "report": {"turns": []}, "unit": gr.skip(), "layer": gr.skip(),
@@ -114,7 +120,7 @@ def readable(fig):
 
 
 def timeline_svg(fig) -> str:
-    """A timeline figure as inline SVG for the page (the figure is closed). Inline, the new
+    """A timeline figure (made `readable`) as inline SVG for the page (the figure is closed). Inline, the new
     drawing replaces the old in one step: no picture to decode, so the panel never shows a gap
     between two timelines, as an image component rebuilding its picture did."""
     import io
@@ -122,7 +128,7 @@ def timeline_svg(fig) -> str:
     import matplotlib.pyplot as plt
 
     out = io.StringIO()
-    readable(fig).savefig(out, format="svg")
+    fig.savefig(out, format="svg")
     plt.close(fig)
     svg = out.getvalue()
     return '<div class="timeline-svg" role="img" aria-label="Memory timeline">' + svg[svg.index("<svg"):] + "</div>"
