@@ -426,7 +426,7 @@ class ChatSession:
         its index from 0 (as scripts have always read it), and `number`, from 1 as the page counts."""
         return {
             "memory": self.memory,
-            "cell": getattr(self.model, "cell", "lstm"),
+            "cell": self.model.cell,
             "num_layers": self.model.num_layers,
             "hidden_size": self.model.hidden_size,
             "generation_steps": self.serving.precision,
